@@ -1,0 +1,143 @@
+//! The front's settings, already validated by the Ruby configurator; the
+//! checks here only guard against values that would break the front itself.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Limits on a request head, in the spirit of nginx's
+/// `large_client_header_buffers number size`: the request line and each
+/// header line must fit in `line_size` bytes, the whole head in
+/// `line_count * line_size`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeadLimits {
+    pub line_size: usize,
+    pub head_size: usize,
+    pub max_headers: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            line_size: 8 * 1024,
+            head_size: 4 * 8 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FrontConfig {
+    /// Event loop threads.
+    pub threads: usize,
+    pub head_limits: HeadLimits,
+    /// Request bodies up to this size stay in memory; larger ones go to a temp file.
+    pub client_body_buffer_size: usize,
+    /// 0 means no limit, as in nginx.
+    pub client_max_body_size: u64,
+    /// Total time allowed for a request head, from the connection's first byte.
+    pub client_header_timeout: Duration,
+    /// Longest pause allowed between two reads of a request body.
+    pub client_body_timeout: Duration,
+    /// Longest pause allowed between two writes to a client.
+    pub send_timeout: Duration,
+    pub temp_path: PathBuf,
+    /// Open client connections across all threads; beyond it new clients wait
+    /// in the listen backlog.
+    pub max_connections: usize,
+    /// How long a graceful stop waits for connections in progress.
+    pub shutdown_timeout: Duration,
+    /// Bytes of a worker's response held in memory per connection.
+    pub proxy_buffer_size: usize,
+}
+
+impl Default for FrontConfig {
+    fn default() -> Self {
+        FrontConfig {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            head_limits: HeadLimits::default(),
+            client_body_buffer_size: 16 * 1024,
+            client_max_body_size: 1024 * 1024,
+            client_header_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            temp_path: std::env::temp_dir(),
+            max_connections: 10_000,
+            shutdown_timeout: Duration::from_secs(30),
+            proxy_buffer_size: 64 * 1024,
+        }
+    }
+}
+
+impl FrontConfig {
+    /// Rejects settings the front cannot run with, naming the setting.
+    pub fn check(&self) -> Result<(), String> {
+        let positive = [
+            ("threads", self.threads),
+            (
+                "large_client_header_buffers size",
+                self.head_limits.line_size,
+            ),
+            (
+                "large_client_header_buffers number",
+                self.head_limits.head_size,
+            ),
+            ("client_max_headers", self.head_limits.max_headers),
+            ("max_connections", self.max_connections),
+            ("proxy_buffer_size", self.proxy_buffer_size),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(format!("{name} must be positive"));
+        }
+        if self.head_limits.head_size < self.head_limits.line_size {
+            return Err("the whole head limit is smaller than one line".into());
+        }
+        let timeouts = [
+            ("client_header_timeout", self.client_header_timeout),
+            ("client_body_timeout", self.client_body_timeout),
+            ("send_timeout", self.send_timeout),
+        ];
+        if let Some((name, _)) = timeouts.iter().find(|(_, value)| value.is_zero()) {
+            return Err(format!("{name} must be positive"));
+        }
+        if !self.temp_path.is_dir() {
+            return Err(format!(
+                "temp_path {} is not a directory",
+                self.temp_path.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_pass_their_own_check() {
+        assert_eq!(FrontConfig::default().check(), Ok(()));
+    }
+
+    #[test]
+    fn zero_threads_is_named() {
+        let config = FrontConfig {
+            threads: 0,
+            ..FrontConfig::default()
+        };
+        assert_eq!(config.check(), Err("threads must be positive".into()));
+    }
+
+    #[test]
+    fn missing_temp_path_is_named() {
+        let config = FrontConfig {
+            temp_path: "/nonexistent/nightmare".into(),
+            ..FrontConfig::default()
+        };
+        assert!(
+            config
+                .check()
+                .unwrap_err()
+                .contains("temp_path /nonexistent/nightmare")
+        );
+    }
+}

@@ -1,0 +1,85 @@
+//! Canned responses the front writes itself, when a request never reaches a
+//! worker or a worker fails to answer.
+
+/// Why the front answers instead of a worker: the status and a short reason
+/// that goes in the body and in the log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+impl Rejection {
+    pub const fn new(status: u16, reason: &'static str) -> Self {
+        Rejection { status, reason }
+    }
+
+    /// A full response: the connection is always closed after it, because
+    /// after a framing error nothing that follows on the socket can be trusted.
+    pub fn to_response(self) -> Vec<u8> {
+        let body = format!(
+            "{} {}: {}\n",
+            self.status,
+            reason_phrase(self.status),
+            self.reason
+        );
+        format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+            self.status,
+            reason_phrase(self.status),
+            body.len(),
+            body
+        )
+        .into_bytes()
+    }
+
+    /// Statuses that blame the client; the rest are the server's fault.
+    pub fn is_client_fault(self) -> bool {
+        (400..500).contains(&self.status)
+    }
+}
+
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_is_framed_and_closes() {
+        let response = Rejection::new(413, "body larger than client_max_body_size").to_response();
+        let text = String::from_utf8(response).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 413 Content Too Large\r\n"));
+        assert!(head.contains("Connection: close"));
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        assert_eq!(
+            body,
+            "413 Content Too Large: body larger than client_max_body_size\n"
+        );
+    }
+
+    #[test]
+    fn blame_follows_the_status_class() {
+        assert!(Rejection::new(408, "slow").is_client_fault());
+        assert!(!Rejection::new(502, "worker died").is_client_fault());
+    }
+}

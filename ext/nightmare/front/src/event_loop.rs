@@ -1,0 +1,284 @@
+//! One thread's event loop: accepts clients on its copies of the listeners,
+//! routes readiness events to connections, delivers worker slots granted by
+//! other threads, and checks deadlines on a short tick.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::connection::{Connection, FIRST_CONNECTION_TOKEN, LoopContext, Verdict, client_token};
+use crate::dispatch::Waiter;
+use crate::handoff::Scheme;
+use crate::listener::Listener;
+use crate::shared::{ConnectionPermit, Shared, StopMode};
+
+pub const WAKER: Token = Token(0);
+const FIRST_LISTENER_TOKEN: usize = 1;
+/// Deadlines are checked this often; timeouts are in seconds, so this is
+/// precise enough and costs nothing when idle.
+const TICK: Duration = Duration::from_millis(100);
+/// After accept fails for lack of descriptors or memory, wait this long
+/// before trying again instead of spinning on a listener that stays ready.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Reading buffer shared by the loop's connections.
+const SCRATCH_SIZE: usize = 64 * 1024;
+
+pub struct EventLoop {
+    index: usize,
+    poll: Poll,
+    shared: Arc<Shared>,
+    listeners: Vec<Listener>,
+    connections: Slab<Connection>,
+    scratch: Box<[u8]>,
+    next_serial: u64,
+    /// Clients may be waiting in a backlog we stopped draining (at
+    /// max_connections, or after an accept error): try again on the tick.
+    accept_deferred: bool,
+    accept_paused_until: Option<Instant>,
+    last_accept_complaint: Option<Instant>,
+    last_tick: Instant,
+    stop_deadline: Option<Instant>,
+}
+
+impl EventLoop {
+    pub fn new(
+        index: usize,
+        poll: Poll,
+        shared: Arc<Shared>,
+        mut listeners: Vec<Listener>,
+    ) -> io::Result<Self> {
+        for (i, listener) in listeners.iter_mut().enumerate() {
+            poll.registry().register(
+                listener,
+                Token(FIRST_LISTENER_TOKEN + i),
+                Interest::READABLE,
+            )?;
+        }
+        Ok(EventLoop {
+            index,
+            poll,
+            shared,
+            listeners,
+            connections: Slab::new(),
+            scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
+            next_serial: 0,
+            accept_deferred: false,
+            accept_paused_until: None,
+            last_accept_complaint: None,
+            last_tick: Instant::now(),
+            stop_deadline: None,
+        })
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            if let Err(error) = self.poll.poll(&mut events, Some(TICK)) {
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                self.shared
+                    .log
+                    .error(format!("event loop {} cannot poll: {error}", self.index));
+                break;
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => {}
+                    Token(token) if token >= FIRST_CONNECTION_TOKEN => {
+                        let slot = (token - FIRST_CONNECTION_TOKEN) / 2;
+                        let upstream = (token - FIRST_CONNECTION_TOKEN) % 2 == 1;
+                        self.connection_event(slot, upstream, event, now);
+                    }
+                    Token(token) => self.accept_clients(token - FIRST_LISTENER_TOKEN, now),
+                }
+            }
+            self.deliver_grants(now);
+            if now.duration_since(self.last_tick) >= TICK {
+                self.last_tick = now;
+                self.tick(now);
+            }
+            if self.should_exit(now) {
+                break;
+            }
+        }
+        // Dropping the connections closes their sockets and frees their slots.
+        self.connections.clear();
+    }
+
+    fn context(&mut self, now: Instant) -> (LoopContext<'_>, &mut Slab<Connection>) {
+        let ctx = LoopContext {
+            shared: &self.shared,
+            registry: self.poll.registry(),
+            scratch: &mut self.scratch,
+            loop_index: self.index,
+            now,
+        };
+        (ctx, &mut self.connections)
+    }
+
+    fn connection_event(
+        &mut self,
+        slot: usize,
+        upstream: bool,
+        event: &mio::event::Event,
+        now: Instant,
+    ) {
+        let (mut ctx, connections) = self.context(now);
+        // Events are hints: one for a connection that just closed is dropped.
+        let Some(connection) = connections.get_mut(slot) else {
+            return;
+        };
+        let verdict = if upstream {
+            connection.on_upstream_event(event, &mut ctx)
+        } else {
+            connection.on_client_event(event, &mut ctx)
+        };
+        if verdict == Verdict::Close {
+            connections.remove(slot);
+            self.resume_accepting(now);
+        }
+    }
+
+    fn accept_clients(&mut self, listener_index: usize, now: Instant) {
+        if self.listeners.get(listener_index).is_none()
+            || self.shared.stop_mode() != StopMode::Running
+        {
+            return;
+        }
+        loop {
+            let Some(permit) = ConnectionPermit::try_acquire(&self.shared) else {
+                self.accept_deferred = true;
+                self.complain_about_accept(now, || {
+                    "max_connections reached; new clients wait in the listen backlog".into()
+                });
+                return;
+            };
+            match self.listeners[listener_index].accept() {
+                Ok((client, peer)) => self.add_connection(client, peer, Scheme::Http, permit, now),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error)
+                    if error.kind() == io::ErrorKind::Interrupted
+                        || matches!(
+                            error.raw_os_error(),
+                            Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM)
+                        ) =>
+                {
+                    // The client gave up (or a firewall said no) between SYN and accept.
+                    continue;
+                }
+                Err(error) => {
+                    self.accept_deferred = true;
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    self.complain_about_accept(now, || {
+                        format!("cannot accept clients: {error}; retrying shortly")
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    /// At most one line a second about accept trouble, however hard it hits.
+    fn complain_about_accept(&mut self, now: Instant, message: impl FnOnce() -> String) {
+        if self
+            .last_accept_complaint
+            .is_none_or(|last| now.duration_since(last) >= Duration::from_secs(1))
+        {
+            self.last_accept_complaint = Some(now);
+            self.shared.log.warn(message());
+        }
+    }
+
+    fn add_connection(
+        &mut self,
+        mut client: crate::listener::ClientStream,
+        peer: String,
+        scheme: Scheme,
+        permit: ConnectionPermit,
+        now: Instant,
+    ) {
+        let slot = self.connections.vacant_key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(error) = self
+            .poll
+            .registry()
+            .register(&mut client, client_token(slot), interest)
+        {
+            self.shared
+                .log
+                .error(format!("cannot watch client {peer}: {error}"));
+            return;
+        }
+        self.next_serial += 1;
+        let deadline = now + self.shared.config.client_header_timeout;
+        let id = Waiter {
+            loop_index: self.index,
+            slot,
+            serial: self.next_serial,
+        };
+        let connection = Connection::new(id, client, peer, scheme, permit, deadline);
+        self.connections.insert(connection);
+        let (mut ctx, connections) = self.context(now);
+        if let Some(connection) = connections.get_mut(slot)
+            && connection.drive(&mut ctx) == Verdict::Close
+        {
+            connections.remove(slot);
+        }
+    }
+
+    fn deliver_grants(&mut self, now: Instant) {
+        let grants = self.shared.mailboxes.0[self.index].take_grants();
+        for waiter in grants {
+            let (mut ctx, connections) = self.context(now);
+            match connections.get_mut(waiter.slot) {
+                Some(connection) if connection.serial() == waiter.serial => {
+                    if connection.on_grant(&mut ctx) == Verdict::Close {
+                        connections.remove(waiter.slot);
+                    }
+                }
+                // The waiter left before its turn came: pass the slot on.
+                _ => drop(self.shared.dispatcher.claim()),
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let (mut ctx, connections) = self.context(now);
+        connections.retain(|_, connection| connection.on_tick(&mut ctx) == Verdict::Keep);
+        self.resume_accepting(now);
+    }
+
+    fn resume_accepting(&mut self, now: Instant) {
+        if !self.accept_deferred || self.accept_paused_until.is_some_and(|until| now < until) {
+            return;
+        }
+        self.accept_deferred = false;
+        self.accept_paused_until = None;
+        for index in 0..self.listeners.len() {
+            self.accept_clients(index, now);
+        }
+    }
+
+    fn should_exit(&mut self, now: Instant) -> bool {
+        match self.shared.stop_mode() {
+            StopMode::Running => false,
+            StopMode::Immediate => true,
+            StopMode::Graceful => {
+                if self.stop_deadline.is_none() {
+                    // Closing our copies of the listeners leaves new clients
+                    // in the backlog for the next front (the master keeps
+                    // the sockets open).
+                    self.listeners.clear();
+                    self.stop_deadline = Some(now + self.shared.config.shutdown_timeout);
+                }
+                self.connections.is_empty()
+                    || self.stop_deadline.is_some_and(|deadline| now >= deadline)
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The Nightmare! front: accepts every client on Unicorn's listeners,
+//! buffers each request whole, hands it to an idle worker over a socket pair
+//! passed through a SOCK_SEQPACKET channel, and relays the response back.
+//! This crate knows nothing of Ruby; the gem's glue drives it through `Front`.
+
+pub mod chunked;
+pub mod config;
+pub mod connection;
+pub mod descriptors;
+pub mod dispatch;
+pub mod error_response;
+pub mod event_loop;
+pub mod exchange;
+pub mod handoff;
+pub mod listener;
+pub mod log;
+pub mod relay;
+pub mod request_head;
+pub mod shared;
+pub mod socket_io;
+pub mod spool;
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use mio::{Poll, Waker};
+
+pub use config::{FrontConfig, HeadLimits};
+pub use dispatch::DispatchStats;
+
+use event_loop::{EventLoop, WAKER};
+use listener::Listener;
+use log::Log;
+use shared::{Mailbox, Mailboxes, Shared, StopMode};
+
+/// A running front: its loop threads and what they share.
+pub struct Front {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrontStats {
+    pub open_connections: usize,
+    pub requests_handed_off: u64,
+    pub dispatch: DispatchStats,
+    pub log_lines_dropped: u64,
+}
+
+impl Front {
+    /// Starts `config.threads` event loops accepting on `listeners`, handing
+    /// requests to `workers` workers through `channel`, logging into `log`
+    /// (the non-blocking write end of a pipe).
+    pub fn start(
+        config: FrontConfig,
+        listeners: Vec<OwnedFd>,
+        channel: OwnedFd,
+        log: OwnedFd,
+        workers: usize,
+    ) -> io::Result<Front> {
+        config
+            .check()
+            .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
+        if listeners.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no listeners to accept on",
+            ));
+        }
+        let listeners = listeners
+            .into_iter()
+            .map(Listener::from_inherited)
+            .collect::<io::Result<Vec<_>>>()?;
+        let polls = (0..config.threads)
+            .map(|_| Poll::new())
+            .collect::<io::Result<Vec<_>>>()?;
+        let mailboxes = polls
+            .iter()
+            .map(|poll| Waker::new(poll.registry(), WAKER).map(Mailbox::new))
+            .collect::<io::Result<Vec<_>>>()?;
+        let shared = Arc::new(Shared::new(
+            config,
+            workers,
+            channel,
+            Log::new(log),
+            Arc::new(Mailboxes(mailboxes)),
+        ));
+
+        let mut threads = Vec::with_capacity(polls.len());
+        for (index, poll) in polls.into_iter().enumerate() {
+            let own_listeners = listeners
+                .iter()
+                .map(Listener::duplicate)
+                .collect::<io::Result<Vec<_>>>()?;
+            let event_loop = EventLoop::new(index, poll, Arc::clone(&shared), own_listeners)?;
+            let spawned =
+                spawn_without_signals(format!("nightmare-{index}"), move || event_loop.run());
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(error) => {
+                    shared.request_stop(StopMode::Immediate);
+                    threads
+                        .into_iter()
+                        .for_each(|t: JoinHandle<()>| drop(t.join()));
+                    return Err(error);
+                }
+            }
+        }
+        Ok(Front { shared, threads })
+    }
+
+    /// Workers now running; in flight requests never exceed it.
+    pub fn set_worker_count(&self, workers: usize) {
+        self.shared.dispatcher.set_limit(workers);
+    }
+
+    pub fn stop(&self, graceful: bool) {
+        self.shared.request_stop(if graceful {
+            StopMode::Graceful
+        } else {
+            StopMode::Immediate
+        });
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stop_mode() != StopMode::Running
+    }
+
+    /// Loop threads that have ended. Any ending while the front is not
+    /// stopping means a bug took one down.
+    pub fn finished_threads(&self) -> usize {
+        self.threads
+            .iter()
+            .filter(|thread| thread.is_finished())
+            .count()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished_threads() == self.threads.len()
+    }
+
+    /// Waits for the loops to end; returns how many ended by panicking.
+    pub fn join(&mut self) -> usize {
+        self.threads
+            .drain(..)
+            .map(|thread| thread.join())
+            .filter(Result::is_err)
+            .count()
+    }
+
+    pub fn stats(&self) -> FrontStats {
+        FrontStats {
+            open_connections: self
+                .shared
+                .open_connections
+                .load(std::sync::atomic::Ordering::Relaxed),
+            requests_handed_off: self
+                .shared
+                .requests_handed_off
+                .load(std::sync::atomic::Ordering::Relaxed),
+            dispatch: self.shared.dispatcher.stats(),
+            log_lines_dropped: self.shared.log.dropped(),
+        }
+    }
+}
+
+/// Loop threads block every signal, so signals reach the process's main
+/// thread (Ruby's) and a SIGPIPE from a write to a closed peer stays a mere
+/// EPIPE.
+fn spawn_without_signals<F>(name: String, body: F) -> io::Result<JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    // SAFETY: sigset_t is plain data, filled by sigfillset before use; the
+    // calling thread's mask is restored right after the spawn.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut previous: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
+        let spawned = std::thread::Builder::new().name(name).spawn(body);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+        spawned
+    }
+}

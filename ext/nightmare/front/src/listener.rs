@@ -1,0 +1,264 @@
+//! Unicorn's listening sockets as the front sees them (inherited descriptors,
+//! TCP or UNIX), and the client connections they yield.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use mio::event::Source;
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Takes a listening socket passed down by the master.
+    pub fn from_inherited(fd: OwnedFd) -> io::Result<Listener> {
+        if socket_option(fd.as_fd(), libc::SO_ACCEPTCONN)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "descriptor is not a listening socket",
+            ));
+        }
+        match socket_option(fd.as_fd(), libc::SO_DOMAIN)? {
+            libc::AF_INET | libc::AF_INET6 => {
+                let listener = std::net::TcpListener::from(fd);
+                listener.set_nonblocking(true)?;
+                Ok(Listener::Tcp(TcpListener::from_std(listener)))
+            }
+            libc::AF_UNIX => {
+                let listener = std::os::unix::net::UnixListener::from(fd);
+                listener.set_nonblocking(true)?;
+                Ok(Listener::Unix(UnixListener::from_std(listener)))
+            }
+            domain => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unsupported socket family {domain}"),
+            )),
+        }
+    }
+
+    /// Each loop thread accepts on its own duplicate of the descriptor.
+    pub fn duplicate(&self) -> io::Result<Listener> {
+        Listener::from_inherited(self.as_fd().try_clone_to_owned()?)
+    }
+
+    /// The next client and its address as the worker will see it.
+    pub fn accept(&self) -> io::Result<(ClientStream, String)> {
+        match self {
+            Listener::Tcp(listener) => {
+                let (stream, peer) = listener.accept()?;
+                // Responses are relayed as the worker writes them; Nagle
+                // would hold back the tail of each one.
+                stream.set_nodelay(true)?;
+                Ok((
+                    ClientStream::Tcp(stream),
+                    peer.ip().to_canonical().to_string(),
+                ))
+            }
+            // Unicorn reports 127.0.0.1 for UNIX socket clients; so do we.
+            Listener::Unix(listener) => {
+                Ok((ClientStream::Unix(listener.accept()?.0), "127.0.0.1".into()))
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let name = match self {
+            Listener::Tcp(listener) => listener.local_addr().map(|a| a.to_string()),
+            Listener::Unix(listener) => listener.local_addr().map(|a| match a.as_pathname() {
+                Some(path) => path.display().to_string(),
+                None => "unix socket".into(),
+            }),
+        };
+        name.unwrap_or_else(|_| "unknown".into())
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(listener) => listener.as_fd(),
+            Listener::Unix(listener) => listener.as_fd(),
+        }
+    }
+}
+
+impl Source for Listener {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Listener::Tcp(listener) => listener.register(registry, token, interests),
+            Listener::Unix(listener) => listener.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Listener::Tcp(listener) => listener.reregister(registry, token, interests),
+            Listener::Unix(listener) => listener.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Listener::Tcp(listener) => listener.deregister(registry),
+            Listener::Unix(listener) => listener.deregister(registry),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ClientStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl ClientStream {
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            ClientStream::Tcp(stream) => stream.shutdown(how),
+            ClientStream::Unix(stream) => stream.shutdown(how),
+        }
+    }
+}
+
+impl Read for ClientStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ClientStream::Tcp(stream) => stream.read(buf),
+            ClientStream::Unix(stream) => stream.read(buf),
+        }
+    }
+}
+
+impl Write for ClientStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            ClientStream::Tcp(stream) => stream.write(buf),
+            ClientStream::Unix(stream) => stream.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsFd for ClientStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            ClientStream::Tcp(stream) => stream.as_fd(),
+            ClientStream::Unix(stream) => stream.as_fd(),
+        }
+    }
+}
+
+impl Source for ClientStream {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            ClientStream::Tcp(stream) => stream.register(registry, token, interests),
+            ClientStream::Unix(stream) => stream.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            ClientStream::Tcp(stream) => stream.reregister(registry, token, interests),
+            ClientStream::Unix(stream) => stream.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            ClientStream::Tcp(stream) => stream.deregister(registry),
+            ClientStream::Unix(stream) => stream.deregister(registry),
+        }
+    }
+}
+
+fn socket_option(fd: BorrowedFd, option: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut length = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and length are valid for getsockopt to write an int into.
+    let result = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            &mut value as *mut libc::c_int as *mut libc::c_void,
+            &mut length,
+        )
+    };
+    if result == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_and_unix_listeners_are_recognised() {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = tcp.local_addr().unwrap();
+        let listener = Listener::from_inherited(OwnedFd::from(tcp)).unwrap();
+        assert!(matches!(listener, Listener::Tcp(_)));
+        assert_eq!(listener.describe(), address.to_string());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let listener = Listener::from_inherited(OwnedFd::from(unix)).unwrap();
+        assert_eq!(listener.describe(), path.display().to_string());
+    }
+
+    #[test]
+    fn a_connected_socket_is_not_a_listener() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(Listener::from_inherited(OwnedFd::from(a)).is_err());
+    }
+
+    #[test]
+    fn accept_reports_the_client_address_and_would_block_when_idle() {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = tcp.local_addr().unwrap();
+        let listener = Listener::from_inherited(OwnedFd::from(tcp))
+            .unwrap()
+            .duplicate()
+            .unwrap();
+        assert_eq!(
+            listener.accept().unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        let _client = std::net::TcpStream::connect(address).unwrap();
+        let (_, peer) = listener.accept().unwrap();
+        assert_eq!(peer, "127.0.0.1");
+    }
+}

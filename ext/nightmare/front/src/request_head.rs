@@ -1,0 +1,649 @@
+//! Reads and judges a request head: limits while it arrives, httparse once it
+//! is whole, then the framing rules that keep requests from being smuggled
+//! (RFC 9112 §6). What passes is rebuilt, not copied, for the worker.
+
+use crate::config::HeadLimits;
+use crate::error_response::Rejection;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpVersion {
+    Http10,
+    Http11,
+}
+
+impl HttpVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpVersion::Http10 => "HTTP/1.0",
+            HttpVersion::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+#[derive(Debug)]
+pub struct RequestHead {
+    pub method: String,
+    pub target: String,
+    pub version: HttpVersion,
+    /// Headers passed on to the worker, in arrival order; framing, hop-by-hop
+    /// and forwarding headers are not among them.
+    forwarded_headers: Vec<(String, Vec<u8>)>,
+    pub framing: BodyFraming,
+    pub expects_continue: bool,
+    pub keep_alive: bool,
+}
+
+/// What the front vouches for when it passes a request on.
+pub struct ForwardingFacts<'a> {
+    pub client_addr: &'a str,
+    pub scheme: &'a str,
+    pub request_start_usec: u64,
+}
+
+impl RequestHead {
+    pub fn is_head_method(&self) -> bool {
+        self.method == "HEAD"
+    }
+
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.forwarded_headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The head the worker reads: always `Connection: close` (Unicorn answers
+    /// one request per connection), a Content-Length in place of chunked
+    /// framing, and forwarding headers the client could not have forged.
+    pub fn upstream_head(&self, body_length: Option<u64>, facts: &ForwardingFacts) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.forwarded_headers.len() * 48);
+        out.extend_from_slice(self.method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.target.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.version.as_str().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in &self.forwarded_headers {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(length) = body_length {
+            out.extend_from_slice(format!("Content-Length: {length}\r\n").as_bytes());
+        }
+        out.extend_from_slice(
+            format!(
+                "X-Forwarded-For: {}\r\nX-Forwarded-Proto: {}\r\nX-Request-Start: t={}\r\nConnection: close\r\n\r\n",
+                facts.client_addr, facts.scheme, facts.request_start_usec
+            )
+            .as_bytes(),
+        );
+        out
+    }
+}
+
+/// Accumulates a head across reads. Each byte is scanned once, so a client
+/// that sends its head a byte at a time costs linear work, not quadratic.
+#[derive(Debug)]
+pub struct HeadReader {
+    buf: Vec<u8>,
+    scanned: usize,
+    line_start: usize,
+    in_request_line: bool,
+    end: Option<usize>,
+}
+
+impl Default for HeadReader {
+    fn default() -> Self {
+        HeadReader::with_leftover(Vec::new())
+    }
+}
+
+impl HeadReader {
+    /// Starts with bytes already read past the previous request (pipelining).
+    pub fn with_leftover(leftover: Vec<u8>) -> Self {
+        HeadReader {
+            buf: leftover,
+            scanned: 0,
+            line_start: 0,
+            in_request_line: true,
+            end: None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// How many more bytes may be read before the head limit is hit; the
+    /// caller reads no more than this, so the buffer never outgrows the limit.
+    pub fn room(&self, limits: &HeadLimits) -> usize {
+        (limits.head_size + 1).saturating_sub(self.buf.len())
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Returns the parsed head and the bytes after it once the blank line
+    /// has arrived, `None` while it hasn't.
+    pub fn poll(
+        &mut self,
+        limits: &HeadLimits,
+    ) -> Result<Option<(RequestHead, Vec<u8>)>, Rejection> {
+        self.scan(limits)?;
+        let Some(end) = self.end else {
+            return Ok(None);
+        };
+        let head = parse_complete_head(&self.buf[..end], limits)?;
+        let leftover = self.buf.split_off(end);
+        Ok(Some((head, leftover)))
+    }
+
+    fn scan(&mut self, limits: &HeadLimits) -> Result<(), Rejection> {
+        while self.end.is_none() && self.scanned < self.buf.len() {
+            let Some(offset) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
+                self.scanned = self.buf.len();
+                break;
+            };
+            let newline = self.scanned + offset;
+            let line = &self.buf[self.line_start..newline];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > limits.line_size {
+                return Err(self.line_too_long());
+            }
+            if line.is_empty() {
+                if self.in_request_line {
+                    // RFC 9112 §2.2: empty lines before the request line
+                    // (left by clients after a body) are ignored.
+                } else {
+                    self.end = Some(newline + 1);
+                }
+            } else {
+                self.in_request_line = false;
+            }
+            self.scanned = newline + 1;
+            self.line_start = self.scanned;
+        }
+        if self.end.is_none() {
+            if self.buf.len() - self.line_start > limits.line_size {
+                return Err(self.line_too_long());
+            }
+            if self.buf.len() > limits.head_size {
+                return Err(Rejection::new(431, "request head too large"));
+            }
+        } else if self.end.is_some_and(|end| end > limits.head_size) {
+            return Err(Rejection::new(431, "request head too large"));
+        }
+        Ok(())
+    }
+
+    fn line_too_long(&self) -> Rejection {
+        if self.in_request_line {
+            Rejection::new(414, "request line too long")
+        } else {
+            Rejection::new(431, "header line too long")
+        }
+    }
+}
+
+fn parse_complete_head(bytes: &[u8], limits: &HeadLimits) -> Result<RequestHead, Rejection> {
+    let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut request = httparse::Request::new(&mut storage);
+    match request.parse(bytes) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(Rejection::new(400, "malformed request head")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Rejection::new(431, "too many header fields"));
+        }
+        Err(httparse::Error::Version) => return Err(version_rejection(bytes)),
+        Err(httparse::Error::HeaderName) => {
+            return Err(Rejection::new(
+                400,
+                "invalid header name (obs-fold or control character)",
+            ));
+        }
+        Err(httparse::Error::HeaderValue) => {
+            return Err(Rejection::new(
+                400,
+                "invalid header value (control character)",
+            ));
+        }
+        Err(_) => return Err(Rejection::new(400, "malformed request line")),
+    }
+    let method = request.method.unwrap_or_default().to_owned();
+    let target = request.path.unwrap_or_default().to_owned();
+    let version = match request.version {
+        Some(0) => HttpVersion::Http10,
+        _ => HttpVersion::Http11,
+    };
+    check_target(&method, &target)?;
+    judge_headers(method, target, version, request.headers)
+}
+
+/// `HTTP/2.0` and friends are well-formed but unsupported; anything else
+/// httparse calls a version error is just a bad request line.
+fn version_rejection(bytes: &[u8]) -> Rejection {
+    let line_end = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(bytes.len());
+    let line = &bytes[..line_end];
+    let major_version = line
+        .windows(6)
+        .position(|window| window == b" HTTP/")
+        .and_then(|at| line.get(at + 6));
+    if major_version.is_some_and(|major| major.is_ascii_digit() && *major != b'1') {
+        Rejection::new(505, "only HTTP/1.0 and HTTP/1.1 are served")
+    } else {
+        Rejection::new(400, "malformed request line")
+    }
+}
+
+fn check_target(method: &str, target: &str) -> Result<(), Rejection> {
+    let origin_form = target.starts_with('/');
+    let asterisk_form = target == "*" && method == "OPTIONS";
+    let absolute_form = ["http://", "https://"].iter().any(|scheme| {
+        target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme)
+    });
+    if origin_form || asterisk_form || absolute_form {
+        Ok(())
+    } else {
+        Err(Rejection::new(400, "bad request target"))
+    }
+}
+
+fn judge_headers(
+    method: String,
+    target: String,
+    version: HttpVersion,
+    headers: &[httparse::Header],
+) -> Result<RequestHead, Rejection> {
+    let mut forwarded_headers = Vec::with_capacity(headers.len());
+    let mut host_count = 0;
+    let mut content_length: Option<u64> = None;
+    let mut transfer_codings: Vec<String> = Vec::new();
+    let mut saw_transfer_encoding = false;
+    let mut connection_close = false;
+    let mut connection_keep_alive = false;
+    let mut expects_continue = false;
+
+    for header in headers {
+        let name = header.name;
+        // nginx's `underscores_in_headers off`: `X_Forwarded_For` would reach
+        // Rack as HTTP_X_FORWARDED_FOR and forge what the front vouches for.
+        if name.contains('_') {
+            continue;
+        }
+        let lower = name.to_ascii_lowercase();
+        match lower.as_str() {
+            "host" => {
+                host_count += 1;
+                forwarded_headers.push((name.to_owned(), header.value.to_vec()));
+            }
+            "content-length" => {
+                let length = parse_content_length(header.value)?;
+                if content_length.is_some_and(|seen| seen != length) {
+                    return Err(Rejection::new(400, "conflicting Content-Length headers"));
+                }
+                content_length = Some(length);
+            }
+            "transfer-encoding" => {
+                saw_transfer_encoding = true;
+                let value = std::str::from_utf8(header.value)
+                    .map_err(|_| Rejection::new(400, "bad Transfer-Encoding"))?;
+                transfer_codings.extend(
+                    value
+                        .split(',')
+                        .map(|c| c.trim().to_ascii_lowercase())
+                        .filter(|c| !c.is_empty()),
+                );
+            }
+            "connection" => {
+                for token in header.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    connection_close |= token.eq_ignore_ascii_case(b"close");
+                    connection_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
+            "expect" => {
+                if version == HttpVersion::Http11 {
+                    if header
+                        .value
+                        .trim_ascii()
+                        .eq_ignore_ascii_case(b"100-continue")
+                    {
+                        expects_continue = true;
+                    } else {
+                        return Err(Rejection::new(
+                            417,
+                            "only Expect: 100-continue is understood",
+                        ));
+                    }
+                }
+            }
+            // Hop-by-hop (RFC 9110 §7.6.1) and what the front alone may say.
+            "keep-alive" | "proxy-connection" | "te" | "trailer" | "upgrade" | "forwarded"
+            | "x-request-start" => {}
+            _ if lower.starts_with("x-forwarded-") => {}
+            _ => forwarded_headers.push((name.to_owned(), header.value.to_vec())),
+        }
+    }
+
+    if version == HttpVersion::Http11 && host_count == 0 {
+        return Err(Rejection::new(400, "missing Host header"));
+    }
+    if host_count > 1 {
+        return Err(Rejection::new(400, "duplicate Host header"));
+    }
+    let framing = if saw_transfer_encoding {
+        if version == HttpVersion::Http10 {
+            return Err(Rejection::new(
+                400,
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
+        }
+        if content_length.is_some() {
+            return Err(Rejection::new(
+                400,
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        chunked_framing(&transfer_codings)?
+    } else {
+        match content_length {
+            Some(length) => BodyFraming::Length(length),
+            None => BodyFraming::None,
+        }
+    };
+    let has_body = framing != BodyFraming::None && framing != BodyFraming::Length(0);
+    let keep_alive = match version {
+        HttpVersion::Http11 => !connection_close,
+        HttpVersion::Http10 => connection_keep_alive && !connection_close,
+    };
+    Ok(RequestHead {
+        method,
+        target,
+        version,
+        forwarded_headers,
+        framing,
+        expects_continue: expects_continue && has_body,
+        keep_alive,
+    })
+}
+
+fn chunked_framing(codings: &[String]) -> Result<BodyFraming, Rejection> {
+    match codings {
+        [] => Err(Rejection::new(400, "empty Transfer-Encoding")),
+        [only] if only == "chunked" => Ok(BodyFraming::Chunked),
+        [earlier @ .., last] if last == "chunked" => {
+            if earlier.iter().any(|c| c == "chunked") {
+                Err(Rejection::new(400, "chunked applied more than once"))
+            } else {
+                Err(Rejection::new(
+                    501,
+                    "only the chunked transfer coding is supported",
+                ))
+            }
+        }
+        _ => Err(Rejection::new(
+            400,
+            "chunked is not the final transfer coding",
+        )),
+    }
+}
+
+/// Digits only, as a list of equal values at most (RFC 9110 §8.6): no sign,
+/// no spaces inside, no overflow.
+fn parse_content_length(value: &[u8]) -> Result<u64, Rejection> {
+    let bad = Rejection::new(400, "bad Content-Length");
+    let mut result: Option<u64> = None;
+    for element in value.split(|&b| b == b',') {
+        let digits = element.trim_ascii();
+        if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(bad);
+        }
+        let length = digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if result.is_some_and(|seen| seen != length) {
+            return Err(Rejection::new(400, "conflicting Content-Length headers"));
+        }
+        result = Some(length);
+    }
+    result.ok_or(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> HeadLimits {
+        HeadLimits {
+            line_size: 64,
+            head_size: 256,
+            max_headers: 8,
+        }
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Option<(RequestHead, Vec<u8>)>, Rejection> {
+        let mut reader = HeadReader::default();
+        reader.push(bytes);
+        reader.poll(&limits())
+    }
+
+    fn status_of(bytes: &[u8]) -> u16 {
+        parse(bytes).expect_err("should be rejected").status
+    }
+
+    fn head_of(bytes: &[u8]) -> RequestHead {
+        parse(bytes)
+            .expect("should parse")
+            .expect("should be complete")
+            .0
+    }
+
+    #[test]
+    fn simple_get_is_complete_with_leftover() {
+        let (head, leftover) = parse(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /next")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.method, "GET");
+        assert_eq!(head.target, "/a?b=1");
+        assert_eq!(head.framing, BodyFraming::None);
+        assert!(head.keep_alive);
+        assert_eq!(leftover, b"GET /next");
+    }
+
+    #[test]
+    fn partial_head_waits() {
+        assert!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn head_sent_a_byte_at_a_time_completes() {
+        let request = b"\r\nPOST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
+        let mut reader = HeadReader::default();
+        let mut result = None;
+        for byte in request.iter() {
+            reader.push(std::slice::from_ref(byte));
+            if let Some(done) = reader.poll(&limits()).unwrap() {
+                result = Some(done);
+                break;
+            }
+        }
+        let (head, leftover) = result.expect("complete");
+        assert_eq!(head.framing, BodyFraming::Length(3));
+        assert!(
+            leftover.is_empty(),
+            "the body's bytes are not read with the head"
+        );
+    }
+
+    #[test]
+    fn long_request_line_is_414_even_before_it_ends() {
+        let mut request = b"GET /".to_vec();
+        request.extend(std::iter::repeat_n(b'a', 100));
+        assert_eq!(status_of(&request), 414);
+    }
+
+    #[test]
+    fn long_header_line_is_431() {
+        let mut request = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+        request.extend(std::iter::repeat_n(b'a', 100));
+        request.extend(b"\r\n\r\n");
+        assert_eq!(status_of(&request), 431);
+    }
+
+    #[test]
+    fn head_over_total_size_is_431() {
+        let mut request = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+        for i in 0..7 {
+            request.extend(format!("X-H{i}: {}\r\n", "v".repeat(40)).as_bytes());
+        }
+        assert_eq!(status_of(&request), 431);
+    }
+
+    #[test]
+    fn too_many_headers_is_431() {
+        let mut request = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+        for i in 0..9 {
+            request.extend(format!("X-{i}: v\r\n").as_bytes());
+        }
+        request.extend(b"\r\n");
+        assert_eq!(status_of(&request), 431);
+    }
+
+    #[test]
+    fn framing_ambiguities_are_400() {
+        assert_eq!(
+            status_of(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status_of(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"
+            ),
+            400
+        );
+        assert_eq!(
+            status_of(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 4\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status_of(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status_of(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n"
+            ),
+            400
+        );
+        assert_eq!(
+            status_of(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status_of(
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n"
+            ),
+            400
+        );
+        assert_eq!(
+            status_of(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            501
+        );
+    }
+
+    #[test]
+    fn identical_content_lengths_merge() {
+        let head = head_of(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+        );
+        assert_eq!(head.framing, BodyFraming::Length(5));
+    }
+
+    #[test]
+    fn chunked_is_recognised_in_any_case() {
+        let head = head_of(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n");
+        assert_eq!(head.framing, BodyFraming::Chunked);
+    }
+
+    #[test]
+    fn obs_fold_and_control_characters_are_400() {
+        assert_eq!(
+            status_of(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: b\r\n c\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status_of(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: b\x00c\r\n\r\n"),
+            400
+        );
+        assert_eq!(status_of(b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn bad_request_lines_are_400_and_other_versions_505() {
+        assert_eq!(status_of(b"GARBAGE\r\n\r\n"), 400);
+        assert_eq!(status_of(b"GET noslash HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(
+            status_of(b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            400
+        );
+        assert_eq!(status_of(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n"), 505);
+    }
+
+    #[test]
+    fn host_rules() {
+        assert_eq!(status_of(b"GET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(
+            status_of(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            400
+        );
+        assert!(!head_of(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn expect_continue_only_matters_with_a_body() {
+        let head = head_of(
+            b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n",
+        );
+        assert!(head.expects_continue);
+        let head = head_of(b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n");
+        assert!(!head.expects_continue);
+        assert_eq!(
+            status_of(b"GET / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n"),
+            417
+        );
+    }
+
+    #[test]
+    fn upstream_head_replaces_what_the_client_may_not_say() {
+        let head = head_of(
+            b"POST /u HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\nX_Forwarded_For: 6.6.6.6\r\n\
+              X-Forwarded-Proto: https\r\nForwarded: for=6.6.6.6\r\nTransfer-Encoding: chunked\r\n\
+              Connection: keep-alive\r\nCookie: a=b\r\n\r\n",
+        );
+        let facts = ForwardingFacts {
+            client_addr: "10.0.0.7",
+            scheme: "http",
+            request_start_usec: 42,
+        };
+        let text = String::from_utf8(head.upstream_head(Some(11), &facts)).unwrap();
+        assert_eq!(
+            text,
+            "POST /u HTTP/1.1\r\nHost: x\r\nCookie: a=b\r\nContent-Length: 11\r\n\
+             X-Forwarded-For: 10.0.0.7\r\nX-Forwarded-Proto: http\r\nX-Request-Start: t=42\r\n\
+             Connection: close\r\n\r\n"
+        );
+    }
+}

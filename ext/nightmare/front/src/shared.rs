@@ -1,0 +1,147 @@
+//! What every loop thread of one front shares: settings, the dispatcher, the
+//! handoff channel, the log, and a mailbox per loop for work another thread
+//! hands it (a worker slot granted to one of its queued connections).
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use mio::Waker;
+
+use crate::config::FrontConfig;
+use crate::dispatch::{Dispatcher, GrantSink, Waiter};
+use crate::log::Log;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMode {
+    Running,
+    /// Stop accepting, finish what was accepted (up to shutdown_timeout).
+    Graceful,
+    /// Close everything now.
+    Immediate,
+}
+
+pub struct Mailbox {
+    grants: Mutex<Vec<Waiter>>,
+    waker: Waker,
+}
+
+impl Mailbox {
+    pub fn new(waker: Waker) -> Self {
+        Mailbox {
+            grants: Mutex::new(Vec::new()),
+            waker,
+        }
+    }
+
+    pub fn take_grants(&self) -> Vec<Waiter> {
+        std::mem::take(&mut *self.grants.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn wake(&self) {
+        // A failed wake (eventfd full) still leaves the loop with a pending
+        // wakeup, so there is nothing to do about it.
+        let _ = self.waker.wake();
+    }
+}
+
+pub struct Mailboxes(pub Vec<Mailbox>);
+
+impl GrantSink for Arc<Mailboxes> {
+    fn deliver(&self, waiter: Waiter) {
+        if let Some(mailbox) = self.0.get(waiter.loop_index) {
+            mailbox
+                .grants
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(waiter);
+            mailbox.wake();
+        }
+    }
+}
+
+pub struct Shared {
+    pub config: FrontConfig,
+    pub dispatcher: Arc<Dispatcher>,
+    /// The front's end of the SOCK_SEQPACKET channel to the workers.
+    pub channel: OwnedFd,
+    pub log: Log,
+    pub mailboxes: Arc<Mailboxes>,
+    pub open_connections: AtomicUsize,
+    pub requests_handed_off: AtomicU64,
+    stop: AtomicU8,
+}
+
+impl Shared {
+    pub fn new(
+        config: FrontConfig,
+        workers: usize,
+        channel: OwnedFd,
+        log: Log,
+        mailboxes: Arc<Mailboxes>,
+    ) -> Self {
+        let dispatcher = Dispatcher::new(workers, Box::new(Arc::clone(&mailboxes)));
+        Shared {
+            config,
+            dispatcher,
+            channel,
+            log,
+            mailboxes,
+            open_connections: AtomicUsize::new(0),
+            requests_handed_off: AtomicU64::new(0),
+            stop: AtomicU8::new(0),
+        }
+    }
+
+    pub fn stop_mode(&self) -> StopMode {
+        match self.stop.load(Ordering::Acquire) {
+            0 => StopMode::Running,
+            1 => StopMode::Graceful,
+            _ => StopMode::Immediate,
+        }
+    }
+
+    /// Stopping only ever escalates: a graceful stop can become immediate.
+    pub fn request_stop(&self, mode: StopMode) {
+        let value = match mode {
+            StopMode::Running => return,
+            StopMode::Graceful => 1,
+            StopMode::Immediate => 2,
+        };
+        self.stop.fetch_max(value, Ordering::AcqRel);
+        self.mailboxes.0.iter().for_each(Mailbox::wake);
+    }
+}
+
+/// Counts a client connection against max_connections while it lives.
+pub struct ConnectionPermit {
+    shared: Arc<Shared>,
+}
+
+impl ConnectionPermit {
+    /// `None` when the front is at max_connections.
+    pub fn try_acquire(shared: &Arc<Shared>) -> Option<ConnectionPermit> {
+        let limit = shared.config.max_connections;
+        shared
+            .open_connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < limit).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| ConnectionPermit {
+                shared: Arc::clone(shared),
+            })
+    }
+}
+
+impl ConnectionPermit {
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        self.shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}

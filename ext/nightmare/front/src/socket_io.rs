@@ -1,0 +1,167 @@
+//! Every read, write and sendfile of the front goes through here, so each
+//! syscall outcome is classified once: data, would block, the peer went away
+//! (not our fault, not logged as an error), or a real failure.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// What the kernel last said about one socket. Sockets are registered
+/// edge-triggered for both directions once; these flags remember the hints
+/// until a syscall answers `WouldBlock`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Readiness {
+    pub readable: bool,
+    pub writable: bool,
+}
+
+impl Readiness {
+    pub fn note(&mut self, event: &mio::event::Event) {
+        let failed = event.is_error();
+        self.readable |= event.is_readable() || event.is_read_closed() || failed;
+        self.writable |= event.is_writable() || event.is_write_closed() || failed;
+    }
+}
+
+#[derive(Debug)]
+pub enum ReadOutcome {
+    Data(usize),
+    /// The peer shut down its sending side.
+    Eof,
+    WouldBlock,
+    /// The peer reset the connection or is otherwise unreachable.
+    Gone,
+    Failed(io::Error),
+}
+
+#[derive(Debug)]
+pub enum WriteOutcome {
+    Wrote(usize),
+    WouldBlock,
+    Gone,
+    Failed(io::Error),
+}
+
+/// Errors that mean "the other side is gone", which is the other side's doing.
+pub fn is_peer_gone(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(
+            libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN | libc::ECONNABORTED | libc::ETIMEDOUT
+        )
+    )
+}
+
+pub fn read_some(source: &mut impl Read, buf: &mut [u8]) -> ReadOutcome {
+    loop {
+        return match source.read(buf) {
+            Ok(0) => ReadOutcome::Eof,
+            Ok(n) => ReadOutcome::Data(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadOutcome::WouldBlock,
+            Err(e) if is_peer_gone(&e) => ReadOutcome::Gone,
+            Err(e) => ReadOutcome::Failed(e),
+        };
+    }
+}
+
+pub fn write_some(sink: &mut impl Write, bytes: &[u8]) -> WriteOutcome {
+    loop {
+        return match sink.write(bytes) {
+            // A socket never accepts zero bytes of a non-empty buffer unless
+            // it cannot take more now.
+            Ok(0) => WriteOutcome::WouldBlock,
+            Ok(n) => WriteOutcome::Wrote(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => WriteOutcome::WouldBlock,
+            Err(e) if is_peer_gone(&e) => WriteOutcome::Gone,
+            Err(e) => WriteOutcome::Failed(e),
+        };
+    }
+}
+
+/// Copies up to `count` bytes of `file` from `*offset` to `socket` in the
+/// kernel, advancing `offset`.
+pub fn send_file(
+    socket: BorrowedFd,
+    file: BorrowedFd,
+    offset: &mut u64,
+    count: u64,
+) -> WriteOutcome {
+    // sendfile moves at most 0x7ffff000 bytes per call anyway.
+    let count = count.min(0x7fff_f000) as usize;
+    loop {
+        let mut kernel_offset = *offset as libc::off_t;
+        // SAFETY: both descriptors are open for the duration of the call and
+        // kernel_offset is a valid, exclusively borrowed off_t.
+        let sent = unsafe {
+            libc::sendfile(
+                socket.as_raw_fd(),
+                file.as_raw_fd(),
+                &mut kernel_offset,
+                count,
+            )
+        };
+        if sent >= 0 {
+            *offset = kernel_offset as u64;
+            return if sent == 0 {
+                WriteOutcome::WouldBlock
+            } else {
+                WriteOutcome::Wrote(sent as usize)
+            };
+        }
+        let error = io::Error::last_os_error();
+        return match error.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => WriteOutcome::WouldBlock,
+            _ if is_peer_gone(&error) => WriteOutcome::Gone,
+            _ => WriteOutcome::Failed(error),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Seek;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn read_classifies_data_would_block_and_eof() {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let mut buf = [0; 16];
+        assert!(matches!(
+            read_some(&mut a, &mut buf),
+            ReadOutcome::WouldBlock
+        ));
+        b.write_all(b"hi").unwrap();
+        assert!(matches!(read_some(&mut a, &mut buf), ReadOutcome::Data(2)));
+        drop(b);
+        assert!(matches!(read_some(&mut a, &mut buf), ReadOutcome::Eof));
+    }
+
+    #[test]
+    fn write_to_a_closed_peer_is_gone() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        assert!(matches!(write_some(&mut a, b"x"), WriteOutcome::Gone));
+    }
+
+    #[test]
+    fn send_file_copies_from_the_offset() {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"0123456789").unwrap();
+        file.rewind().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut offset = 3;
+        assert!(matches!(
+            send_file(a.as_fd(), file.as_fd(), &mut offset, 5),
+            WriteOutcome::Wrote(5)
+        ));
+        assert_eq!(offset, 8);
+        let mut got = [0; 5];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"34567");
+    }
+}

@@ -1,0 +1,186 @@
+//! Where a request body waits for a worker: memory up to a small threshold,
+//! then an unlinked temp file, so a 100 MiB upload costs disk (or tmpfs),
+//! not the front's memory.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+pub struct BodySpool {
+    memory: Vec<u8>,
+    file: Option<File>,
+    length: u64,
+    memory_limit: usize,
+    temp_path: PathBuf,
+}
+
+/// A finished body, ready to be sent to a worker.
+#[derive(Debug)]
+pub enum SpooledBody {
+    Memory(Vec<u8>),
+    /// The file holds `length` bytes from offset 0.
+    File {
+        file: File,
+        length: u64,
+    },
+}
+
+impl SpooledBody {
+    pub fn len(&self) -> u64 {
+        match self {
+            SpooledBody::Memory(bytes) => bytes.len() as u64,
+            SpooledBody::File { length, .. } => *length,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl BodySpool {
+    /// `expected` is the Content-Length when known: a body that will not fit
+    /// in memory goes straight to a file instead of being copied there later.
+    pub fn new(memory_limit: usize, temp_path: &Path, expected: Option<u64>) -> Self {
+        let initial = match expected {
+            Some(length) if length <= memory_limit as u64 => length as usize,
+            _ => 0,
+        };
+        BodySpool {
+            memory: Vec::with_capacity(initial),
+            file: None,
+            length: 0,
+            memory_limit,
+            temp_path: temp_path.to_owned(),
+        }
+    }
+
+    /// A spool that writes to `file` from the start; tests use it to reach
+    /// a real ENOSPC (`/dev/full`).
+    pub fn with_file(file: File) -> Self {
+        BodySpool {
+            memory: Vec::new(),
+            file: Some(file),
+            length: 0,
+            memory_limit: 0,
+            temp_path: PathBuf::new(),
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.length
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.length == 0
+    }
+
+    pub fn is_on_disk(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Appends body bytes. An error (a full temp_path, most likely) leaves
+    /// the spool unusable; the request it belongs to must be answered 5xx.
+    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if self.file.is_none() && self.memory.len() + data.len() > self.memory_limit {
+            let mut file = tempfile::tempfile_in(&self.temp_path)?;
+            file.write_all(&self.memory)?;
+            self.memory = Vec::new();
+            self.file = Some(file);
+        }
+        match &mut self.file {
+            Some(file) => file.write_all(data)?,
+            None => self.memory.extend_from_slice(data),
+        }
+        self.length += data.len() as u64;
+        Ok(())
+    }
+
+    pub fn finish(self) -> SpooledBody {
+        match self.file {
+            Some(file) => SpooledBody::File {
+                file,
+                length: self.length,
+            },
+            None => SpooledBody::Memory(self.memory),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, SeekFrom};
+
+    fn read_back(body: SpooledBody) -> Vec<u8> {
+        match body {
+            SpooledBody::Memory(bytes) => bytes,
+            SpooledBody::File { mut file, length } => {
+                let mut bytes = Vec::new();
+                file.seek(SeekFrom::Start(0)).unwrap();
+                file.read_to_end(&mut bytes).unwrap();
+                assert_eq!(bytes.len() as u64, length);
+                bytes
+            }
+        }
+    }
+
+    #[test]
+    fn small_body_stays_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = BodySpool::new(16, dir.path(), None);
+        spool.write(b"hello ").unwrap();
+        spool.write(b"world").unwrap();
+        assert!(!spool.is_on_disk());
+        assert_eq!(read_back(spool.finish()), b"hello world");
+    }
+
+    #[test]
+    fn growing_body_moves_to_an_unlinked_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = BodySpool::new(16, dir.path(), None);
+        let mut expected = Vec::new();
+        for i in 0..100u8 {
+            let piece = [i; 7];
+            spool.write(&piece).unwrap();
+            expected.extend_from_slice(&piece);
+        }
+        assert!(spool.is_on_disk());
+        assert_eq!(spool.len(), 700);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "temp file must have no name"
+        );
+        assert_eq!(read_back(spool.finish()), expected);
+    }
+
+    #[test]
+    fn known_large_body_goes_straight_to_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = BodySpool::new(16, dir.path(), Some(1000));
+        spool.write(&[1; 17]).unwrap();
+        assert!(spool.is_on_disk());
+        let mut spool = BodySpool::new(16, dir.path(), Some(10));
+        spool.write(&[1; 10]).unwrap();
+        assert!(!spool.is_on_disk());
+    }
+
+    #[test]
+    fn full_disk_is_an_error_not_a_panic() {
+        let full = File::options().write(true).open("/dev/full").unwrap();
+        let mut spool = BodySpool::with_file(full);
+        let error = spool.write(&[0; 4096]).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::ENOSPC));
+    }
+
+    #[test]
+    fn missing_temp_path_is_an_error() {
+        let mut spool = BodySpool::new(4, Path::new("/nonexistent/nightmare"), None);
+        assert!(spool.write(b"more than four").is_err());
+    }
+}

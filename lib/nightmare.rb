@@ -1,0 +1,16 @@
+# frozen_string_literal: true
+
+# Nightmare! lets Unicorn face slow clients: `nightmare true` in
+# unicorn.conf.rb starts a front process that buffers every request whole
+# before a worker sees it. Load it with `require "nightmare"` at the top of
+# the config file, or `unicorn -r nightmare`.
+require "unicorn"
+require "nightmare/version"
+require "nightmare/errors"
+require "nightmare/native"
+require "nightmare/options"
+require "nightmare/handoff_acceptor"
+require "nightmare/front_process"
+require "nightmare/front_supervisor"
+require "nightmare/http_server"
+require "nightmare/configurator"

@@ -1,0 +1,132 @@
+# frozen_string_literal: true
+
+module Nightmare
+  # Runs in the front process, forked from the master: starts the Rust event
+  # loops, then spends its life in IO.select, passing their log lines to
+  # Unicorn's logger and turning signals and master messages into calls on
+  # the front. Never returns: the process ends with exit!, since it is not
+  # the master and must not run the application's at_exit hooks.
+  class FrontProcess
+    # A quiet pause between checks that the loops are alive.
+    CHECK_INTERVAL = 1.0
+
+    def initialize(logger:, options:, listeners:, channel:, control:, workers:)
+      @logger = logger
+      @options = options
+      @listeners = listeners
+      @channel = channel
+      @control = control
+      @workers = workers
+      @signals = []
+    end
+
+    def run
+      trap_signals
+      raise_descriptor_limit
+      log_reader, log_writer = IO.pipe
+      @front = Nightmare::Native::Front.start(@options.to_native, @listeners.map(&:fileno),
+                                              @channel.fileno, log_writer.fileno, @workers)
+      log_writer.close
+      @logger.info "nightmare front ready: #{@options[:threads]} threads on " \
+                   "#{@listeners.map { |io| Unicorn::SocketHelper.sock_name(io) }.join(', ')}, " \
+                   "#{@workers} workers"
+      supervise(log_reader)
+      forward_log(log_reader)
+      @logger.info "nightmare front exiting"
+      exit!(0)
+    rescue Exception => e # rubocop:disable Lint/RescueException
+      @logger.error "nightmare front failed: #{e.message} (#{e.class})"
+      e.backtrace&.first(5)&.each { |line| @logger.error(line) }
+      exit!(1)
+    end
+
+    private
+
+    def trap_signals
+      @wake_reader, @wake_writer = IO.pipe
+      %i[QUIT TERM INT USR1].each do |signal|
+        trap(signal) do
+          @signals << signal
+          @wake_writer.write_nonblock(".", exception: false)
+        end
+      end
+      # Meant for the master; a stray one must not kill the front.
+      %i[HUP USR2 WINCH TTIN TTOU].each { |signal| trap(signal, nil) }
+      trap(:CHLD, "DEFAULT")
+    end
+
+    # A descriptor per client, plus worker sockets and temp files (bounded by
+    # the worker count): raise the soft limit to fit, as nginx's
+    # worker_rlimit_nofile does.
+    def raise_descriptor_limit
+      wanted = @options[:max_connections] + 1024
+      soft, hard = Process.getrlimit(:NOFILE)
+      return if soft >= wanted
+
+      Process.setrlimit(:NOFILE, [wanted, hard].min, hard)
+      return if hard >= wanted
+
+      @logger.warn "nightmare max_connections=#{@options[:max_connections]} wants #{wanted} " \
+                   "descriptors but the hard limit is #{hard} (raise `ulimit -Hn`)"
+    end
+
+    def supervise(log_reader)
+      readers = [log_reader, @control, @wake_reader]
+      until @front.finished?
+        ready, = IO.select(readers, nil, nil, @front.stopping? ? 0.1 : CHECK_INTERVAL)
+        forward_log(log_reader) if ready&.include?(log_reader)
+        read_control(readers) if ready&.include?(@control)
+        handle_signals
+        check_threads
+      end
+      @front.join
+    end
+
+    def handle_signals
+      @wake_reader.read_nonblock(64, exception: false)
+      while (signal = @signals.shift)
+        case signal
+        when :QUIT then @front.stop(true)
+        when :TERM, :INT then @front.stop(false)
+        when :USR1
+          @logger.info "nightmare front reopening logs..."
+          Unicorn::Util.reopen_logs
+          @logger.info "nightmare front done reopening logs"
+        end
+      end
+    end
+
+    # The master writes "workers N" lines; EOF means the master is gone,
+    # and a front without a master finishes what it has and exits.
+    def read_control(readers)
+      case data = @control.read_nonblock(4096, exception: false)
+      when :wait_readable then nil
+      when nil
+        readers.delete(@control)
+        @logger.warn "nightmare front: master is gone, finishing requests in progress"
+        @front.stop(true)
+      else
+        data.scan(/^workers (\d+)$/) { |(count)| @front.worker_count = Integer(count) }
+      end
+    end
+
+    # A loop thread only ends early if a bug took it down: stop the rest, and
+    # the master will start a fresh front.
+    def check_threads
+      return if @front.stopping? || @front.finished_threads.zero?
+
+      @logger.error "nightmare front: an event loop thread died; stopping so the master starts a new front"
+      @front.stop(false)
+    end
+
+    def forward_log(log_reader)
+      while (chunk = log_reader.read_nonblock(65_536, exception: false)).is_a?(String)
+        @pending_log = (@pending_log || +"") << chunk
+        while (line = @pending_log.slice!(/\A[^\n]*\n/))
+          level = { "W" => :warn, "E" => :error }.fetch(line[0], :info)
+          @logger.__send__(level, "nightmare: #{line[1..].chomp}")
+        end
+      end
+    end
+  end
+end

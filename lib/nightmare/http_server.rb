@@ -1,0 +1,110 @@
+# frozen_string_literal: true
+
+module Nightmare
+  # The writer behind the +nightmare+ directive. It is all the gem adds to
+  # Unicorn::HttpServer until the directive is turned on; then the hooks in
+  # Nightmare::HttpServer are prepended.
+  module ServerSetting
+    def nightmare=(options)
+      @nightmare = options || nil
+      return unless @nightmare
+
+      Unicorn::HttpServer.prepend(Nightmare::HttpServer)
+      # after_worker_exit= ran before this writer in commit!: wrap it now.
+      self.after_worker_exit = @after_worker_exit if @after_worker_exit
+    end
+  end
+
+  # Wraps the after_worker_exit hook so the front's exit is not reported as
+  # an unknown worker's.
+  class ExitHook
+    def initialize(server, hook)
+      @server = server
+      @hook = hook
+    end
+
+    attr_reader :hook
+
+    def call(server, worker, status)
+      return if worker.nil? && @server.nightmare_front_reaped?(status)
+
+      @hook.call(server, worker, status)
+    end
+  end
+
+  # Hooks on Unicorn::HttpServer, prepended once +nightmare+ is on. Each calls
+  # super; with +nightmare+ turned off again (HUP) they only call super.
+  module HttpServer
+    def after_worker_exit=(hook)
+      hook = hook.hook if hook.is_a?(ExitHook)
+      super(ExitHook.new(self, hook))
+    end
+
+    # The front comes up before the first workers, and again whenever the
+    # master finds it missing.
+    def spawn_missing_workers
+      nightmare_maintain_front
+      super
+    end
+
+    def reap_all_workers
+      super
+      nightmare_maintain_front
+    end
+
+    def worker_processes=(count)
+      super
+      @nightmare_front&.worker_count = count
+    end
+
+    # The front stops first, finishing what it accepted while the workers
+    # are still there to answer; then Unicorn stops the workers.
+    def stop(graceful = true)
+      if @nightmare_front&.running?
+        @nightmare_stopping = true
+        @nightmare_front.shutdown(graceful, timeout)
+      end
+      super
+    end
+
+    def nightmare_front_reaped?(status) # :nodoc:
+      @nightmare_front ? @nightmare_front.reaped?(status, stopping: @nightmare_stopping) : false
+    end
+
+    private
+
+    # A worker takes requests from the front only: the public listeners it
+    # inherited are closed (ones its after_fork hook opened are kept).
+    def init_worker_process(worker)
+      return super unless @nightmare && @nightmare_front
+
+      inherited = Unicorn::HttpServer::LISTENERS.dup
+      acceptor = @nightmare_front.acceptor_for_worker
+      readers = super
+      readers.reject! { |io| inherited.include?(io) }
+      Unicorn::HttpServer::LISTENERS.reject! { |io| inherited.include?(io) }
+      inherited.each { |io| io.close rescue nil } # rubocop:disable Style/RescueModifier
+      readers.unshift(acceptor)
+    end
+
+    def nightmare_maintain_front
+      return if @worker_data || @nightmare_stopping || !@nightmare
+
+      @nightmare_front ||= Nightmare::FrontSupervisor.new(logger)
+      @nightmare_front.maintain(@nightmare, Unicorn::HttpServer::LISTENERS.dup, worker_processes) do
+        nightmare_leave_master
+      end
+    end
+
+    # In the new front process: let go of what belongs to the master.
+    def nightmare_leave_master
+      @self_pipe.each(&:close).clear
+      @workers.each_value(&:close)
+      @workers.clear
+      @ready_pipe = @ready_pipe.close if @ready_pipe
+      proc_name "nightmare front"
+    end
+  end
+end
+
+Unicorn::HttpServer.include(Nightmare::ServerSetting)
