@@ -10,7 +10,9 @@ module Nightmare
     # A quiet pause between checks that the loops are alive.
     CHECK_INTERVAL = 1.0
 
-    def initialize(logger:, options:, listeners:, channel:, control:, workers:)
+    # +early_signals+ is the queue the master's signal handlers fill: a
+    # signal that arrives between fork and #trap_signals lands there.
+    def initialize(logger:, options:, listeners:, channel:, control:, workers:, early_signals: [])
       @logger = logger
       @options = options
       @listeners = listeners
@@ -18,6 +20,7 @@ module Nightmare
       @control = control
       @workers = workers
       @signals = []
+      @early_signals = early_signals
     end
 
     def run
@@ -53,6 +56,8 @@ module Nightmare
       # Meant for the master; a stray one must not kill the front.
       %i[HUP USR2 WINCH TTIN TTOU].each { |signal| trap(signal, nil) }
       trap(:CHLD, "DEFAULT")
+      @signals.concat(@early_signals & %i[QUIT TERM INT USR1])
+      @early_signals.clear
     end
 
     # A descriptor per client, plus worker sockets and temp files (bounded by

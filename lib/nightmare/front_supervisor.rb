@@ -8,9 +8,11 @@ module Nightmare
   # end across front restarts), forks the front, and looks after it the way
   # the master looks after workers. Lives in the master only.
   class FrontSupervisor
-    # A front that dies sooner than this after starting is restarted only
-    # after this long, so a front that cannot start does not fork in a loop.
+    # A front that dies within QUICK_DEATH of starting is restarted after
+    # RESPAWN_DELAY, so a front that cannot start does not fork in a tight
+    # loop; any other death is answered at once.
     QUICK_DEATH = 1.0
+    RESPAWN_DELAY = 0.5
 
     attr_reader :pid
 
@@ -29,6 +31,11 @@ module Nightmare
     # Starts a front unless one runs (or a quick death is being waited out).
     # The block runs in the new process before the front starts: the master
     # uses it to drop what only the master may hold.
+    # Seconds the master may sleep before the front needs it.
+    def seconds_until_respawn
+      running? ? Float::INFINITY : [@not_before - now, 0].max
+    end
+
     def maintain(options, listeners, workers, &in_child)
       return if running? || now < @not_before
 
@@ -36,9 +43,9 @@ module Nightmare
       @pid = fork do
         control_writer.close
         @worker_end.close
-        in_child&.call
-        FrontProcess.new(logger: @logger, options: options, listeners: listeners,
-                         channel: @front_end, control: control_reader, workers: workers).run
+        early_signals = in_child&.call || []
+        FrontProcess.new(logger: @logger, options: options, listeners: listeners, channel: @front_end,
+                         control: control_reader, workers: workers, early_signals: early_signals).run
       end
       control_reader.close
       @control = control_writer
@@ -58,9 +65,9 @@ module Nightmare
         @logger.info "nightmare front reaped #{status.inspect}"
       else
         quick = now - @started_at < QUICK_DEATH
-        @not_before = now + QUICK_DEATH if quick
+        @not_before = now + RESPAWN_DELAY if quick
         @logger.error "nightmare front died: #{status.inspect}; starting a new one" \
-                      "#{quick ? " in #{QUICK_DEATH}s" : ''}"
+                      "#{quick ? " in #{RESPAWN_DELAY}s" : ''}"
       end
       true
     end

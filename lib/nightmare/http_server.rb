@@ -52,6 +52,11 @@ module Nightmare
       nightmare_maintain_front
     end
 
+    # Wakes the master in time for a front restart that had to wait.
+    def master_sleep(seconds)
+      super(@nightmare_front ? [seconds, @nightmare_front.seconds_until_respawn].min : seconds)
+    end
+
     def worker_processes=(count)
       super
       @nightmare_front&.worker_count = count
@@ -96,13 +101,16 @@ module Nightmare
       end
     end
 
-    # In the new front process: let go of what belongs to the master.
+    # In the new front process: let go of what belongs to the master. Returns
+    # the signal queue, which the master's handlers fill until the front
+    # traps signals itself.
     def nightmare_leave_master
       @self_pipe.each(&:close).clear
       @workers.each_value(&:close)
       @workers.clear
       @ready_pipe = @ready_pipe.close if @ready_pipe
       proc_name "nightmare front"
+      @sig_queue
     end
   end
 end

@@ -1,0 +1,41 @@
+# frozen_string_literal: true
+
+# The app integration tests talk to: each endpoint shows one thing the
+# front must get right.
+require "digest"
+require "json"
+
+use Rack::Head
+
+requests_seen = 0
+
+run lambda { |env|
+  requests_seen += 1
+  case env["PATH_INFO"]
+  when "/env"
+    facts = env.slice("REMOTE_ADDR", "REQUEST_METHOD", "SERVER_PROTOCOL", "CONTENT_LENGTH",
+                      "HTTP_HOST", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
+                      "HTTP_X_REQUEST_START", "HTTP_TRANSFER_ENCODING", "HTTP_CONNECTION", "HTTP_EXPECT")
+    facts["rack.url_scheme"] = env["rack.url_scheme"]
+    facts["body"] = env["rack.input"].read
+    [200, { "content-type" => "application/json" }, [JSON.generate(facts)]]
+  when "/upload"
+    digest = Digest::SHA256.new
+    size = 0
+    while (chunk = env["rack.input"].read(1 << 16))
+      digest << chunk
+      size += chunk.bytesize
+    end
+    [200, { "content-type" => "text/plain" }, ["#{size} #{digest.hexdigest}"]]
+  when "/count"
+    # Run with one worker: how many requests reached the app.
+    [200, { "content-type" => "text/plain" }, [requests_seen.to_s]]
+  when "/pid"
+    [200, { "content-type" => "text/plain" }, [Process.pid.to_s]]
+  when "/sleep"
+    sleep Float(env["QUERY_STRING"])
+    [200, { "content-type" => "text/plain" }, ["slept"]]
+  else
+    [200, { "content-type" => "text/plain", "content-length" => "6" }, ["hello\n"]]
+  end
+}

@@ -1,0 +1,144 @@
+# frozen_string_literal: true
+
+require_relative "test_helper"
+
+# Every malformed, ambiguous, oversized or too slow request is answered by
+# the front itself: it never reaches a worker, and the next request is fine.
+class BadInputTest < Minitest::Test
+  include HttpHelpers
+
+  LIMITS = <<~CONFIG
+    nightmare client_max_body_size: "64k", client_body_buffer_size: "4k",
+              client_header_timeout: 1, client_body_timeout: 1,
+              large_client_header_buffers: [4, "1k"], client_max_headers: 20
+  CONFIG
+
+  def setup
+    @server = UnicornServer.new(workers: 1, nightmare: "", config: LIMITS).start
+    @requests_before = app_request_count
+  end
+
+  def teardown
+    @server.stop
+  end
+
+  BAD_REQUESTS = {
+    "Content-Length with Transfer-Encoding" =>
+      [400, "POST /env HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"],
+    "differing Content-Lengths" =>
+      [400, "POST /env HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"],
+    "bad chunk size" =>
+      [400, "POST /env HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"],
+    "chunk size line ended by a bare LF" =>
+      [400, "POST /env HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n"],
+    "unsupported transfer coding" =>
+      [501, "POST /env HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"],
+    "obs-fold" => [400, "GET /env HTTP/1.1\r\nHost: t\r\nX-Folded: a\r\n b\r\n\r\n"],
+    "NUL in a header" => [400, "GET /env HTTP/1.1\r\nHost: t\r\nX-Nul: a\0b\r\n\r\n"],
+    "control character in the target" => [400, "GET /a\x01b HTTP/1.1\r\nHost: t\r\n\r\n"],
+    "bad request line" => [400, "NONSENSE\r\n\r\n"],
+    "HTTP/2 in plain text" => [505, "GET / HTTP/2.0\r\nHost: t\r\n\r\n"],
+    "missing Host on HTTP/1.1" => [400, "GET /env HTTP/1.1\r\n\r\n"],
+    "duplicate Host" => [400, "GET /env HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"],
+    "URI too long" => [414, "GET /#{'a' * 2000} HTTP/1.1\r\nHost: t\r\n\r\n"],
+    "header line too long" => [431, "GET / HTTP/1.1\r\nHost: t\r\nCookie: #{'c' * 2000}\r\n\r\n"],
+    "head too large" => [431, "GET / HTTP/1.1\r\nHost: t\r\n#{(1..8).map { |i| "X-#{i}: #{'v' * 600}\r\n" }.join}\r\n"],
+    "too many headers" => [431, "GET / HTTP/1.1\r\nHost: t\r\n#{(1..25).map { |i| "X-#{i}: v\r\n" }.join}\r\n"],
+    "unknown expectation" => [417, "POST /env HTTP/1.1\r\nHost: t\r\nExpect: magic\r\nContent-Length: 1\r\n\r\nx"],
+  }.freeze
+
+  def test_each_bad_request_gets_its_status_and_never_reaches_a_worker
+    BAD_REQUESTS.each do |name, (status, raw)|
+      response = raw_request(raw)
+      assert_equal status, response.status, "#{name}: #{response.body}"
+      assert_equal "close", response.headers["connection"], name
+      assert_equal 200, get("/").status, "a good request right after #{name}"
+    end
+    good_requests = BAD_REQUESTS.size
+    assert_equal @requests_before + good_requests + 1, app_request_count, "only the good requests reached the app"
+  end
+
+  def test_body_over_client_max_body_size_is_413_without_reading_it
+    socket = connect(@server.port)
+    socket.write("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: #{10 * 1024 * 1024}\r\n\r\n")
+    # The answer comes while the client has sent none of its 10 MiB.
+    response = read_response(socket, 5)
+    assert_equal 413, response.status
+    assert_equal @requests_before + 1, app_request_count
+  ensure
+    socket&.close
+  end
+
+  def test_chunked_body_over_the_limit_is_413_even_mid_upload
+    socket = connect(@server.port)
+    socket.write("POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = "x" * 16_384
+    response = nil
+    100.times do
+      socket.write("#{chunk.bytesize.to_s(16)}\r\n#{chunk}\r\n")
+    rescue Errno::EPIPE, Errno::ECONNRESET
+      break
+    end
+    response = read_response(socket, 5)
+    assert_equal 413, response.status
+  ensure
+    socket&.close
+  end
+
+  def test_slow_head_gets_408
+    socket = connect(@server.port)
+    socket.write("GET / HTTP/1.1\r\nHost: t\r\n")
+    response = read_response(socket, 5)
+    assert_equal 408, response.status
+    assert_match(/client 127\.0\.0\.1 sent no complete request head within client_header_timeout/, @server.log)
+    refute_match(/error/i, @server.log.lines.grep(/client_header_timeout/).join, "a slow client is not an error")
+  ensure
+    socket&.close
+  end
+
+  def test_slowloris_trickling_a_head_still_gets_408
+    socket = connect(@server.port)
+    request = "GET / HTTP/1.1\r\nHost: t\r\nX-Padding: #{'p' * 200}\r\n\r\n"
+    status = nil
+    request.each_char do |char|
+      socket.write(char)
+      sleep 0.02
+      next unless socket.wait_readable(0)
+
+      status = read_response(socket, 1).status
+      break
+    rescue Errno::EPIPE, Errno::ECONNRESET
+      break
+    end
+    status ||= read_response(socket, 5).status
+    assert_equal 408, status, "a head that keeps trickling is cut off by the total header timeout"
+  ensure
+    socket&.close
+  end
+
+  def test_stalled_body_gets_408
+    socket = connect(@server.port)
+    socket.write("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nhalf")
+    response = read_response(socket, 5)
+    assert_equal 408, response.status
+    assert_equal @requests_before + 1, app_request_count
+  ensure
+    socket&.close
+  end
+
+  def test_client_vanishing_mid_body_harms_nobody
+    5.times do
+      socket = connect(@server.port)
+      socket.write("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 50000\r\n\r\n#{'x' * 20_000}")
+      socket.close
+    end
+    assert_equal 200, get("/").status
+    assert_equal @requests_before + 2, app_request_count
+  end
+
+  private
+
+  def app_request_count
+    Integer(get("/count").body)
+  end
+end

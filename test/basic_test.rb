@@ -1,0 +1,114 @@
+# frozen_string_literal: true
+
+require_relative "test_helper"
+
+# The everyday path: requests go through the front to a worker and back.
+class BasicTest < Minitest::Test
+  include HttpHelpers
+
+  def setup
+    @server = UnicornServer.new(workers: 2).start
+  end
+
+  def teardown
+    @server.stop
+  end
+
+  def test_get_post_and_head_work
+    response = get("/")
+    assert_equal 200, response.status
+    assert_equal "hello\n", response.body
+
+    body = "name=value&x=1"
+    response = raw_request("POST /env HTTP/1.1\r\nHost: test\r\nContent-Length: #{body.bytesize}\r\n\r\n#{body}")
+    assert_equal 200, response.status
+    assert_equal body, response.json["body"]
+    assert_equal "POST", response.json["REQUEST_METHOD"]
+
+    response = raw_request("HEAD / HTTP/1.1\r\nHost: test\r\n\r\n")
+    assert_equal 200, response.status
+    assert_equal "6", response.headers["content-length"]
+    assert_equal "", response.body
+  end
+
+  def test_remote_addr_is_the_clients_own
+    response = get("/env", {}, bind: "127.0.0.9")
+    assert_equal "127.0.0.9", response.json["REMOTE_ADDR"]
+    assert_equal "127.0.0.9", response.json["HTTP_X_FORWARDED_FOR"]
+  end
+
+  def test_forwarding_headers_are_the_fronts_not_the_clients
+    forged = { "X-Forwarded-For" => "6.6.6.6", "X-Forwarded-Proto" => "https",
+               "X-Forwarded-Host" => "evil.example", "X_Forwarded_For" => "7.7.7.7",
+               "X-Request-Start" => "t=1" }
+    env = get("/env", forged).json
+    assert_equal "127.0.0.1", env["REMOTE_ADDR"]
+    assert_equal "127.0.0.1", env["HTTP_X_FORWARDED_FOR"]
+    assert_equal "http", env["HTTP_X_FORWARDED_PROTO"]
+    assert_equal "http", env["rack.url_scheme"]
+    assert_nil env["HTTP_X_FORWARDED_HOST"]
+    start_usec = Integer(env["HTTP_X_REQUEST_START"][/\At=(\d+)\z/, 1])
+    assert_in_delta Time.now.to_f, start_usec / 1e6, 60, "X-Request-Start is the front's clock"
+  end
+
+  def test_chunked_request_reaches_the_worker_with_a_content_length
+    raw = "POST /env HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n" \
+          "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    env = raw_request(raw).json
+    assert_equal "hello world", env["body"]
+    assert_equal "11", env["CONTENT_LENGTH"]
+    assert_nil env["HTTP_TRANSFER_ENCODING"]
+  end
+
+  def test_expect_100_continue_is_answered_by_the_front
+    socket = connect(@server.port)
+    socket.write("POST /env HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+    assert socket.wait_readable(5), "100 Continue before the body"
+    assert_equal "HTTP/1.1 100 Continue\r\n\r\n", socket.readpartial(100)
+    socket.write("body")
+    response = read_response(socket)
+    assert_equal 200, response.status
+    assert_equal "body", response.json["body"]
+    assert_nil response.json["HTTP_EXPECT"], "the worker must not answer 100 again"
+  ensure
+    socket&.close
+  end
+
+  def test_public_listeners_are_only_in_the_master_and_the_front
+    port_inode = lambda do |pid|
+      Dir.glob("/proc/#{pid}/fd/*").count do |fd|
+        File.readlink(fd).start_with?("socket:") && listening_fd?(pid, fd)
+      rescue Errno::ENOENT
+        false
+      end
+    end
+    @server.worker_pids.each do |worker|
+      assert_equal 0, port_inode.call(worker), "worker #{worker} still holds a public listener"
+    end
+    assert_operator port_inode.call(@server.front_pid), :>=, 1
+  end
+
+  private
+
+  # A listening TCP socket's inode appears in /proc/net/tcp with state 0A.
+  def listening_fd?(_pid, fd)
+    inode = File.readlink(fd)[/\d+/]
+    File.readlines("/proc/net/tcp").any? { |line| (f = line.split)[3] == "0A" && f[9] == inode }
+  end
+end
+
+# Without `nightmare true` the gem changes nothing.
+class NightmareOffTest < Minitest::Test
+  include HttpHelpers
+
+  def test_unicorn_serves_directly_without_a_front
+    @server = UnicornServer.new(workers: 1, nightmare: "false").start
+    env = get("/env", { "X-Forwarded-For" => "6.6.6.6" }).json
+    assert_nil env["HTTP_X_REQUEST_START"], "no front touched the request"
+    assert_equal "6.6.6.6", env["HTTP_X_FORWARDED_FOR"], "headers pass untouched, as in plain Unicorn"
+    assert_nil @server.front_pid
+    refute_includes @server.log, "nightmare"
+  ensure
+    @server&.stop
+  end
+end

@@ -1,0 +1,75 @@
+# frozen_string_literal: true
+
+require_relative "test_helper"
+
+# The master looks after the front as it looks after workers.
+class SupervisionTest < Minitest::Test
+  include HttpHelpers
+
+  def setup
+    @server = UnicornServer.new(workers: 2).start
+  end
+
+  def teardown
+    @server.stop
+  end
+
+  def test_killed_front_is_replaced_and_clients_wait_in_the_backlog
+    old_front = @server.front_pid
+    assert_equal 200, get("/").status
+    Process.kill(:KILL, old_front)
+    # Connected while no front runs: the kernel's backlog holds the client.
+    response = get("/", {}, timeout: 15)
+    assert_equal 200, response.status
+    new_front = @server.front_pid
+    refute_nil new_front
+    refute_equal old_front, new_front
+    assert_match(/nightmare front died: .*pid #{old_front} SIGKILL.*starting a new one/, @server.log)
+    assert_equal 2, @server.log.scan("nightmare front ready").size
+    refute_match(/worker=unknown/, @server.log, "the front's death is not reported as a worker's")
+  end
+
+  def test_front_exits_when_its_master_is_gone
+    front = @server.front_pid
+    workers = @server.worker_pids
+    Process.kill(:KILL, @server.pid)
+    Process.waitpid(@server.pid)
+    @server.wait_until("front to exit after its master", 10) { !File.exist?("/proc/#{front}") }
+  ensure
+    workers&.each { |pid| Process.kill(:KILL, pid) rescue nil } # rubocop:disable Style/RescueModifier
+  end
+
+  def test_front_logs_through_unicorns_logger
+    log = @server.log
+    assert_match(/INFO -- : nightmare front spawned pid=\d+/, log)
+    assert_match(/INFO -- : nightmare front ready: \d+ threads on 127\.0\.0\.1:#{@server.port}, 2 workers/, log)
+  end
+end
+
+# A wrong setting stops Unicorn at load time, naming the directive.
+class ConfigErrorTest < Minitest::Test
+  CASES = {
+    'nightmare client_max_body_size: "10x"' => /not a size: nightmare client_max_body_size="10x"/,
+    "nightmare threads: 0" => /too low \(< 1\): nightmare threads=0/,
+    'nightmare client_header_timeout: "soon"' => /not a time: nightmare client_header_timeout="soon"/,
+    "nightmare bogus: 1" => /nightmare: unknown setting :bogus \(known: threads,/,
+    'nightmare temp_path: "/no/such/dir"' => %r{nightmare temp_path="/no/such/dir" is not a writable directory},
+    'nightmare "yes"' => /nightmare="yes": use true, false, or a Hash of settings/,
+    "nightmare true\nworker_exec true" => /nightmare cannot run with worker_exec true/,
+  }.freeze
+
+  def test_bad_settings_fail_at_load_with_a_clear_message
+    CASES.each do |directive, message|
+      Dir.mktmpdir do |dir|
+        File.write(File.join(dir, "unicorn.conf.rb"), "require 'nightmare'\nlisten '127.0.0.1:0'\n#{directive}\n")
+        File.write(File.join(dir, "config.ru"), "run ->(_) { [200, {}, []] }\n")
+        output = IO.popen({ "RUBYLIB" => File.join(ROOT, "lib") },
+                          [RbConfig.ruby, UNICORN_BIN, "-c", "unicorn.conf.rb", "config.ru", err: %i[child out]],
+                          chdir: dir, &:read)
+        refute $?.success?, "#{directive} must stop unicorn"
+        assert_match(/ArgumentError/, output, directive)
+        assert_match(message, output, directive)
+      end
+    end
+  end
+end

@@ -1,0 +1,184 @@
+# frozen_string_literal: true
+
+require "minitest/autorun"
+require "socket"
+require "tmpdir"
+require "timeout"
+require "json"
+require "digest"
+require "fileutils"
+
+ROOT = File.expand_path("..", __dir__)
+# Debian's gem metadata names a bin path that does not exist: fall back to PATH.
+UNICORN_BIN = [(Gem.bin_path("unicorn", "unicorn") rescue nil), # rubocop:disable Style/RescueModifier
+               *ENV.fetch("PATH", "").split(":").map { |dir| File.join(dir, "unicorn") }]
+              .compact.find { |path| File.file?(path) } or abort "unicorn is not installed"
+
+# A real unicorn master started with the gem, on a free loopback port, with
+# its own directory for the config, the log and temp files.
+class UnicornServer
+  attr_reader :pid, :port, :dir
+
+  READY_TIMEOUT = 20
+
+  def initialize(workers: 2, nightmare: "true", config: "", app: "probe.ru", wait_for_front: true)
+    @workers = workers
+    @dir = Dir.mktmpdir("nightmare-test")
+    @port = free_port
+    @nightmare = nightmare
+    @wait_for_front = wait_for_front && nightmare != "false"
+    File.write(config_path, <<~CONFIG)
+      require "nightmare"
+      worker_processes #{workers}
+      listen "127.0.0.1:#{@port}"
+      stderr_path "#{log_path}"
+      pid "#{@dir}/unicorn.pid"
+      timeout 30
+      nightmare #{nightmare}
+      #{config}
+    CONFIG
+    FileUtils.cp(File.join(__dir__, "apps", app), File.join(@dir, "config.ru"))
+  end
+
+  def config_path = File.join(@dir, "unicorn.conf.rb")
+  def log_path = File.join(@dir, "stderr.log")
+  def log = File.exist?(log_path) ? File.read(log_path) : ""
+
+  def start
+    @pid = Process.spawn({ "RUBYLIB" => File.join(ROOT, "lib"), "RACK_ENV" => "none" },
+                         RbConfig.ruby, UNICORN_BIN, "-c", config_path, "config.ru",
+                         chdir: @dir, out: File.join(@dir, "stdout.log"), err: File.join(@dir, "launch.log"))
+    wait_until("unicorn ready (#{log_path})", READY_TIMEOUT) { ready? }
+    self
+  end
+
+  def ready?
+    text = log
+    raise "unicorn exited early: #{File.read(File.join(@dir, 'launch.log'))}\n#{text}" unless alive?(@pid)
+
+    text.include?("master process ready") && text.scan(/worker=\d+ ready/).size >= @workers &&
+      (!@wait_for_front || text.include?("nightmare front ready"))
+  end
+
+  def stop
+    return unless @pid
+
+    signal_and_wait(@pid, :QUIT, 20) || signal_and_wait(@pid, :KILL, 5)
+    (descendants_seen || []).each { |child| Process.kill(:KILL, child) if alive?(child) }
+    @pid = nil
+  ensure
+    FileUtils.rm_rf(@dir) unless ENV["KEEP_TEST_DIRS"]
+  end
+
+  def children
+    return [] unless @pid
+
+    File.read("/proc/#{@pid}/task/#{@pid}/children").split.map(&:to_i).tap { |c| (@descendants ||= []).concat(c) }
+  rescue Errno::ENOENT
+    []
+  end
+
+  def descendants_seen = @descendants&.uniq
+
+  def cmdline(pid)
+    File.read("/proc/#{pid}/cmdline").tr("\0", " ")
+  rescue Errno::ENOENT
+    ""
+  end
+
+  def front_pid = children.find { |child| cmdline(child).include?("nightmare front") }
+  def worker_pids = children.select { |child| cmdline(child).include?("worker[") }
+
+  # Peak resident memory of a process, from the kernel's high-water mark.
+  def self.peak_rss_kib(pid) = File.read("/proc/#{pid}/status")[/VmHWM:\s+(\d+)/, 1].to_i
+
+  def alive?(pid)
+    Process.kill(0, pid)
+    Process.waitpid(pid, Process::WNOHANG).nil?
+  rescue Errno::ESRCH, Errno::ECHILD
+    false
+  end
+
+  def wait_until(what, seconds)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + seconds
+    until yield
+      raise "timed out waiting for #{what}\n#{log}" if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+
+      sleep 0.05
+    end
+  end
+
+  private
+
+  def signal_and_wait(pid, signal, seconds)
+    children
+    Process.kill(signal, pid)
+    Timeout.timeout(seconds) { Process.waitpid(pid) }
+    true
+  rescue Errno::ESRCH, Errno::ECHILD
+    true
+  rescue Timeout::Error
+    false
+  end
+
+  def free_port
+    server = TCPServer.new("127.0.0.1", 0)
+    server.addr[1]
+  ensure
+    server&.close
+  end
+end
+
+# A parsed HTTP response.
+Response = Struct.new(:status, :headers, :body) do
+  def json = JSON.parse(body)
+end
+
+module HttpHelpers
+  # Sends +raw+ bytes and reads until the server closes (the front closes
+  # after each response for now), within +timeout+ seconds.
+  def raw_request(raw, port: @server.port, timeout: 10, bind: nil)
+    socket = connect(port, bind)
+    socket.write(raw)
+    read_response(socket, timeout)
+  ensure
+    socket&.close
+  end
+
+  def get(path, headers = {}, **options)
+    head = headers.map { |k, v| "#{k}: #{v}\r\n" }.join
+    raw_request("GET #{path} HTTP/1.1\r\nHost: test\r\n#{head}\r\n", **options)
+  end
+
+  def connect(port, bind = nil)
+    bind ? Socket.tcp("127.0.0.1", port, bind, 0) : TCPSocket.new("127.0.0.1", port)
+  end
+
+  def read_response(socket, timeout = 10)
+    data = +""
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+    loop do
+      left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      raise Timeout::Error, "no complete response within #{timeout}s: #{data.inspect[0, 300]}" if left <= 0
+      next unless socket.wait_readable(left)
+
+      chunk = socket.read_nonblock(65_536, exception: false)
+      break if chunk.nil?
+      next if chunk == :wait_readable
+
+      data << chunk
+    rescue Errno::ECONNRESET
+      break
+    end
+    parse_response(data)
+  end
+
+  def parse_response(data)
+    head, body = data.split("\r\n\r\n", 2)
+    raise "no response at all" if head.nil? || head.empty?
+
+    status_line, *lines = head.split("\r\n")
+    headers = lines.to_h { |line| line.split(": ", 2).then { |k, v| [k.downcase, v] } }
+    Response.new(status_line[/\AHTTP\/1\.\d (\d{3})/, 1].to_i, headers, body.to_s)
+  end
+end

@@ -1,0 +1,85 @@
+# frozen_string_literal: true
+
+require_relative "test_helper"
+
+# Large bodies go to temp files, not the front's memory, and arrive whole.
+class UploadTest < Minitest::Test
+  include HttpHelpers
+
+  MIB = 1024 * 1024
+  UPLOAD_SIZE = 100 * MIB
+
+  def setup
+    @server = UnicornServer.new(workers: 2, nightmare: "", config: 'nightmare client_max_body_size: "200m"').start
+  end
+
+  def teardown
+    @server.stop
+  end
+
+  def test_100_mib_uploads_arrive_byte_exact_while_the_front_stays_small
+    expected = upload(chunked: false)
+    assert_equal "#{UPLOAD_SIZE} #{expected}", @last_response.body
+    expected = upload(chunked: true)
+    assert_equal "#{UPLOAD_SIZE} #{expected}", @last_response.body
+
+    peak = UnicornServer.peak_rss_kib(@server.front_pid)
+    assert_operator peak, :<, 64 * 1024, "front peak RSS #{peak} KiB"
+  end
+
+  private
+
+  # Streams UPLOAD_SIZE pseudo-random bytes in 1 MiB pieces; returns their SHA-256.
+  def upload(chunked:)
+    random = Random.new(chunked ? 2 : 1)
+    digest = Digest::SHA256.new
+    socket = connect(@server.port)
+    framing = chunked ? "Transfer-Encoding: chunked" : "Content-Length: #{UPLOAD_SIZE}"
+    socket.write("POST /upload HTTP/1.1\r\nHost: t\r\n#{framing}\r\n\r\n")
+    (UPLOAD_SIZE / MIB).times do
+      piece = random.bytes(MIB)
+      digest << piece
+      socket.write(chunked ? "#{MIB.to_s(16)}\r\n#{piece}\r\n" : piece)
+    end
+    socket.write("0\r\n\r\n") if chunked
+    @last_response = read_response(socket, 60)
+    assert_equal 200, @last_response.status
+    digest.hexdigest
+  ensure
+    socket&.close
+  end
+end
+
+# A full temp_path fails the request that needed it, and nothing else.
+class FullTempPathTest < Minitest::Test
+  include HttpHelpers
+
+  def setup
+    @mount = Dir.mktmpdir("nightmare-tmpfs")
+    unless system("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", @mount, err: File::NULL)
+      skip "needs root to mount a 1 MiB tmpfs"
+    end
+    config = %(nightmare client_max_body_size: "10m", client_body_buffer_size: "4k", temp_path: "#{@mount}")
+    @server = UnicornServer.new(workers: 1, nightmare: "", config: config).start
+  end
+
+  def teardown
+    @server&.stop
+    system("umount", @mount, err: File::NULL)
+    Dir.rmdir(@mount)
+  end
+
+  def test_body_too_big_for_the_temp_path_gets_500_and_the_front_carries_on
+    front = @server.front_pid
+    body = "x" * (3 * 1024 * 1024)
+    response = raw_request("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: #{body.bytesize}\r\n\r\n#{body}")
+    assert_equal 500, response.status
+    assert_match(/cannot spool the request body .* to temp_path #{Regexp.escape(@mount)}: No space left/, @server.log)
+
+    small = "y" * 100_000
+    response = raw_request("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: #{small.bytesize}\r\n\r\n#{small}")
+    assert_equal "#{small.bytesize} #{Digest::SHA256.hexdigest(small)}", response.body
+    assert_equal front, @server.front_pid, "the front survived"
+    assert_empty Dir.children(@mount), "no temp file is left behind"
+  end
+end
