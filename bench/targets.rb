@@ -1,0 +1,178 @@
+# frozen_string_literal: true
+
+require "socket"
+require "fileutils"
+
+# The servers compared, each started in its own directory with two Ruby
+# workers, and stopped by the PID it was started with.
+module Bench
+  WORKERS = 2
+
+  class Target
+    attr_reader :name, :port, :dir
+
+    def initialize(name, root)
+      @name = name
+      @dir = File.join(root, name.downcase.gsub(/[^a-z]+/, "-"))
+      FileUtils.mkdir_p(@dir)
+      FileUtils.cp(File.join(__dir__, "app.ru"), File.join(@dir, "config.ru"))
+      @port = free_port
+      @pids = []
+    end
+
+    def url(path = "/") = "http://127.0.0.1:#{@port}#{path}"
+
+    def stop
+      @pids.reverse_each do |pid|
+        Process.kill(:QUIT, pid)
+        wait(pid, 15) or (Process.kill(:KILL, pid) && wait(pid, 5))
+      rescue Errno::ESRCH, Errno::ECHILD
+        next
+      end
+    end
+
+    # Peak resident memory (KiB) of the process serving clients directly.
+    def front_peak_rss_kib = nil
+
+    private
+
+    def spawn(*command, env: {}, log: "server.log")
+      pid = Process.spawn(env, *command, chdir: @dir, out: File.join(@dir, log), err: %i[child out],
+                                         pgroup: true)
+      @pids << pid
+      pid
+    end
+
+    def unicorn(config)
+      File.write(File.join(@dir, "unicorn.conf.rb"), config)
+      spawn(RbConfig.ruby, UNICORN_BIN, "-c", "unicorn.conf.rb", "config.ru",
+            env: { "RUBYLIB" => File.join(ROOT, "lib"), "RACK_ENV" => "none" })
+    end
+
+    def wait_for_port(port = @port, seconds = 20)
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + seconds
+      begin
+        TCPSocket.new("127.0.0.1", port).close
+      rescue SystemCallError
+        raise "#{@name} did not start: #{Dir[File.join(@dir, '*.log')].map { |f| File.read(f) }.join}" if
+          Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+
+        sleep 0.1
+        retry
+      end
+      sleep 1 # let every worker finish booting
+    end
+
+    def wait(pid, seconds)
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + seconds
+      until Process.waitpid(pid, Process::WNOHANG)
+        return false if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+
+        sleep 0.05
+      end
+      true
+    end
+
+    def free_port
+      server = TCPServer.new("127.0.0.1", 0)
+      server.addr[1]
+    ensure
+      server&.close
+    end
+
+    def children_of(pid)
+      File.read("/proc/#{pid}/task/#{pid}/children").split.map(&:to_i)
+    rescue Errno::ENOENT
+      []
+    end
+
+    def peak_rss_kib(pid) = File.read("/proc/#{pid}/status")[/VmHWM:\s+(\d+)/, 1].to_i
+  end
+
+  class UnicornAlone < Target
+    def start
+      unicorn(<<~CONFIG)
+        worker_processes #{WORKERS}
+        listen "127.0.0.1:#{@port}"
+        stderr_path "#{@dir}/unicorn.log"
+      CONFIG
+      wait_for_port
+      self
+    end
+  end
+
+  # Unicorn's documented deployment: nginx buffers clients, Unicorn listens
+  # on a UNIX socket.
+  class NginxUnicorn < Target
+    def start
+      socket = File.join(@dir, "unicorn.sock")
+      unicorn(<<~CONFIG)
+        worker_processes #{WORKERS}
+        listen "#{socket}"
+        stderr_path "#{@dir}/unicorn.log"
+      CONFIG
+      %w[client_body proxy fastcgi uwsgi scgi].each { |d| FileUtils.mkdir_p(File.join(@dir, d)) }
+      File.write(File.join(@dir, "nginx.conf"), <<~NGINX)
+        daemon off;
+        master_process on;
+        user root;
+        worker_processes #{WORKERS};
+        pid #{@dir}/nginx.pid;
+        error_log #{@dir}/nginx-error.log warn;
+        events { worker_connections 4096; }
+        http {
+          access_log off;
+          client_body_temp_path #{@dir}/client_body;
+          proxy_temp_path #{@dir}/proxy;
+          fastcgi_temp_path #{@dir}/fastcgi;
+          uwsgi_temp_path #{@dir}/uwsgi;
+          scgi_temp_path #{@dir}/scgi;
+          client_max_body_size 100m;
+          upstream unicorn { server unix:#{socket} fail_timeout=0; }
+          server {
+            listen 127.0.0.1:#{@port};
+            location / {
+              proxy_pass http://unicorn;
+              proxy_buffering on;
+              proxy_set_header Host $host;
+              proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            }
+          }
+        }
+      NGINX
+      @nginx = spawn("nginx", "-c", File.join(@dir, "nginx.conf"), log: "nginx.log")
+      wait_for_port
+      self
+    end
+
+    def front_peak_rss_kib = children_of(@nginx).sum { |pid| peak_rss_kib(pid) }
+  end
+
+  class UnicornNightmare < Target
+    def start
+      @master = unicorn(<<~CONFIG)
+        require "nightmare"
+        worker_processes #{WORKERS}
+        listen "127.0.0.1:#{@port}"
+        stderr_path "#{@dir}/unicorn.log"
+        nightmare client_max_body_size: "100m"
+      CONFIG
+      wait_for_port
+      self
+    end
+
+    def front_peak_rss_kib
+      front = children_of(@master).find { |pid| File.read("/proc/#{pid}/cmdline").include?("nightmare front") }
+      front && peak_rss_kib(front)
+    end
+  end
+
+  class Puma < Target
+    def start
+      spawn("puma", "-w", WORKERS.to_s, "-t", "5:5", "-b", "tcp://127.0.0.1:#{@port}", "--environment", "none",
+            "config.ru", env: { "RACK_ENV" => "none" }, log: "puma.log")
+      wait_for_port
+      self
+    end
+  end
+end
