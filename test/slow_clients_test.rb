@@ -30,12 +30,15 @@ class SlowClientsTest < Minitest::Test
     trickle(@slow, heads + uploads, progress, rounds: 5, bytes: ->(i) { i < SLOWLORIS ? 1 : 200 })
 
     fast = Thread.new { Array.new(10) { get("/pid", {}, timeout: 20) } }
-    until fast.join(0.05)
+    # Two requests that each hold a worker for a while, at once: they get
+    # different workers only if neither worker is held by a slow client.
+    pair = Array.new(2) { Thread.new { get("/sleep?0.3", {}, timeout: 20) } }
+    until fast.join(0.05) && pair.all? { |thread| thread.join(0) }
       trickle(@slow, heads + uploads, progress, rounds: 1, bytes: ->(i) { i < SLOWLORIS ? 1 : 200 })
     end
-    responses = fast.value
-    assert_equal [200] * 10, responses.map(&:status)
-    assert_equal 2, responses.map(&:body).uniq.size, "both workers were free to answer"
+    assert_equal [200] * 10, fast.value.map(&:status)
+    assert_equal [200, 200], pair.map { |thread| thread.value.status }
+    assert_equal 2, pair.map { |thread| thread.value.body }.uniq.size, "both workers were free at once"
 
     (heads + uploads).each_with_index do |request, i|
       assert_operator progress[i], :<, request.bytesize, "slow client #{i} must still be unfinished"

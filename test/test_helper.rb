@@ -129,18 +129,13 @@ class UnicornServer
   end
 end
 
-# A parsed HTTP response.
-Response = Struct.new(:status, :headers, :body) do
-  def json = JSON.parse(body)
-end
-
 module HttpHelpers
-  # Sends +raw+ bytes and reads until the server closes (the front closes
-  # after each response for now), within +timeout+ seconds.
+  # Sends +raw+ bytes on a new connection and reads one response, framed
+  # as HTTP says (Content-Length, chunked, or until close).
   def raw_request(raw, port: @server.port, timeout: 10, bind: nil)
     socket = connect(port, bind)
     socket.write(raw)
-    read_response(socket, timeout)
+    read_response(socket, timeout, head: raw.start_with?("HEAD "))
   ensure
     socket&.close
   end
@@ -154,31 +149,92 @@ module HttpHelpers
     bind ? Socket.tcp("127.0.0.1", port, bind, 0) : TCPSocket.new("127.0.0.1", port)
   end
 
-  def read_response(socket, timeout = 10)
-    data = +""
-    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
-    loop do
-      left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
-      raise Timeout::Error, "no complete response within #{timeout}s: #{data.inspect[0, 300]}" if left <= 0
-      next unless socket.wait_readable(left)
+  # Reads one response from +socket+; bytes read past it stay buffered for
+  # the next call on the same socket (keep-alive, pipelining).
+  def read_response(socket, timeout = 10, head: false)
+    reader = (@readers ||= {})[socket] ||= ResponseReader.new(socket)
+    reader.read_response(timeout, head: head)
+  end
+end
 
-      chunk = socket.read_nonblock(65_536, exception: false)
-      break if chunk.nil?
-      next if chunk == :wait_readable
-
-      data << chunk
-    rescue Errno::ECONNRESET
-      break
-    end
-    parse_response(data)
+# Reads HTTP/1.1 responses off one socket, as a client would.
+class ResponseReader
+  def initialize(socket)
+    @socket = socket
+    @buffer = +""
   end
 
-  def parse_response(data)
-    head, body = data.split("\r\n\r\n", 2)
-    raise "no response at all" if head.nil? || head.empty?
+  def read_response(timeout, head: false)
+    @deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+    status, headers, raw_head = read_head
+    body = if head || status == 204 || status == 304
+             ""
+           elsif headers["transfer-encoding"]&.match?(/chunked\z/i)
+             read_chunked
+           elsif headers["content-length"]
+             take(Integer(headers["content-length"]))
+           else
+             read_until_close
+           end
+    Response.new(status, headers, body, raw_head)
+  end
 
-    status_line, *lines = head.split("\r\n")
+  private
+
+  def read_head
+    fill until (boundary = @buffer.index("\r\n\r\n"))
+    raw_head = @buffer.slice!(0, boundary + 4)
+    status_line, *lines = raw_head.split("\r\n")
     headers = lines.to_h { |line| line.split(": ", 2).then { |k, v| [k.downcase, v] } }
-    Response.new(status_line[/\AHTTP\/1\.\d (\d{3})/, 1].to_i, headers, body.to_s)
+    [status_line[%r{\AHTTP/1\.\d (\d{3})}, 1].to_i, headers, raw_head]
   end
+
+  def read_chunked
+    body = +""
+    loop do
+      fill until (line_end = @buffer.index("\r\n"))
+      size = @buffer.slice!(0, line_end + 2).to_i(16)
+      if size.zero?
+        fill until (trailer_end = @buffer.index("\r\n")) # no trailers from our servers
+        @buffer.slice!(0, trailer_end + 2)
+        return body
+      end
+      body << take(size)
+      take(2)
+    end
+  end
+
+  def take(count)
+    fill while @buffer.bytesize < count
+    @buffer.slice!(0, count)
+  end
+
+  def read_until_close
+    fill while fill_possible?
+    @buffer.slice!(0, @buffer.bytesize)
+  end
+
+  def fill_possible?
+    !@eof
+  end
+
+  def fill
+    raise EOFError, "connection closed mid-response: #{@buffer.inspect[0, 300]}" if @eof
+
+    left = @deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    raise Timeout::Error, "no complete response in time: #{@buffer.inspect[0, 300]}" if left <= 0
+    return unless @socket.wait_readable(left)
+
+    case chunk = @socket.read_nonblock(65_536, exception: false)
+    when nil then @eof = true
+    when String then @buffer << chunk
+    end
+  rescue Errno::ECONNRESET
+    @eof = true
+  end
+end
+
+# A parsed HTTP response.
+Response = Struct.new(:status, :headers, :body, :raw_head) do
+  def json = JSON.parse(body)
 end

@@ -24,6 +24,10 @@ module Nightmare
       client_body_timeout: [:time, 60],
       # Longest pause of a client that does not take its response.
       send_timeout: [:time, 60],
+      # How long an idle keep-alive connection waits for its next request.
+      keepalive_timeout: [:time, 75],
+      # Requests served on one client connection before it is closed.
+      keepalive_requests: [:count, 1000, 1],
       # Larger bodies get 413 without being read; 0 means no limit.
       client_max_body_size: [:size, "1m", 0],
       # Bodies up to this size stay in memory, larger ones go to temp_path.

@@ -34,7 +34,7 @@ run lambda { |env|
     [200, { "content-type" => "text/plain" }, [Process.pid.to_s]]
   when "/sleep"
     sleep Float(env["QUERY_STRING"])
-    [200, { "content-type" => "text/plain" }, ["slept"]]
+    [200, { "content-type" => "text/plain" }, [Process.pid.to_s]]
   else
     [200, { "content-type" => "text/plain", "content-length" => "6" }, ["hello\n"]]
   end

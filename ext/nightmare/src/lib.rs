@@ -6,9 +6,7 @@ use std::os::fd::{AsFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use magnus::{
-    Error, ExceptionClass, RHash, RModule, Ruby, TryConvert, function, method, prelude::*,
-};
+use magnus::{Error, ExceptionClass, RHash, RModule, Ruby, TryConvert, function, method, prelude::*};
 use nightmare_front::{Front, FrontConfig, descriptors, handoff};
 
 /// The front as Ruby holds it. Ruby 3.1 frees wrapped objects at exit in
@@ -45,10 +43,7 @@ impl RubyFront {
         workers: usize,
     ) -> Result<RubyFront, Error> {
         let config = front_config(ruby, options)?;
-        let listeners = listener_fds
-            .into_iter()
-            .map(|fd| duplicate(ruby, fd))
-            .collect::<Result<Vec<_>, _>>()?;
+        let listeners = listener_fds.into_iter().map(|fd| duplicate(ruby, fd)).collect::<Result<Vec<_>, _>>()?;
         let channel = duplicate(ruby, channel_fd)?;
         let log = duplicate(ruby, log_fd)?;
         descriptors::set_nonblocking(log.as_fd()).map_err(|e| io_error(ruby, "log pipe", e))?;
@@ -59,24 +54,14 @@ impl RubyFront {
                 io_error(ruby, "cannot start the front", error)
             }
         })?;
-        Ok(RubyFront {
-            front: RefCell::new(Some(front)),
-            owner_pid: std::process::id(),
-        })
+        Ok(RubyFront { front: RefCell::new(Some(front)), owner_pid: std::process::id() })
     }
 
-    fn with_front<T>(
-        ruby: &Ruby,
-        rb_self: &Self,
-        body: impl FnOnce(&mut Front) -> T,
-    ) -> Result<T, Error> {
+    fn with_front<T>(ruby: &Ruby, rb_self: &Self, body: impl FnOnce(&mut Front) -> T) -> Result<T, Error> {
         let mut front = rb_self.front.borrow_mut();
         match front.as_mut() {
             Some(front) if std::process::id() == rb_self.owner_pid => Ok(body(front)),
-            _ => Err(Error::new(
-                nightmare_error(ruby),
-                "this front does not run in this process",
-            )),
+            _ => Err(Error::new(nightmare_error(ruby), "this front does not run in this process")),
         }
     }
 
@@ -109,10 +94,7 @@ impl RubyFront {
         let stats = Self::with_front(ruby, rb_self, |front| front.stats())?;
         let hash = ruby.hash_new();
         hash.aset(ruby.to_symbol("open_connections"), stats.open_connections)?;
-        hash.aset(
-            ruby.to_symbol("requests_handed_off"),
-            stats.requests_handed_off,
-        )?;
+        hash.aset(ruby.to_symbol("requests_handed_off"), stats.requests_handed_off)?;
         hash.aset(ruby.to_symbol("workers"), stats.dispatch.limit)?;
         hash.aset(ruby.to_symbol("in_flight"), stats.dispatch.in_flight)?;
         hash.aset(ruby.to_symbol("queued"), stats.dispatch.queued)?;
@@ -124,20 +106,15 @@ impl RubyFront {
 /// Takes one request from the handoff channel, in a worker:
 /// `[fd, client_addr, scheme, arrived_usec]`, or nil when another worker
 /// took it first. The caller owns the descriptor.
-fn receive_handoff(
-    ruby: &Ruby,
-    channel_fd: RawFd,
-) -> Result<Option<(RawFd, String, &'static str, u64)>, Error> {
-    // The caller's IO object holds the descriptor open during the call.
-    let channel =
-        descriptors::borrow_open(channel_fd).map_err(|e| io_error(ruby, "handoff channel", e))?;
+fn receive_handoff(ruby: &Ruby, channel_fd: RawFd) -> Result<Option<(RawFd, String, &'static str, u64)>, Error> {
+    // SAFETY: the caller passes `IO#fileno` of the channel it holds, which
+    // raises for a closed IO, so the descriptor is open for this call. (No
+    // check here: this runs once per request in every worker.)
+    let channel = unsafe { std::os::fd::BorrowedFd::borrow_raw(channel_fd) };
     match handoff::receive(channel) {
-        Ok(Some((socket, record))) => Ok(Some((
-            socket.into_raw_fd(),
-            record.client_addr,
-            record.scheme.as_str(),
-            record.arrived_usec,
-        ))),
+        Ok(Some((socket, record))) => {
+            Ok(Some((socket.into_raw_fd(), record.client_addr, record.scheme.as_str(), record.arrived_usec)))
+        }
         Ok(None) => Ok(None),
         Err(error) => Err(io_error(ruby, "handoff channel", error)),
     }
@@ -147,10 +124,7 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     let mut config = FrontConfig::default();
     let get = |key: &str| options.get(ruby.to_symbol(key));
     fn convert<T: TryConvert>(value: Option<magnus::Value>) -> Result<Option<T>, Error> {
-        value
-            .filter(|v| !v.is_nil())
-            .map(T::try_convert)
-            .transpose()
+        value.filter(|v| !v.is_nil()).map(T::try_convert).transpose()
     }
     let seconds = |value: Option<f64>| value.map(Duration::from_secs_f64);
     if let Some(threads) = convert::<usize>(get("threads"))? {
@@ -177,6 +151,12 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     }
     if let Some(timeout) = seconds(convert::<f64>(get("send_timeout"))?) {
         config.send_timeout = timeout;
+    }
+    if let Some(timeout) = seconds(convert::<f64>(get("keepalive_timeout"))?) {
+        config.keepalive_timeout = timeout;
+    }
+    if let Some(requests) = convert::<usize>(get("keepalive_requests"))? {
+        config.keepalive_requests = requests;
     }
     if let Some(timeout) = seconds(convert::<f64>(get("shutdown_timeout"))?) {
         config.shutdown_timeout = timeout;

@@ -70,10 +70,7 @@ impl ChunkedDecoder {
     /// `max_body` of `None` means no limit.
     pub fn new(max_body: Option<u64>) -> Self {
         ChunkedDecoder {
-            state: State::Size {
-                value: 0,
-                digits: 0,
-            },
+            state: State::Size { value: 0, digits: 0 },
             size_line: 0,
             trailer_bytes: 0,
             decoded: 0,
@@ -99,15 +96,8 @@ impl ChunkedDecoder {
                 let available = (input.len() - at) as u64;
                 let take = remaining.min(available) as usize;
                 let left = remaining - take as u64;
-                self.state = if left == 0 {
-                    State::DataCr
-                } else {
-                    State::Data { remaining: left }
-                };
-                return Ok(Decoded {
-                    consumed: at + take,
-                    data: at..at + take,
-                });
+                self.state = if left == 0 { State::DataCr } else { State::Data { remaining: left } };
+                return Ok(Decoded { consumed: at + take, data: at..at + take });
             }
             if self.state == State::Done {
                 break;
@@ -115,10 +105,7 @@ impl ChunkedDecoder {
             self.step(input[at])?;
             at += 1;
         }
-        Ok(Decoded {
-            consumed: at,
-            data: at..at,
-        })
+        Ok(Decoded { consumed: at, data: at..at })
     }
 
     fn step(&mut self, byte: u8) -> Result<(), ChunkError> {
@@ -131,10 +118,7 @@ impl ChunkedDecoder {
                             .checked_mul(16)
                             .and_then(|v| v.checked_add(u64::from(digit)))
                             .ok_or(ChunkError::Malformed("chunk size overflows"))?;
-                        State::Size {
-                            value,
-                            digits: digits + 1,
-                        }
+                        State::Size { value, digits: digits + 1 }
                     }
                     None if digits == 0 => return Err(ChunkError::Malformed("chunk size missing")),
                     None => self.after_size(value, byte)?,
@@ -171,17 +155,12 @@ impl ChunkedDecoder {
             }
             State::DataLf => {
                 expect(byte, b'\n', "chunk data not followed by CRLF")?;
-                State::Size {
-                    value: 0,
-                    digits: 0,
-                }
+                State::Size { value: 0, digits: 0 }
             }
             State::TrailerLine { length } => {
                 self.count_trailer_byte()?;
                 match byte {
-                    b'\r' => State::TrailerLf {
-                        line_was_empty: length == 0,
-                    },
+                    b'\r' => State::TrailerLf { line_was_empty: length == 0 },
                     b'\n' => return Err(ChunkError::Malformed("trailer line not ended by CRLF")),
                     _ => State::TrailerLine { length: length + 1 },
                 }
@@ -189,11 +168,7 @@ impl ChunkedDecoder {
             State::TrailerLf { line_was_empty } => {
                 self.count_trailer_byte()?;
                 expect(byte, b'\n', "trailer line not ended by CRLF")?;
-                if line_was_empty {
-                    State::Done
-                } else {
-                    State::TrailerLine { length: 0 }
-                }
+                if line_was_empty { State::Done } else { State::TrailerLine { length: 0 } }
             }
             State::Data { .. } | State::Done => unreachable!("handled by decode"),
         };
@@ -227,11 +202,7 @@ impl ChunkedDecoder {
 }
 
 fn expect(byte: u8, wanted: u8, complaint: &'static str) -> Result<(), ChunkError> {
-    if byte == wanted {
-        Ok(())
-    } else {
-        Err(ChunkError::Malformed(complaint))
-    }
+    if byte == wanted { Ok(()) } else { Err(ChunkError::Malformed(complaint)) }
 }
 
 fn hex_value(byte: u8) -> Option<u8> {
@@ -249,11 +220,7 @@ mod tests {
 
     /// Decodes `input` fed in pieces of `piece` bytes; returns the body and
     /// the bytes left after it.
-    fn decode_in_pieces(
-        input: &[u8],
-        piece: usize,
-        max: Option<u64>,
-    ) -> Result<(Vec<u8>, Vec<u8>), ChunkError> {
+    fn decode_in_pieces(input: &[u8], piece: usize, max: Option<u64>) -> Result<(Vec<u8>, Vec<u8>), ChunkError> {
         let mut decoder = ChunkedDecoder::new(max);
         let mut body = Vec::new();
         let mut leftover = Vec::new();
@@ -276,8 +243,7 @@ mod tests {
 
     #[test]
     fn decodes_whole_and_byte_by_byte() {
-        let input =
-            b"5\r\nhello\r\n1;name=value\r\n \r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\nNEXT";
+        let input = b"5\r\nhello\r\n1;name=value\r\n \r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\nNEXT";
         for piece in [1, 2, 7, input.len()] {
             let (body, leftover) = decode_in_pieces(input, piece, None).unwrap();
             assert_eq!(body, b"hello 0123456789");
@@ -293,18 +259,9 @@ mod tests {
 
     #[test]
     fn bad_sizes_are_malformed() {
-        for input in [
-            &b"g\r\n"[..],
-            b"\r\n",
-            b"-1\r\n",
-            b"1 2\r\n",
-            b"11111111111111111\r\n",
-        ] {
+        for input in [&b"g\r\n"[..], b"\r\n", b"-1\r\n", b"1 2\r\n", b"11111111111111111\r\n"] {
             assert!(
-                matches!(
-                    ChunkedDecoder::new(None).decode(input),
-                    Err(ChunkError::Malformed(_))
-                ),
+                matches!(ChunkedDecoder::new(None).decode(input), Err(ChunkError::Malformed(_))),
                 "{:?} should be rejected",
                 String::from_utf8_lossy(input)
             );

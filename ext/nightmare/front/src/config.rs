@@ -17,11 +17,7 @@ pub struct HeadLimits {
 
 impl Default for HeadLimits {
     fn default() -> Self {
-        HeadLimits {
-            line_size: 8 * 1024,
-            head_size: 4 * 8 * 1024,
-            max_headers: 100,
-        }
+        HeadLimits { line_size: 8 * 1024, head_size: 4 * 8 * 1024, max_headers: 100 }
     }
 }
 
@@ -40,6 +36,10 @@ pub struct FrontConfig {
     pub client_body_timeout: Duration,
     /// Longest pause allowed between two writes to a client.
     pub send_timeout: Duration,
+    /// How long an idle keep-alive connection waits for its next request.
+    pub keepalive_timeout: Duration,
+    /// Requests served on one connection before it is closed.
+    pub keepalive_requests: usize,
     pub temp_path: PathBuf,
     /// Open client connections across all threads; beyond it new clients wait
     /// in the listen backlog.
@@ -60,6 +60,8 @@ impl Default for FrontConfig {
             client_header_timeout: Duration::from_secs(60),
             client_body_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(75),
+            keepalive_requests: 1000,
             temp_path: std::env::temp_dir(),
             max_connections: 10_000,
             shutdown_timeout: Duration::from_secs(30),
@@ -73,17 +75,12 @@ impl FrontConfig {
     pub fn check(&self) -> Result<(), String> {
         let positive = [
             ("threads", self.threads),
-            (
-                "large_client_header_buffers size",
-                self.head_limits.line_size,
-            ),
-            (
-                "large_client_header_buffers number",
-                self.head_limits.head_size,
-            ),
+            ("large_client_header_buffers size", self.head_limits.line_size),
+            ("large_client_header_buffers number", self.head_limits.head_size),
             ("client_max_headers", self.head_limits.max_headers),
             ("max_connections", self.max_connections),
             ("proxy_buffer_size", self.proxy_buffer_size),
+            ("keepalive_requests", self.keepalive_requests),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(format!("{name} must be positive"));
@@ -95,15 +92,13 @@ impl FrontConfig {
             ("client_header_timeout", self.client_header_timeout),
             ("client_body_timeout", self.client_body_timeout),
             ("send_timeout", self.send_timeout),
+            ("keepalive_timeout", self.keepalive_timeout),
         ];
         if let Some((name, _)) = timeouts.iter().find(|(_, value)| value.is_zero()) {
             return Err(format!("{name} must be positive"));
         }
         if !self.temp_path.is_dir() {
-            return Err(format!(
-                "temp_path {} is not a directory",
-                self.temp_path.display()
-            ));
+            return Err(format!("temp_path {} is not a directory", self.temp_path.display()));
         }
         Ok(())
     }
@@ -120,24 +115,13 @@ mod tests {
 
     #[test]
     fn zero_threads_is_named() {
-        let config = FrontConfig {
-            threads: 0,
-            ..FrontConfig::default()
-        };
+        let config = FrontConfig { threads: 0, ..FrontConfig::default() };
         assert_eq!(config.check(), Err("threads must be positive".into()));
     }
 
     #[test]
     fn missing_temp_path_is_named() {
-        let config = FrontConfig {
-            temp_path: "/nonexistent/nightmare".into(),
-            ..FrontConfig::default()
-        };
-        assert!(
-            config
-                .check()
-                .unwrap_err()
-                .contains("temp_path /nonexistent/nightmare")
-        );
+        let config = FrontConfig { temp_path: "/nonexistent/nightmare".into(), ..FrontConfig::default() };
+        assert!(config.check().unwrap_err().contains("temp_path /nonexistent/nightmare"));
     }
 }

@@ -1,30 +1,34 @@
 //! One client connection: a state machine from the first byte of a request
-//! to the last byte of its response. Each state owns what it needs; a
-//! transition consumes the old state and returns the next.
+//! to the last byte of its response, and on to the next request while the
+//! connection is kept alive. Each state owns what it needs; a transition
+//! consumes the old state and returns the next.
 
 use std::net::Shutdown;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::{Registry, Token};
 
-use crate::chunked::{ChunkError, ChunkedDecoder};
 use crate::dispatch::{Admission, Slot, Waiter};
-use crate::error_response::{CONTINUE, Rejection};
+use crate::error_response::Rejection;
 use crate::exchange::{Exchange, Pump};
 use crate::handoff::{self, HandoffRecord, Scheme};
 use crate::listener::ClientStream;
+use crate::request_body::{BodyFeed, BodyPlan, BodyRead};
 use crate::request_head::{BodyFraming, ForwardingFacts, HeadReader, RequestHead};
-use crate::shared::{ConnectionPermit, Shared};
+use crate::response::ClientTerms;
+use crate::shared::{ConnectionPermit, Shared, StopMode};
 use crate::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, write_some};
-use crate::spool::{BodySpool, SpooledBody};
+use crate::spool::SpooledBody;
 
 /// A canned reply must not keep a connection open for long.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-/// After a rejection the client may still be sending: read and drop it for a
-/// while, so that closing does not reset the connection before the client
-/// has read the reply (nginx's lingering close).
+/// Before closing on a client that may still be sending, read and drop
+/// what it sends for a while: closing with unread data resets the
+/// connection, and the reset can destroy the reply before the client reads
+/// it (nginx's lingering close).
 const LINGER_TOTAL: Duration = Duration::from_secs(10);
 const LINGER_IDLE: Duration = Duration::from_secs(2);
 
@@ -63,32 +67,20 @@ enum Step {
 }
 
 #[derive(Debug)]
-enum BodyProgress {
-    Length { remaining: u64 },
-    Chunked(ChunkedDecoder),
-}
-
-#[derive(Debug)]
-struct BodyRead {
-    head: RequestHead,
-    progress: BodyProgress,
-    spool: BodySpool,
-    /// `100 Continue` bytes still to send.
-    interim: &'static [u8],
-}
-
-enum BodyFeed {
-    NeedMore,
-    Complete,
-    Rejected(Rejection),
-    SpoolFailed(std::io::Error),
-}
-
-#[derive(Debug)]
 struct BufferedRequest {
     head: RequestHead,
     body: SpooledBody,
     arrived_usec: u64,
+    /// What the client sent after this request (pipelining).
+    leftover: Vec<u8>,
+}
+
+/// A prepared exchange whose socket could not be passed yet (channel full).
+#[derive(Debug)]
+struct PendingHandoff {
+    exchange: Box<Exchange>,
+    worker_end: OwnedFd,
+    record: HandoffRecord,
 }
 
 #[derive(Debug)]
@@ -105,7 +97,7 @@ enum State {
     /// Complete, waiting for a worker to be free.
     Queued(Box<BufferedRequest>),
     /// A slot is ours but the channel was full; retried on the next tick.
-    HandoffPending(Box<BufferedRequest>, Slot),
+    HandoffPending(Box<PendingHandoff>),
     Exchanging(Box<Exchange>),
     /// The client left while its worker was busy: wait for the worker to
     /// finish so its slot is given back when it really is free.
@@ -126,6 +118,7 @@ pub struct Connection {
     scheme: Scheme,
     state: State,
     deadline: Option<Instant>,
+    requests_served: usize,
     permit: ConnectionPermit,
 }
 
@@ -142,14 +135,12 @@ impl Connection {
             id,
             client,
             // A new connection often has its request waiting already.
-            client_ready: Readiness {
-                readable: true,
-                writable: true,
-            },
+            client_ready: Readiness { readable: true, writable: true },
             peer,
             scheme,
             state: State::ReadingHead(HeadReader::default()),
             deadline: Some(deadline),
+            requests_served: 0,
             permit,
         }
     }
@@ -167,11 +158,7 @@ impl Connection {
         self.drive(ctx)
     }
 
-    pub fn on_upstream_event(
-        &mut self,
-        event: &mio::event::Event,
-        ctx: &mut LoopContext,
-    ) -> Verdict {
+    pub fn on_upstream_event(&mut self, event: &mio::event::Event, ctx: &mut LoopContext) -> Verdict {
         if let State::Exchanging(exchange) | State::Draining(exchange) = &mut self.state {
             exchange.note_upstream_event(event);
         }
@@ -183,7 +170,7 @@ impl Connection {
         let slot = ctx.shared.dispatcher.claim();
         match std::mem::replace(&mut self.state, State::Closed) {
             State::Queued(request) => {
-                self.state = self.hand_off(request, slot, ctx);
+                self.state = self.hand_off(*request, slot, ctx);
                 self.drive(ctx)
             }
             other => {
@@ -194,14 +181,17 @@ impl Connection {
         }
     }
 
-    /// Deadlines and retries, called every loop tick.
+    /// Deadlines, retries and graceful stops, called every loop tick.
     pub fn on_tick(&mut self, ctx: &mut LoopContext) -> Verdict {
-        if let State::HandoffPending(..) = self.state
-            && let State::HandoffPending(request, slot) =
-                std::mem::replace(&mut self.state, State::Closed)
+        if let State::HandoffPending(_) = self.state
+            && let State::HandoffPending(pending) = std::mem::replace(&mut self.state, State::Closed)
         {
-            self.state = self.hand_off(request, slot, ctx);
+            let PendingHandoff { exchange, worker_end, record } = *pending;
+            self.state = self.send_handoff(exchange, worker_end, record, ctx);
             return self.drive(ctx);
+        }
+        if self.is_idle() && ctx.shared.stop_mode() != StopMode::Running {
+            return Verdict::Close;
         }
         match self.deadline {
             Some(deadline) if ctx.now >= deadline => {
@@ -228,6 +218,11 @@ impl Connection {
         }
     }
 
+    /// Waiting for the next request on a connection that served one.
+    fn is_idle(&self) -> bool {
+        self.requests_served > 0 && matches!(&self.state, State::ReadingHead(reader) if reader.is_empty())
+    }
+
     fn advance(&mut self, state: State, ctx: &mut LoopContext) -> (State, Step) {
         match state {
             State::ReadingHead(reader) => self.read_head(reader, ctx),
@@ -242,28 +237,27 @@ impl Connection {
             }
             State::Replying(reply) => self.reply(reply, ctx),
             State::Lingering { until } => self.linger(until, ctx),
-            waiting @ (State::Queued(_) | State::HandoffPending(..) | State::Closed) => {
-                (waiting, Step::Wait)
-            }
+            waiting @ (State::Queued(_) | State::HandoffPending(_) | State::Closed) => (waiting, Step::Wait),
         }
     }
 
     fn read_head(&mut self, mut reader: HeadReader, ctx: &mut LoopContext) -> (State, Step) {
+        if reader.has_unscanned() {
+            return (self.poll_head(reader, ctx), Step::Again);
+        }
         if !self.client_ready.readable {
             return (State::ReadingHead(reader), Step::Wait);
         }
-        let limits = &ctx.shared.config.head_limits;
-        let room = reader.room(limits).min(ctx.scratch.len());
+        let room = reader.room(&ctx.shared.config.head_limits).min(ctx.scratch.len());
         match read_some(&mut self.client, &mut ctx.scratch[..room]) {
             ReadOutcome::Data(n) => {
-                reader.push(&ctx.scratch[..n]);
-                match reader.poll(limits) {
-                    Ok(None) => (State::ReadingHead(reader), Step::Again),
-                    Ok(Some((head, leftover))) => {
-                        (self.begin_body(head, &leftover, ctx), Step::Again)
-                    }
-                    Err(rejection) => (self.reject(rejection, ctx), Step::Again),
+                if reader.is_empty() && self.requests_served > 0 {
+                    // A kept-alive connection starts its next request: the
+                    // head now has client_header_timeout to arrive.
+                    self.deadline = Some(ctx.now + ctx.shared.config.client_header_timeout);
                 }
+                reader.push(&ctx.scratch[..n]);
+                (self.poll_head(reader, ctx), Step::Again)
             }
             ReadOutcome::WouldBlock => {
                 self.client_ready.readable = false;
@@ -271,69 +265,47 @@ impl Connection {
             }
             ReadOutcome::Eof | ReadOutcome::Gone => {
                 if !reader.is_empty() {
-                    ctx.shared.log.info(format!(
-                        "client {} closed the connection before finishing its request head",
-                        self.peer
-                    ));
+                    ctx.shared
+                        .log
+                        .info(format!("client {} closed the connection before finishing its request head", self.peer));
                 }
                 (State::Closed, Step::Again)
             }
             ReadOutcome::Failed(error) => {
-                ctx.shared
-                    .log
-                    .warn(format!("reading from client {}: {error}", self.peer));
+                ctx.shared.log.warn(format!("reading from client {}: {error}", self.peer));
                 (State::Closed, Step::Again)
             }
         }
     }
 
-    fn begin_body(&mut self, head: RequestHead, leftover: &[u8], ctx: &mut LoopContext) -> State {
-        let config = &ctx.shared.config;
-        let max_body = (config.client_max_body_size > 0).then_some(config.client_max_body_size);
-        let progress = match head.framing {
-            BodyFraming::None | BodyFraming::Length(0) => {
-                return self.complete(head, SpooledBody::Memory(Vec::new()), ctx);
+    fn poll_head(&mut self, mut reader: HeadReader, ctx: &mut LoopContext) -> State {
+        match reader.poll(&ctx.shared.config.head_limits) {
+            Ok(None) => State::ReadingHead(reader),
+            Ok(Some((head, leftover))) => self.begin_body(head, leftover, ctx),
+            Err(rejection) => self.reject(rejection, ctx),
+        }
+    }
+
+    fn begin_body(&mut self, head: RequestHead, leftover: Vec<u8>, ctx: &mut LoopContext) -> State {
+        match BodyRead::plan(head, &ctx.shared.config, !leftover.is_empty()) {
+            BodyPlan::None(head) => self.complete(head, SpooledBody::Memory(Vec::new()), leftover, ctx),
+            BodyPlan::Refuse(rejection) => self.reject(rejection, ctx),
+            BodyPlan::Read(mut body) => {
+                self.deadline = Some(ctx.now + ctx.shared.config.client_body_timeout);
+                match body.feed(&leftover) {
+                    (BodyFeed::NeedMore, _) => State::ReadingBody(body),
+                    (finished, used) => self.finish_body(body, finished, leftover[used..].to_vec(), ctx),
+                }
             }
-            BodyFraming::Length(length) if max_body.is_some_and(|max| length > max) => {
-                return self.reject(
-                    Rejection::new(413, "request body larger than client_max_body_size"),
-                    ctx,
-                );
-            }
-            BodyFraming::Length(length) => BodyProgress::Length { remaining: length },
-            BodyFraming::Chunked => BodyProgress::Chunked(ChunkedDecoder::new(max_body)),
-        };
-        let expected = match progress {
-            BodyProgress::Length { remaining } => Some(remaining),
-            BodyProgress::Chunked(_) => None,
-        };
-        let interim: &'static [u8] = if head.expects_continue && leftover.is_empty() {
-            CONTINUE
-        } else {
-            b""
-        };
-        let spool = BodySpool::new(config.client_body_buffer_size, &config.temp_path, expected);
-        self.deadline = Some(ctx.now + config.client_body_timeout);
-        let mut body = Box::new(BodyRead {
-            head,
-            progress,
-            spool,
-            interim,
-        });
-        match feed_body(&mut body, leftover) {
-            BodyFeed::NeedMore => State::ReadingBody(body),
-            finished => self.finish_body(body, finished, ctx),
         }
     }
 
     fn read_body(&mut self, mut body: Box<BodyRead>, ctx: &mut LoopContext) -> (State, Step) {
-        if !body.interim.is_empty() && self.client_ready.writable {
-            match write_some(&mut self.client, body.interim) {
-                WriteOutcome::Wrote(n) => body.interim = &body.interim[n..],
+        if !body.interim().is_empty() && self.client_ready.writable {
+            match write_some(&mut self.client, body.interim()) {
+                WriteOutcome::Wrote(n) => body.interim_sent(n),
                 WriteOutcome::WouldBlock => self.client_ready.writable = false,
-                WriteOutcome::Gone | WriteOutcome::Failed(_) => {
-                    return (State::Closed, Step::Again);
-                }
+                WriteOutcome::Gone | WriteOutcome::Failed(_) => return (State::Closed, Step::Again),
             }
         }
         if !self.client_ready.readable {
@@ -342,9 +314,12 @@ impl Connection {
         match read_some(&mut self.client, ctx.scratch) {
             ReadOutcome::Data(n) => {
                 self.deadline = Some(ctx.now + ctx.shared.config.client_body_timeout);
-                match feed_body(&mut body, &ctx.scratch[..n]) {
-                    BodyFeed::NeedMore => (State::ReadingBody(body), Step::Again),
-                    finished => (self.finish_body(body, finished, ctx), Step::Again),
+                match body.feed(&ctx.scratch[..n]) {
+                    (BodyFeed::NeedMore, _) => (State::ReadingBody(body), Step::Again),
+                    (finished, used) => {
+                        let leftover = ctx.scratch[used..n].to_vec();
+                        (self.finish_body(body, finished, leftover, ctx), Step::Again)
+                    }
                 }
             }
             ReadOutcome::WouldBlock => {
@@ -355,24 +330,22 @@ impl Connection {
                 ctx.shared.log.info(format!(
                     "client {} closed the connection after {} bytes of its request body",
                     self.peer,
-                    body.spool.len()
+                    body.received()
                 ));
                 (State::Closed, Step::Again)
             }
             ReadOutcome::Failed(error) => {
-                ctx.shared
-                    .log
-                    .warn(format!("reading from client {}: {error}", self.peer));
+                ctx.shared.log.warn(format!("reading from client {}: {error}", self.peer));
                 (State::Closed, Step::Again)
             }
         }
     }
 
-    fn finish_body(&mut self, body: Box<BodyRead>, feed: BodyFeed, ctx: &mut LoopContext) -> State {
+    fn finish_body(&mut self, body: Box<BodyRead>, feed: BodyFeed, leftover: Vec<u8>, ctx: &mut LoopContext) -> State {
         match feed {
             BodyFeed::Complete => {
-                let BodyRead { head, spool, .. } = *body;
-                self.complete(head, spool.finish(), ctx)
+                let (head, spooled) = body.finish();
+                self.complete(head, spooled, leftover, ctx)
             }
             BodyFeed::Rejected(rejection) => self.reject(rejection, ctx),
             BodyFeed::SpoolFailed(error) => {
@@ -381,105 +354,84 @@ impl Connection {
                     self.peer,
                     ctx.shared.config.temp_path.display()
                 ));
-                self.reply_with(
-                    Rejection::new(500, "the request body could not be stored"),
-                    true,
-                    ctx,
-                )
+                self.reply_with(Rejection::new(500, "the request body could not be stored"), true, ctx)
             }
             BodyFeed::NeedMore => State::ReadingBody(body),
         }
     }
 
     /// The request is whole: to a worker now, or to the queue.
-    fn complete(&mut self, head: RequestHead, body: SpooledBody, ctx: &mut LoopContext) -> State {
+    fn complete(&mut self, head: RequestHead, body: SpooledBody, leftover: Vec<u8>, ctx: &mut LoopContext) -> State {
         self.deadline = None;
-        let arrived_usec = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        let request = Box::new(BufferedRequest {
-            head,
-            body,
-            arrived_usec,
-        });
+        let arrived_usec = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        let request = BufferedRequest { head, body, arrived_usec, leftover };
         match ctx.shared.dispatcher.admit(self.id) {
             Admission::Granted(slot) => self.hand_off(request, slot, ctx),
-            Admission::Queued => State::Queued(request),
+            Admission::Queued => State::Queued(Box::new(request)),
         }
     }
 
-    fn hand_off(
-        &mut self,
-        request: Box<BufferedRequest>,
-        slot: Slot,
-        ctx: &mut LoopContext,
-    ) -> State {
+    fn hand_off(&mut self, request: BufferedRequest, slot: Slot, ctx: &mut LoopContext) -> State {
         let (front_end, worker_end) = match handoff::request_socket_pair() {
             Ok(pair) => pair,
             Err(error) => {
-                ctx.shared
-                    .log
-                    .error(format!("cannot create a socket pair for a worker: {error}"));
+                ctx.shared.log.error(format!("cannot create a socket pair for a worker: {error}"));
                 return self.reply_with(Rejection::new(503, "no socket for a worker"), true, ctx);
             }
         };
-        let record = HandoffRecord {
-            client_addr: self.peer.clone(),
-            scheme: self.scheme,
-            arrived_usec: request.arrived_usec,
+        let BufferedRequest { head, body, arrived_usec, leftover } = request;
+        let config = &ctx.shared.config;
+        let terms = ClientTerms {
+            head_request: head.is_head_method(),
+            version: head.version,
+            keep_alive: head.keep_alive
+                && ctx.shared.stop_mode() == StopMode::Running
+                && self.requests_served + 1 < config.keepalive_requests,
         };
+        let body_length = (head.framing != BodyFraming::None).then(|| body.len());
+        let facts =
+            ForwardingFacts { client_addr: &self.peer, scheme: self.scheme.as_str(), request_start_usec: arrived_usec };
+        let upstream_head = head.upstream_head(body_length, &facts);
+        let exchange =
+            Exchange::prepare(front_end, slot, upstream_head, body, terms, leftover, config.proxy_buffer_size);
+        let record = HandoffRecord { client_addr: self.peer.clone(), scheme: self.scheme, arrived_usec };
+        self.send_handoff(Box::new(exchange), worker_end, record, ctx)
+    }
+
+    /// Passes the worker's end of the pair through the channel; a full
+    /// channel is retried on the next tick.
+    fn send_handoff(
+        &mut self,
+        mut exchange: Box<Exchange>,
+        worker_end: OwnedFd,
+        record: HandoffRecord,
+        ctx: &mut LoopContext,
+    ) -> State {
         match handoff::send(ctx.shared.channel.as_fd(), worker_end.as_fd(), &record) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                return State::HandoffPending(request, slot);
+                return State::HandoffPending(Box::new(PendingHandoff { exchange, worker_end, record }));
             }
             Err(error) => {
-                ctx.shared
-                    .log
-                    .error(format!("cannot pass a request to the workers: {error}"));
+                ctx.shared.log.error(format!("cannot pass a request to the workers: {error}"));
                 return self.reply_with(Rejection::new(503, "workers unreachable"), true, ctx);
             }
         }
         drop(worker_end);
-        let BufferedRequest {
-            head,
-            body,
-            arrived_usec,
-        } = *request;
-        let body_length = (head.framing != BodyFraming::None).then(|| body.len());
-        let facts = ForwardingFacts {
-            client_addr: &self.peer,
-            scheme: self.scheme.as_str(),
-            request_start_usec: arrived_usec,
-        };
-        let upstream_head = head.upstream_head(body_length, &facts);
-        let buffer_size = ctx.shared.config.proxy_buffer_size;
-        match Exchange::start(
-            front_end,
-            ctx.registry,
-            upstream_token(self.id.slot),
-            slot,
-            upstream_head,
-            body,
-            buffer_size,
-        ) {
-            Ok(exchange) => {
-                ctx.shared
-                    .requests_handed_off
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                State::Exchanging(Box::new(exchange))
+        match exchange.register(ctx.registry, upstream_token(self.id.slot)) {
+            Ok(()) => {
+                ctx.shared.requests_handed_off.fetch_add(1, Ordering::Relaxed);
+                State::Exchanging(exchange)
             }
             Err(error) => {
-                ctx.shared
-                    .log
-                    .error(format!("cannot watch a worker socket: {error}"));
+                ctx.shared.log.error(format!("cannot watch a worker socket: {error}"));
                 self.reply_with(Rejection::new(503, "no socket for a worker"), true, ctx)
             }
         }
     }
 
     fn exchange(&mut self, mut exchange: Box<Exchange>, ctx: &mut LoopContext) -> (State, Step) {
-        match exchange.pump(&mut self.client, &mut self.client_ready) {
+        match exchange.pump(&mut self.client, &mut self.client_ready, ctx.scratch) {
             Pump::Working { progressed } => {
                 // send_timeout runs only while the client has bytes it isn't taking.
                 self.deadline = match (exchange.has_pending_response(), progressed, self.deadline) {
@@ -489,33 +441,42 @@ impl Connection {
                 };
                 (State::Exchanging(exchange), Step::Wait)
             }
-            // One request per connection until keep-alive arrives.
-            Pump::Finished => (State::Closed, Step::Again),
-            Pump::NoResponse => {
-                ctx.shared.log.error(format!(
-                    "worker closed the connection without answering client {} (killed or crashed?)",
-                    self.peer
-                ));
-                (
-                    self.reply_with(Rejection::new(502, "the worker did not answer"), false, ctx),
-                    Step::Again,
-                )
+            Pump::Finished { keep_alive } => {
+                let leftover = exchange.take_leftover();
+                (self.after_response(keep_alive, leftover, ctx), Step::Again)
+            }
+            Pump::Broken { problem, client_got_bytes } => {
+                if client_got_bytes {
+                    ctx.shared.log.error(format!("worker response to client {} broke off: {problem}", self.peer));
+                    (State::Closed, Step::Again)
+                } else {
+                    ctx.shared.log.error(format!(
+                        "worker gave no usable response to client {} ({problem}; killed or crashed?)",
+                        self.peer
+                    ));
+                    (self.reply_with(Rejection::new(502, "the worker did not answer"), false, ctx), Step::Again)
+                }
             }
             Pump::ClientGone => {
-                ctx.shared.log.info(format!(
-                    "client {} went away before the end of its response",
-                    self.peer
-                ));
+                ctx.shared.log.info(format!("client {} went away before the end of its response", self.peer));
                 (self.abandon(exchange), Step::Again)
             }
-            Pump::UpstreamFailed(error) => {
-                ctx.shared.log.error(format!(
-                    "worker socket for client {} failed: {error}",
-                    self.peer
-                ));
-                (State::Closed, Step::Again)
-            }
         }
+    }
+
+    /// A response is complete: wait for the next request, or close.
+    fn after_response(&mut self, keep_alive: bool, leftover: Vec<u8>, ctx: &mut LoopContext) -> State {
+        self.requests_served += 1;
+        let config = &ctx.shared.config;
+        if keep_alive && ctx.shared.stop_mode() == StopMode::Running {
+            let wait = if leftover.is_empty() { config.keepalive_timeout } else { config.client_header_timeout };
+            self.deadline = Some(ctx.now + wait);
+            return State::ReadingHead(HeadReader::with_leftover(leftover));
+        }
+        if leftover.is_empty() && !self.client_ready.readable {
+            return State::Closed;
+        }
+        self.start_lingering(ctx)
     }
 
     /// The client is gone. A worker still reading the request is cut off
@@ -537,15 +498,12 @@ impl Connection {
             WriteOutcome::Wrote(n) => {
                 reply.sent += n;
                 if reply.sent < reply.bytes.len() {
-                    return (State::Replying(reply), Step::Again);
+                    (State::Replying(reply), Step::Again)
+                } else if reply.linger {
+                    (self.start_lingering(ctx), Step::Again)
+                } else {
+                    (State::Closed, Step::Again)
                 }
-                if !reply.linger {
-                    return (State::Closed, Step::Again);
-                }
-                let _ = self.client.shutdown(Shutdown::Write);
-                let until = ctx.now + LINGER_TOTAL;
-                self.deadline = Some(until.min(ctx.now + LINGER_IDLE));
-                (State::Lingering { until }, Step::Again)
             }
             WriteOutcome::WouldBlock => {
                 self.client_ready.writable = false;
@@ -553,6 +511,13 @@ impl Connection {
             }
             WriteOutcome::Gone | WriteOutcome::Failed(_) => (State::Closed, Step::Again),
         }
+    }
+
+    fn start_lingering(&mut self, ctx: &mut LoopContext) -> State {
+        let _ = self.client.shutdown(Shutdown::Write);
+        let until = ctx.now + LINGER_TOTAL;
+        self.deadline = Some(until.min(ctx.now + LINGER_IDLE));
+        State::Lingering { until }
     }
 
     fn linger(&mut self, until: Instant, ctx: &mut LoopContext) -> (State, Step) {
@@ -572,17 +537,15 @@ impl Connection {
     fn expire(&mut self, state: State, ctx: &mut LoopContext) -> State {
         let config = &ctx.shared.config;
         match state {
+            // keepalive_timeout: an idle connection just ends.
+            State::ReadingHead(reader) if reader.is_empty() && self.requests_served > 0 => State::Closed,
             State::ReadingHead(_) => {
                 let limit = config.client_header_timeout.as_secs_f64();
                 ctx.shared.log.info(format!(
                     "client {} sent no complete request head within client_header_timeout ({limit}s); answered 408",
                     self.peer
                 ));
-                self.reply_with(
-                    Rejection::new(408, "request head not received in time"),
-                    false,
-                    ctx,
-                )
+                self.reply_with(Rejection::new(408, "request head not received in time"), false, ctx)
             }
             State::ReadingBody(_) => {
                 let limit = config.client_body_timeout.as_secs_f64();
@@ -590,18 +553,13 @@ impl Connection {
                     "client {} sent nothing of its request body for client_body_timeout ({limit}s); answered 408",
                     self.peer
                 ));
-                self.reply_with(
-                    Rejection::new(408, "request body not received in time"),
-                    false,
-                    ctx,
-                )
+                self.reply_with(Rejection::new(408, "request body not received in time"), false, ctx)
             }
             State::Exchanging(exchange) => {
                 let limit = config.send_timeout.as_secs_f64();
-                ctx.shared.log.info(format!(
-                    "client {} took none of its response for send_timeout ({limit}s)",
-                    self.peer
-                ));
+                ctx.shared
+                    .log
+                    .info(format!("client {} took none of its response for send_timeout ({limit}s)", self.peer));
                 self.abandon(exchange)
             }
             State::Replying(_) | State::Lingering { .. } => State::Closed,
@@ -615,21 +573,14 @@ impl Connection {
     /// Answers a bad request itself; the log line blames the client at info
     /// level, since the front and its workers are fine.
     fn reject(&mut self, rejection: Rejection, ctx: &mut LoopContext) -> State {
-        ctx.shared.log.info(format!(
-            "client {}: {}; answered {}",
-            self.peer, rejection.reason, rejection.status
-        ));
+        ctx.shared.log.info(format!("client {}: {}; answered {}", self.peer, rejection.reason, rejection.status));
         self.reply_with(rejection, true, ctx)
     }
 
     fn reply_with(&mut self, rejection: Rejection, linger: bool, ctx: &mut LoopContext) -> State {
         let timeout = ctx.shared.config.send_timeout.min(REPLY_TIMEOUT);
         self.deadline = Some(ctx.now + timeout);
-        State::Replying(Reply {
-            bytes: rejection.to_response(),
-            sent: 0,
-            linger,
-        })
+        State::Replying(Reply { bytes: rejection.to_response(), sent: 0, linger })
     }
 }
 
@@ -639,50 +590,6 @@ impl Drop for Connection {
         // already granted, the grant finds no connection and is released.
         if let State::Queued(_) = self.state {
             self.permit.shared().dispatcher.cancel(self.id);
-        }
-    }
-}
-
-fn feed_body(body: &mut BodyRead, mut input: &[u8]) -> BodyFeed {
-    loop {
-        match &mut body.progress {
-            BodyProgress::Length { remaining } => {
-                let take = (*remaining).min(input.len() as u64) as usize;
-                if let Err(error) = body.spool.write(&input[..take]) {
-                    return BodyFeed::SpoolFailed(error);
-                }
-                *remaining -= take as u64;
-                return if *remaining == 0 {
-                    BodyFeed::Complete
-                } else {
-                    BodyFeed::NeedMore
-                };
-            }
-            BodyProgress::Chunked(decoder) => {
-                if decoder.is_done() {
-                    return BodyFeed::Complete;
-                }
-                if input.is_empty() {
-                    return BodyFeed::NeedMore;
-                }
-                match decoder.decode(input) {
-                    Ok(step) => {
-                        if let Err(error) = body.spool.write(&input[step.data]) {
-                            return BodyFeed::SpoolFailed(error);
-                        }
-                        input = &input[step.consumed..];
-                    }
-                    Err(ChunkError::Malformed(reason)) => {
-                        return BodyFeed::Rejected(Rejection::new(400, reason));
-                    }
-                    Err(ChunkError::TooLarge) => {
-                        return BodyFeed::Rejected(Rejection::new(
-                            413,
-                            "request body larger than client_max_body_size",
-                        ));
-                    }
-                }
-            }
         }
     }
 }

@@ -57,10 +57,7 @@ mod tests {
 
     #[test]
     fn closed_descriptors_are_errors() {
-        assert_eq!(
-            duplicate(987_654).unwrap_err().raw_os_error(),
-            Some(libc::EBADF)
-        );
+        assert_eq!(duplicate(987_654).unwrap_err().raw_os_error(), Some(libc::EBADF));
         assert!(borrow_open(987_654).is_err());
     }
 }

@@ -66,21 +66,13 @@ pub enum Admission {
 
 impl Dispatcher {
     pub fn new(limit: usize, sink: Box<dyn GrantSink>) -> Arc<Self> {
-        Arc::new(Dispatcher {
-            state: Mutex::new(State {
-                limit,
-                ..State::default()
-            }),
-            sink,
-        })
+        Arc::new(Dispatcher { state: Mutex::new(State { limit, ..State::default() }), sink })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere while holding the lock leaves counts that are
         // still the best information there is.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A slot now if one is free and nobody is ahead in the queue; otherwise
@@ -89,9 +81,7 @@ impl Dispatcher {
         let mut state = self.lock();
         if state.in_flight < state.limit && state.queue.is_empty() {
             state.in_flight += 1;
-            Admission::Granted(Slot {
-                dispatcher: Arc::clone(self),
-            })
+            Admission::Granted(Slot { dispatcher: Arc::clone(self) })
         } else {
             state.queue.push_back(waiter);
             Admission::Queued
@@ -100,9 +90,7 @@ impl Dispatcher {
 
     /// Turns a delivered grant into the slot it stands for.
     pub fn claim(self: &Arc<Self>) -> Slot {
-        Slot {
-            dispatcher: Arc::clone(self),
-        }
+        Slot { dispatcher: Arc::clone(self) }
     }
 
     /// Removes a waiter that gave up. `false` means it was no longer queued:
@@ -124,18 +112,12 @@ impl Dispatcher {
             state.limit = limit;
             Self::grant_free_slots(&mut state)
         };
-        granted
-            .into_iter()
-            .for_each(|waiter| self.sink.deliver(waiter));
+        granted.into_iter().for_each(|waiter| self.sink.deliver(waiter));
     }
 
     pub fn stats(&self) -> DispatchStats {
         let state = self.lock();
-        DispatchStats {
-            limit: state.limit,
-            in_flight: state.in_flight,
-            queued: state.queue.len(),
-        }
+        DispatchStats { limit: state.limit, in_flight: state.in_flight, queued: state.queue.len() }
     }
 
     fn release(&self) {
@@ -144,9 +126,7 @@ impl Dispatcher {
             state.in_flight = state.in_flight.saturating_sub(1);
             Self::grant_free_slots(&mut state)
         };
-        granted
-            .into_iter()
-            .for_each(|waiter| self.sink.deliver(waiter));
+        granted.into_iter().for_each(|waiter| self.sink.deliver(waiter));
     }
 
     fn grant_free_slots(state: &mut State) -> Vec<Waiter> {
@@ -176,19 +156,12 @@ mod tests {
     }
 
     fn waiter(slot: usize) -> Waiter {
-        Waiter {
-            loop_index: 0,
-            slot,
-            serial: slot as u64,
-        }
+        Waiter { loop_index: 0, slot, serial: slot as u64 }
     }
 
     fn setup(limit: usize) -> (Arc<Dispatcher>, Arc<Recorder>) {
         let recorder = Arc::new(Recorder::default());
-        (
-            Dispatcher::new(limit, Box::new(Arc::clone(&recorder))),
-            recorder,
-        )
+        (Dispatcher::new(limit, Box::new(Arc::clone(&recorder))), recorder)
     }
 
     #[test]
@@ -201,22 +174,11 @@ mod tests {
         for slot in 3..6 {
             assert!(matches!(dispatcher.admit(waiter(slot)), Admission::Queued));
         }
-        assert_eq!(
-            dispatcher.stats(),
-            DispatchStats {
-                limit: 2,
-                in_flight: 2,
-                queued: 3
-            }
-        );
+        assert_eq!(dispatcher.stats(), DispatchStats { limit: 2, in_flight: 2, queued: 3 });
 
         drop(first);
         assert_eq!(*recorder.0.lock().unwrap(), vec![waiter(3)]);
-        assert_eq!(
-            dispatcher.stats().in_flight,
-            2,
-            "the grant holds the freed slot"
-        );
+        assert_eq!(dispatcher.stats().in_flight, 2, "the grant holds the freed slot");
         drop(second);
         assert_eq!(*recorder.0.lock().unwrap(), vec![waiter(3), waiter(4)]);
     }

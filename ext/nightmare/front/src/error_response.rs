@@ -17,12 +17,7 @@ impl Rejection {
     /// A full response: the connection is always closed after it, because
     /// after a framing error nothing that follows on the socket can be trusted.
     pub fn to_response(self) -> Vec<u8> {
-        let body = format!(
-            "{} {}: {}\n",
-            self.status,
-            reason_phrase(self.status),
-            self.reason
-        );
+        let body = format!("{} {}: {}\n", self.status, reason_phrase(self.status), self.reason);
         format!(
             "HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
             self.status,
@@ -71,10 +66,7 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 413 Content Too Large\r\n"));
         assert!(head.contains("Connection: close"));
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
-        assert_eq!(
-            body,
-            "413 Content Too Large: body larger than client_max_body_size\n"
-        );
+        assert_eq!(body, "413 Content Too Large: body larger than client_max_body_size\n");
     }
 
     #[test]

@@ -44,18 +44,9 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
-    pub fn new(
-        index: usize,
-        poll: Poll,
-        shared: Arc<Shared>,
-        mut listeners: Vec<Listener>,
-    ) -> io::Result<Self> {
+    pub fn new(index: usize, poll: Poll, shared: Arc<Shared>, mut listeners: Vec<Listener>) -> io::Result<Self> {
         for (i, listener) in listeners.iter_mut().enumerate() {
-            poll.registry().register(
-                listener,
-                Token(FIRST_LISTENER_TOKEN + i),
-                Interest::READABLE,
-            )?;
+            poll.registry().register(listener, Token(FIRST_LISTENER_TOKEN + i), Interest::READABLE)?;
         }
         Ok(EventLoop {
             index,
@@ -80,9 +71,7 @@ impl EventLoop {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                self.shared
-                    .log
-                    .error(format!("event loop {} cannot poll: {error}", self.index));
+                self.shared.log.error(format!("event loop {} cannot poll: {error}", self.index));
                 break;
             }
             let now = Instant::now();
@@ -97,11 +86,11 @@ impl EventLoop {
                     Token(token) => self.accept_clients(token - FIRST_LISTENER_TOKEN, now),
                 }
             }
-            self.deliver_grants(now);
             if now.duration_since(self.last_tick) >= TICK {
                 self.last_tick = now;
                 self.tick(now);
             }
+            self.deliver_grants(now);
             if self.should_exit(now) {
                 break;
             }
@@ -121,13 +110,7 @@ impl EventLoop {
         (ctx, &mut self.connections)
     }
 
-    fn connection_event(
-        &mut self,
-        slot: usize,
-        upstream: bool,
-        event: &mio::event::Event,
-        now: Instant,
-    ) {
+    fn connection_event(&mut self, slot: usize, upstream: bool, event: &mio::event::Event, now: Instant) {
         let (mut ctx, connections) = self.context(now);
         // Events are hints: one for a connection that just closed is dropped.
         let Some(connection) = connections.get_mut(slot) else {
@@ -145,9 +128,7 @@ impl EventLoop {
     }
 
     fn accept_clients(&mut self, listener_index: usize, now: Instant) {
-        if self.listeners.get(listener_index).is_none()
-            || self.shared.stop_mode() != StopMode::Running
-        {
+        if self.listeners.get(listener_index).is_none() || self.shared.stop_mode() != StopMode::Running {
             return;
         }
         loop {
@@ -163,10 +144,7 @@ impl EventLoop {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error)
                     if error.kind() == io::ErrorKind::Interrupted
-                        || matches!(
-                            error.raw_os_error(),
-                            Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM)
-                        ) =>
+                        || matches!(error.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM)) =>
                 {
                     // The client gave up (or a firewall said no) between SYN and accept.
                     continue;
@@ -174,9 +152,7 @@ impl EventLoop {
                 Err(error) => {
                     self.accept_deferred = true;
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
-                    self.complain_about_accept(now, || {
-                        format!("cannot accept clients: {error}; retrying shortly")
-                    });
+                    self.complain_about_accept(now, || format!("cannot accept clients: {error}; retrying shortly"));
                     return;
                 }
             }
@@ -185,10 +161,7 @@ impl EventLoop {
 
     /// At most one line a second about accept trouble, however hard it hits.
     fn complain_about_accept(&mut self, now: Instant, message: impl FnOnce() -> String) {
-        if self
-            .last_accept_complaint
-            .is_none_or(|last| now.duration_since(last) >= Duration::from_secs(1))
-        {
+        if self.last_accept_complaint.is_none_or(|last| now.duration_since(last) >= Duration::from_secs(1)) {
             self.last_accept_complaint = Some(now);
             self.shared.log.warn(message());
         }
@@ -204,23 +177,13 @@ impl EventLoop {
     ) {
         let slot = self.connections.vacant_key();
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(error) = self
-            .poll
-            .registry()
-            .register(&mut client, client_token(slot), interest)
-        {
-            self.shared
-                .log
-                .error(format!("cannot watch client {peer}: {error}"));
+        if let Err(error) = self.poll.registry().register(&mut client, client_token(slot), interest) {
+            self.shared.log.error(format!("cannot watch client {peer}: {error}"));
             return;
         }
         self.next_serial += 1;
         let deadline = now + self.shared.config.client_header_timeout;
-        let id = Waiter {
-            loop_index: self.index,
-            slot,
-            serial: self.next_serial,
-        };
+        let id = Waiter { loop_index: self.index, slot, serial: self.next_serial };
         let connection = Connection::new(id, client, peer, scheme, permit, deadline);
         self.connections.insert(connection);
         let (mut ctx, connections) = self.context(now);
@@ -231,8 +194,19 @@ impl EventLoop {
         }
     }
 
+    /// Until the mailbox stays empty: handling a grant can release a slot
+    /// that this very loop is granted next.
     fn deliver_grants(&mut self, now: Instant) {
-        let grants = self.shared.mailboxes.0[self.index].take_grants();
+        loop {
+            let grants = self.shared.mailboxes.0[self.index].take_grants();
+            if grants.is_empty() {
+                return;
+            }
+            self.handle_grants(grants, now);
+        }
+    }
+
+    fn handle_grants(&mut self, grants: Vec<Waiter>, now: Instant) {
         for waiter in grants {
             let (mut ctx, connections) = self.context(now);
             match connections.get_mut(waiter.slot) {
@@ -276,8 +250,7 @@ impl EventLoop {
                     self.listeners.clear();
                     self.stop_deadline = Some(now + self.shared.config.shutdown_timeout);
                 }
-                self.connections.is_empty()
-                    || self.stop_deadline.is_some_and(|deadline| now >= deadline)
+                self.connections.is_empty() || self.stop_deadline.is_some_and(|deadline| now >= deadline)
             }
         }
     }

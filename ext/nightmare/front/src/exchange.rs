@@ -1,6 +1,7 @@
 //! One request's time with a worker: the buffered request goes out over the
 //! per-request socket pair, the response comes back as fast as the worker
-//! writes it, and the worker's slot is given back the moment it closes its end.
+//! writes it and is framed for the client, and the worker's slot is given
+//! back the moment it closes its end.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -11,6 +12,7 @@ use mio::{Interest, Registry, Token};
 use crate::dispatch::Slot;
 use crate::listener::ClientStream;
 use crate::relay::RelayBuffer;
+use crate::response::{ClientTerms, ResponseFramer};
 use crate::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, send_file, write_some};
 use crate::spool::SpooledBody;
 
@@ -41,12 +43,7 @@ impl Outbound {
             }
             SpooledBody::File { file, length } => Some((file, length)),
         };
-        Outbound {
-            bytes: head,
-            sent: 0,
-            file,
-            file_sent: 0,
-        }
+        Outbound { bytes: head, sent: 0, file, file_sent: 0 }
     }
 
     fn send(&mut self, upstream: &mut UnixStream) -> SendResult {
@@ -56,13 +53,8 @@ impl Outbound {
             } else if let Some((file, length)) = &self.file
                 && self.file_sent < *length
             {
-                let before = self.file_sent;
-                match send_file(
-                    upstream.as_fd(),
-                    file.as_fd(),
-                    &mut self.file_sent,
-                    length - before,
-                ) {
+                let remaining = length - self.file_sent;
+                match send_file(upstream.as_fd(), file.as_fd(), &mut self.file_sent, remaining) {
                     // send_file advanced file_sent itself.
                     WriteOutcome::Wrote(_) => continue,
                     other => other,
@@ -86,13 +78,12 @@ pub enum Pump {
     /// Still going; `progressed` says whether anything moved.
     Working { progressed: bool },
     /// The whole response reached the client.
-    Finished,
-    /// The worker closed its end without writing a byte.
-    NoResponse,
+    Finished { keep_alive: bool },
+    /// The worker's answer cannot be passed on. If the client has had none
+    /// of it yet, it can still be told 502.
+    Broken { problem: String, client_got_bytes: bool },
     /// Writing to the client failed: it went away.
     ClientGone,
-    /// The worker's end failed in a way that is the front's or the worker's fault.
-    UpstreamFailed(io::Error),
 }
 
 #[derive(Debug)]
@@ -101,41 +92,47 @@ pub struct Exchange {
     upstream_ready: Readiness,
     slot: Option<Slot>,
     outbound: Option<Outbound>,
+    framer: ResponseFramer,
     response: RelayBuffer,
-    from_worker: u64,
     to_client: u64,
+    /// Bytes the client sent after this request (pipelining), for the next.
+    leftover: Vec<u8>,
 }
 
 impl Exchange {
-    /// Registers the front's end of the pair; the worker's end is already on
-    /// its way through the channel.
-    pub fn start(
+    /// Sets up the exchange on a fresh pair and writes as much of the
+    /// request as the socket takes before the worker is told about it, so
+    /// the worker finds its request waiting instead of waiting for it.
+    pub fn prepare(
         front_end: OwnedFd,
-        registry: &Registry,
-        token: Token,
         slot: Slot,
         head: Vec<u8>,
         body: SpooledBody,
+        terms: ClientTerms,
+        leftover: Vec<u8>,
         buffer_size: usize,
-    ) -> io::Result<Exchange> {
-        let mut upstream = UnixStream::from_std(std::os::unix::net::UnixStream::from(front_end));
-        registry.register(
-            &mut upstream,
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        Ok(Exchange {
-            upstream: Some(upstream),
-            upstream_ready: Readiness {
-                readable: false,
-                writable: true,
-            },
+    ) -> Exchange {
+        let mut exchange = Exchange {
+            upstream: Some(UnixStream::from_std(std::os::unix::net::UnixStream::from(front_end))),
+            upstream_ready: Readiness { readable: false, writable: true },
             slot: Some(slot),
             outbound: Some(Outbound::new(head, body)),
+            framer: ResponseFramer::new(terms, buffer_size),
             response: RelayBuffer::new(buffer_size),
-            from_worker: 0,
             to_client: 0,
-        })
+            leftover,
+        };
+        // Nothing can fail yet: the worker's end is still open in this process.
+        let _ = exchange.send_request(&mut false);
+        exchange
+    }
+
+    /// Starts watching the worker's socket, once the worker has its end.
+    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        match &mut self.upstream {
+            Some(upstream) => registry.register(upstream, token, Interest::READABLE | Interest::WRITABLE),
+            None => Ok(()),
+        }
     }
 
     pub fn note_upstream_event(&mut self, event: &mio::event::Event) {
@@ -157,14 +154,18 @@ impl Exchange {
         self.upstream.is_none()
     }
 
+    pub fn take_leftover(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.leftover)
+    }
+
     /// Moves every byte that can move now, in both directions.
-    pub fn pump(&mut self, client: &mut ClientStream, client_ready: &mut Readiness) -> Pump {
+    pub fn pump(&mut self, client: &mut ClientStream, client_ready: &mut Readiness, scratch: &mut [u8]) -> Pump {
         let mut progressed = false;
-        if let Some(failure) = self.send_request(&mut progressed) {
-            return failure;
+        if let Some(broken) = self.send_request(&mut progressed) {
+            return broken;
         }
-        if let Some(failure) = self.read_response(&mut progressed) {
-            return failure;
+        if let Some(broken) = self.read_response(scratch, &mut progressed) {
+            return broken;
         }
         while !self.response.is_empty() && client_ready.writable {
             match write_some(client, self.response.pending()) {
@@ -177,16 +178,12 @@ impl Exchange {
                 WriteOutcome::Gone | WriteOutcome::Failed(_) => return Pump::ClientGone,
             }
             // Room was made: the worker may have more for us.
-            if let Some(failure) = self.read_response(&mut progressed) {
-                return failure;
+            if let Some(broken) = self.read_response(scratch, &mut progressed) {
+                return broken;
             }
         }
         if self.worker_finished() && self.response.is_empty() {
-            return if self.from_worker == 0 {
-                Pump::NoResponse
-            } else {
-                Pump::Finished
-            };
+            return Pump::Finished { keep_alive: self.framer.keep_alive() };
         }
         Pump::Working { progressed }
     }
@@ -201,9 +198,7 @@ impl Exchange {
             match read_some(upstream, scratch) {
                 ReadOutcome::Data(_) => {}
                 ReadOutcome::WouldBlock => self.upstream_ready.readable = false,
-                ReadOutcome::Eof | ReadOutcome::Gone | ReadOutcome::Failed(_) => {
-                    self.finish_worker()
-                }
+                ReadOutcome::Eof | ReadOutcome::Gone | ReadOutcome::Failed(_) => self.finish_worker(),
             }
         }
         self.worker_finished()
@@ -223,34 +218,51 @@ impl Exchange {
             // Dropping the outbound request also frees its temp file now.
             SendResult::Done | SendResult::WorkerGone => self.outbound = None,
             SendResult::Blocked => self.upstream_ready.writable = false,
-            SendResult::Failed(error) => return Some(Pump::UpstreamFailed(error)),
+            SendResult::Failed(error) => return Some(self.broken(format!("writing the request: {error}"))),
         }
         None
     }
 
-    fn read_response(&mut self, progressed: &mut bool) -> Option<Pump> {
+    fn read_response(&mut self, scratch: &mut [u8], progressed: &mut bool) -> Option<Pump> {
         while let Some(upstream) = &mut self.upstream
             && self.upstream_ready.readable
-            && !self.response.is_full()
+            && self.response.room() > 0
         {
-            match read_some(upstream, self.response.space()) {
-                ReadOutcome::Data(n) => {
-                    self.response.filled(n);
-                    self.from_worker += n as u64;
-                    *progressed = true;
+            let room = self.response.room().min(scratch.len());
+            let framed = match read_some(upstream, &mut scratch[..room]) {
+                ReadOutcome::Data(n) => self.framer.feed(&scratch[..n], &mut self.response),
+                ReadOutcome::WouldBlock => {
+                    self.upstream_ready.readable = false;
+                    continue;
                 }
-                ReadOutcome::WouldBlock => self.upstream_ready.readable = false,
                 ReadOutcome::Eof | ReadOutcome::Gone => {
                     self.finish_worker();
-                    *progressed = true;
+                    self.framer.finish(&mut self.response)
                 }
-                ReadOutcome::Failed(error) => return Some(Pump::UpstreamFailed(error)),
+                ReadOutcome::Failed(error) => return Some(self.broken(format!("reading the response: {error}"))),
+            };
+            *progressed = true;
+            if let Err(error) = framed {
+                return Some(self.broken(error.describe().to_owned()));
+            }
+            // The framing says the response is whole: the worker has written
+            // its last byte, so it is free now, before it even closes; its
+            // slot goes to the next request, which then waits for the
+            // worker in the channel instead of the worker waiting for it.
+            if self.framer.is_done() && self.upstream.is_some() {
+                self.finish_worker();
             }
         }
         None
     }
 
-    /// The worker closed its end: it is free for the next request.
+    fn broken(&self, problem: String) -> Pump {
+        Pump::Broken { problem, client_got_bytes: self.to_client > 0 }
+    }
+
+    /// The worker is done with this request: close our end (any late bytes
+    /// of a worker writing past its own framing are dropped with it) and
+    /// give its slot back.
     fn finish_worker(&mut self) {
         self.upstream = None;
         self.outbound = None;

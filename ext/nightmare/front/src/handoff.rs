@@ -88,10 +88,7 @@ pub fn request_socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 /// means the channel is full and the caller retries later.
 pub fn send(channel: BorrowedFd, socket: BorrowedFd, record: &HandoffRecord) -> io::Result<()> {
     let payload = record.encode();
-    let mut iov = libc::iovec {
-        iov_base: payload.as_ptr() as *mut libc::c_void,
-        iov_len: payload.len(),
-    };
+    let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
     let mut control = ControlBuffer::new();
     let fd_bytes = mem::size_of::<RawFd>() as u32;
     // SAFETY: msghdr is plain data; every pointer set below outlives sendmsg.
@@ -112,13 +109,7 @@ pub fn send(channel: BorrowedFd, socket: BorrowedFd, record: &HandoffRecord) -> 
     }
     loop {
         // SAFETY: message points at live buffers set up above.
-        let sent = unsafe {
-            libc::sendmsg(
-                channel.as_raw_fd(),
-                &message,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
+        let sent = unsafe { libc::sendmsg(channel.as_raw_fd(), &message, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
         if sent >= 0 {
             return Ok(());
         }
@@ -133,10 +124,7 @@ pub fn send(channel: BorrowedFd, socket: BorrowedFd, record: &HandoffRecord) -> 
 /// worker was quicker). Never blocks.
 pub fn receive(channel: BorrowedFd) -> io::Result<Option<(OwnedFd, HandoffRecord)>> {
     let mut payload = [0u8; MAX_RECORD];
-    let mut iov = libc::iovec {
-        iov_base: payload.as_mut_ptr() as *mut libc::c_void,
-        iov_len: payload.len(),
-    };
+    let mut iov = libc::iovec { iov_base: payload.as_mut_ptr() as *mut libc::c_void, iov_len: payload.len() };
     let mut control = ControlBuffer::new();
     // SAFETY: msghdr is plain data; every pointer set below outlives recvmsg.
     let mut message: libc::msghdr = unsafe { mem::zeroed() };
@@ -146,13 +134,8 @@ pub fn receive(channel: BorrowedFd) -> io::Result<Option<(OwnedFd, HandoffRecord
     message.msg_controllen = control.bytes.len();
     let received = loop {
         // SAFETY: message points at live buffers set up above.
-        let n = unsafe {
-            libc::recvmsg(
-                channel.as_raw_fd(),
-                &mut message,
-                libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
-            )
-        };
+        let n =
+            unsafe { libc::recvmsg(channel.as_raw_fd(), &mut message, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
         if n >= 0 {
             break n as usize;
         }
@@ -165,25 +148,16 @@ pub fn receive(channel: BorrowedFd) -> io::Result<Option<(OwnedFd, HandoffRecord
     };
     let mut sockets = received_descriptors(&message);
     if message.msg_flags & (libc::MSG_CTRUNC | libc::MSG_TRUNC) != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "truncated handoff message",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "truncated handoff message"));
     }
     if received == 0 && sockets.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "handoff channel closed",
-        ));
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "handoff channel closed"));
     }
     let record = HandoffRecord::decode(&payload[..received])
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed handoff record"))?;
     match (sockets.pop(), sockets.is_empty()) {
         (Some(socket), true) => Ok(Some((socket, record))),
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "handoff message without exactly one socket",
-        )),
+        _ => Err(io::Error::new(io::ErrorKind::InvalidData, "handoff message without exactly one socket")),
     }
 }
 
@@ -234,19 +208,12 @@ mod tests {
     fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
         let mut fds = [0 as RawFd; 2];
         let flags = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC;
-        assert_eq!(
-            unsafe { libc::socketpair(libc::AF_UNIX, flags, 0, fds.as_mut_ptr()) },
-            0
-        );
+        assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, flags, 0, fds.as_mut_ptr()) }, 0);
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
     }
 
     fn record() -> HandoffRecord {
-        HandoffRecord {
-            client_addr: "2001:db8::7".into(),
-            scheme: Scheme::Https,
-            arrived_usec: 1_700_000_000_123_456,
-        }
+        HandoffRecord { client_addr: "2001:db8::7".into(), scheme: Scheme::Https, arrived_usec: 1_700_000_000_123_456 }
     }
 
     #[test]
@@ -281,10 +248,7 @@ mod tests {
         let (front, worker) = seqpacket_pair();
         for port in 0..3 {
             let (_, worker_end) = request_socket_pair().unwrap();
-            let record = HandoffRecord {
-                client_addr: format!("10.0.0.{port}"),
-                ..record()
-            };
+            let record = HandoffRecord { client_addr: format!("10.0.0.{port}"), ..record() };
             send(front.as_fd(), worker_end.as_fd(), &record).unwrap();
         }
         for port in 0..3 {
@@ -298,18 +262,8 @@ mod tests {
     fn message_without_socket_is_refused() {
         let (front, worker) = seqpacket_pair();
         let payload = record().encode();
-        let sent = unsafe {
-            libc::send(
-                front.as_raw_fd(),
-                payload.as_ptr() as *const libc::c_void,
-                payload.len(),
-                0,
-            )
-        };
+        let sent = unsafe { libc::send(front.as_raw_fd(), payload.as_ptr() as *const libc::c_void, payload.len(), 0) };
         assert_eq!(sent as usize, payload.len());
-        assert_eq!(
-            receive(worker.as_fd()).unwrap_err().kind(),
-            io::ErrorKind::InvalidData
-        );
+        assert_eq!(receive(worker.as_fd()).unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 }

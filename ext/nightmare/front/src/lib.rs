@@ -15,7 +15,9 @@ pub mod handoff;
 pub mod listener;
 pub mod log;
 pub mod relay;
+pub mod request_body;
 pub mod request_head;
+pub mod response;
 pub mod shared;
 pub mod socket_io;
 pub mod spool;
@@ -60,50 +62,28 @@ impl Front {
         log: OwnedFd,
         workers: usize,
     ) -> io::Result<Front> {
-        config
-            .check()
-            .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
+        config.check().map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
         if listeners.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "no listeners to accept on",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listeners to accept on"));
         }
-        let listeners = listeners
-            .into_iter()
-            .map(Listener::from_inherited)
-            .collect::<io::Result<Vec<_>>>()?;
-        let polls = (0..config.threads)
-            .map(|_| Poll::new())
-            .collect::<io::Result<Vec<_>>>()?;
+        let listeners = listeners.into_iter().map(Listener::from_inherited).collect::<io::Result<Vec<_>>>()?;
+        let polls = (0..config.threads).map(|_| Poll::new()).collect::<io::Result<Vec<_>>>()?;
         let mailboxes = polls
             .iter()
             .map(|poll| Waker::new(poll.registry(), WAKER).map(Mailbox::new))
             .collect::<io::Result<Vec<_>>>()?;
-        let shared = Arc::new(Shared::new(
-            config,
-            workers,
-            channel,
-            Log::new(log),
-            Arc::new(Mailboxes(mailboxes)),
-        ));
+        let shared = Arc::new(Shared::new(config, workers, channel, Log::new(log), Arc::new(Mailboxes(mailboxes))));
 
         let mut threads = Vec::with_capacity(polls.len());
         for (index, poll) in polls.into_iter().enumerate() {
-            let own_listeners = listeners
-                .iter()
-                .map(Listener::duplicate)
-                .collect::<io::Result<Vec<_>>>()?;
+            let own_listeners = listeners.iter().map(Listener::duplicate).collect::<io::Result<Vec<_>>>()?;
             let event_loop = EventLoop::new(index, poll, Arc::clone(&shared), own_listeners)?;
-            let spawned =
-                spawn_without_signals(format!("nightmare-{index}"), move || event_loop.run());
+            let spawned = spawn_without_signals(format!("nightmare-{index}"), move || event_loop.run());
             match spawned {
                 Ok(handle) => threads.push(handle),
                 Err(error) => {
                     shared.request_stop(StopMode::Immediate);
-                    threads
-                        .into_iter()
-                        .for_each(|t: JoinHandle<()>| drop(t.join()));
+                    threads.into_iter().for_each(|t: JoinHandle<()>| drop(t.join()));
                     return Err(error);
                 }
             }
@@ -117,11 +97,7 @@ impl Front {
     }
 
     pub fn stop(&self, graceful: bool) {
-        self.shared.request_stop(if graceful {
-            StopMode::Graceful
-        } else {
-            StopMode::Immediate
-        });
+        self.shared.request_stop(if graceful { StopMode::Graceful } else { StopMode::Immediate });
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -131,10 +107,7 @@ impl Front {
     /// Loop threads that have ended. Any ending while the front is not
     /// stopping means a bug took one down.
     pub fn finished_threads(&self) -> usize {
-        self.threads
-            .iter()
-            .filter(|thread| thread.is_finished())
-            .count()
+        self.threads.iter().filter(|thread| thread.is_finished()).count()
     }
 
     pub fn is_finished(&self) -> bool {
@@ -143,23 +116,13 @@ impl Front {
 
     /// Waits for the loops to end; returns how many ended by panicking.
     pub fn join(&mut self) -> usize {
-        self.threads
-            .drain(..)
-            .map(|thread| thread.join())
-            .filter(Result::is_err)
-            .count()
+        self.threads.drain(..).map(|thread| thread.join()).filter(Result::is_err).count()
     }
 
     pub fn stats(&self) -> FrontStats {
         FrontStats {
-            open_connections: self
-                .shared
-                .open_connections
-                .load(std::sync::atomic::Ordering::Relaxed),
-            requests_handed_off: self
-                .shared
-                .requests_handed_off
-                .load(std::sync::atomic::Ordering::Relaxed),
+            open_connections: self.shared.open_connections.load(std::sync::atomic::Ordering::Relaxed),
+            requests_handed_off: self.shared.requests_handed_off.load(std::sync::atomic::Ordering::Relaxed),
             dispatch: self.shared.dispatcher.stats(),
             log_lines_dropped: self.shared.log.dropped(),
         }

@@ -19,10 +19,7 @@ impl Listener {
     /// Takes a listening socket passed down by the master.
     pub fn from_inherited(fd: OwnedFd) -> io::Result<Listener> {
         if socket_option(fd.as_fd(), libc::SO_ACCEPTCONN)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "descriptor is not a listening socket",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "descriptor is not a listening socket"));
         }
         match socket_option(fd.as_fd(), libc::SO_DOMAIN)? {
             libc::AF_INET | libc::AF_INET6 => {
@@ -35,10 +32,7 @@ impl Listener {
                 listener.set_nonblocking(true)?;
                 Ok(Listener::Unix(UnixListener::from_std(listener)))
             }
-            domain => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("unsupported socket family {domain}"),
-            )),
+            domain => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("unsupported socket family {domain}"))),
         }
     }
 
@@ -55,15 +49,10 @@ impl Listener {
                 // Responses are relayed as the worker writes them; Nagle
                 // would hold back the tail of each one.
                 stream.set_nodelay(true)?;
-                Ok((
-                    ClientStream::Tcp(stream),
-                    peer.ip().to_canonical().to_string(),
-                ))
+                Ok((ClientStream::Tcp(stream), peer.ip().to_canonical().to_string()))
             }
             // Unicorn reports 127.0.0.1 for UNIX socket clients; so do we.
-            Listener::Unix(listener) => {
-                Ok((ClientStream::Unix(listener.accept()?.0), "127.0.0.1".into()))
-            }
+            Listener::Unix(listener) => Ok((ClientStream::Unix(listener.accept()?.0), "127.0.0.1".into())),
         }
     }
 
@@ -89,24 +78,14 @@ impl AsFd for Listener {
 }
 
 impl Source for Listener {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
+    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
         match self {
             Listener::Tcp(listener) => listener.register(registry, token, interests),
             Listener::Unix(listener) => listener.register(registry, token, interests),
         }
     }
 
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
+    fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
         match self {
             Listener::Tcp(listener) => listener.reregister(registry, token, interests),
             Listener::Unix(listener) => listener.reregister(registry, token, interests),
@@ -168,24 +147,14 @@ impl AsFd for ClientStream {
 }
 
 impl Source for ClientStream {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
+    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
         match self {
             ClientStream::Tcp(stream) => stream.register(registry, token, interests),
             ClientStream::Unix(stream) => stream.register(registry, token, interests),
         }
     }
 
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
+    fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
         match self {
             ClientStream::Tcp(stream) => stream.reregister(registry, token, interests),
             ClientStream::Unix(stream) => stream.reregister(registry, token, interests),
@@ -213,11 +182,7 @@ fn socket_option(fd: BorrowedFd, option: libc::c_int) -> io::Result<libc::c_int>
             &mut length,
         )
     };
-    if result == 0 {
-        Ok(value)
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    if result == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
 }
 
 #[cfg(test)]
@@ -249,14 +214,8 @@ mod tests {
     fn accept_reports_the_client_address_and_would_block_when_idle() {
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = tcp.local_addr().unwrap();
-        let listener = Listener::from_inherited(OwnedFd::from(tcp))
-            .unwrap()
-            .duplicate()
-            .unwrap();
-        assert_eq!(
-            listener.accept().unwrap_err().kind(),
-            io::ErrorKind::WouldBlock
-        );
+        let listener = Listener::from_inherited(OwnedFd::from(tcp)).unwrap().duplicate().unwrap();
+        assert_eq!(listener.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock);
         let _client = std::net::TcpStream::connect(address).unwrap();
         let (_, peer) = listener.accept().unwrap();
         assert_eq!(peer, "127.0.0.1");

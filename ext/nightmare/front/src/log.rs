@@ -38,10 +38,7 @@ pub struct Log {
 impl Log {
     /// `sink` must be non-blocking (the write end of a pipe).
     pub fn new(sink: OwnedFd) -> Self {
-        Log {
-            sink: File::from(sink),
-            dropped: AtomicU64::new(0),
-        }
+        Log { sink: File::from(sink), dropped: AtomicU64::new(0) }
     }
 
     pub fn info(&self, message: impl AsRef<str>) {
@@ -65,11 +62,7 @@ impl Log {
         line.push(level.tag());
         for &byte in message.as_bytes().iter().take(MAX_LINE) {
             // One message, one line: a newline inside would split it.
-            line.push(if byte == b'\n' || byte == b'\r' {
-                b' '
-            } else {
-                byte
-            });
+            line.push(if byte == b'\n' || byte == b'\r' { b' ' } else { byte });
         }
         line.push(b'\n');
         if !matches!((&self.sink).write(&line), Ok(n) if n == line.len()) {
@@ -87,10 +80,7 @@ pub(crate) mod tests {
     /// A log whose lines can be read back.
     pub(crate) fn readable_log() -> (Log, File) {
         let mut fds = [0; 2];
-        assert_eq!(
-            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) },
-            0
-        );
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) }, 0);
         let (read, write) = unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         (Log::new(write), read)
     }
@@ -102,10 +92,7 @@ pub(crate) mod tests {
         log.error("temp_path full:\nENOSPC");
         let mut text = String::new();
         read.read_to_string(&mut text).unwrap_or_default();
-        assert_eq!(
-            text,
-            "Iclient 10.0.0.1 timed out\nEtemp_path full: ENOSPC\n"
-        );
+        assert_eq!(text, "Iclient 10.0.0.1 timed out\nEtemp_path full: ENOSPC\n");
     }
 
     #[test]

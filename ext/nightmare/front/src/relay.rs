@@ -1,57 +1,52 @@
-//! The fixed-size buffer a worker's response passes through on its way to
-//! the client. Full means "stop reading the worker", never "grow".
+//! The buffer a worker's response passes through on its way to the client.
+//! Its capacity is a budget, not a hard wall: the exchange stops reading
+//! the worker once that much is pending, so framing added to the last read
+//! (a rewritten head, chunk sizes) overshoots it by a bounded amount only.
 
 #[derive(Debug)]
 pub struct RelayBuffer {
-    bytes: Box<[u8]>,
+    bytes: Vec<u8>,
     start: usize,
-    end: usize,
+    capacity: usize,
 }
 
 impl RelayBuffer {
     pub fn new(capacity: usize) -> Self {
-        RelayBuffer {
-            bytes: vec![0; capacity].into_boxed_slice(),
-            start: 0,
-            end: 0,
-        }
+        RelayBuffer { bytes: Vec::new(), start: 0, capacity }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.start == self.end
+        self.len() == 0
     }
 
-    pub fn is_full(&self) -> bool {
-        self.start == 0 && self.end == self.bytes.len()
+    pub fn len(&self) -> usize {
+        self.bytes.len() - self.start
+    }
+
+    /// Room left in the budget: how much may be read from the worker now.
+    pub fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.len())
     }
 
     /// Bytes waiting for the client.
     pub fn pending(&self) -> &[u8] {
-        &self.bytes[self.start..self.end]
+        &self.bytes[self.start..]
     }
 
-    /// Free room to read into, moving pending bytes to the front first when
-    /// that is the only way to make room.
-    pub fn space(&mut self) -> &mut [u8] {
-        if self.end == self.bytes.len() && self.start > 0 {
-            self.bytes.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
+    pub fn push(&mut self, data: &[u8]) {
+        if self.start > 0 && self.bytes.len() + data.len() > self.bytes.capacity() {
+            self.bytes.drain(..self.start);
             self.start = 0;
         }
-        &mut self.bytes[self.end..]
-    }
-
-    pub fn filled(&mut self, count: usize) {
-        debug_assert!(self.end + count <= self.bytes.len());
-        self.end += count;
+        self.bytes.extend_from_slice(data);
     }
 
     pub fn consumed(&mut self, count: usize) {
-        debug_assert!(self.start + count <= self.end);
+        debug_assert!(count <= self.len());
         self.start += count;
-        if self.start == self.end {
+        if self.start == self.bytes.len() {
+            self.bytes.clear();
             self.start = 0;
-            self.end = 0;
         }
     }
 }
@@ -61,27 +56,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fills_drains_and_compacts() {
+    fn pushes_drain_in_order_and_reuse_the_space() {
         let mut buffer = RelayBuffer::new(8);
-        buffer.space()[..6].copy_from_slice(b"abcdef");
-        buffer.filled(6);
+        assert_eq!(buffer.room(), 8);
+        buffer.push(b"abcdef");
+        assert_eq!(buffer.room(), 2);
         buffer.consumed(4);
         assert_eq!(buffer.pending(), b"ef");
-        assert_eq!(buffer.space().len(), 2, "room at the end is used first");
-        buffer.space()[..2].copy_from_slice(b"gh");
-        buffer.filled(2);
-        assert!(!buffer.is_full());
-        assert_eq!(
-            buffer.space().len(),
-            4,
-            "then pending bytes move to the front"
-        );
-        assert_eq!(buffer.pending(), b"efgh");
-        buffer.space()[..4].copy_from_slice(b"ijkl");
-        buffer.filled(4);
-        assert!(buffer.is_full());
-        buffer.consumed(8);
+        buffer.push(b"ghijkl");
+        assert_eq!(buffer.pending(), b"efghijkl");
+        assert_eq!(buffer.room(), 0);
+        buffer.push(b"mn");
+        assert_eq!(buffer.len(), 10, "framing may overshoot the budget");
+        buffer.consumed(10);
         assert!(buffer.is_empty());
-        assert_eq!(buffer.space().len(), 8);
+        assert_eq!(buffer.room(), 8);
     }
 }

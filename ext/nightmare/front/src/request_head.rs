@@ -53,10 +53,7 @@ impl RequestHead {
     }
 
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.forwarded_headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        self.forwarded_headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
     }
 
     /// The head the worker reads: always `Connection: close` (Unicorn answers
@@ -110,17 +107,16 @@ impl Default for HeadReader {
 impl HeadReader {
     /// Starts with bytes already read past the previous request (pipelining).
     pub fn with_leftover(leftover: Vec<u8>) -> Self {
-        HeadReader {
-            buf: leftover,
-            scanned: 0,
-            line_start: 0,
-            in_request_line: true,
-            end: None,
-        }
+        HeadReader { buf: leftover, scanned: 0, line_start: 0, in_request_line: true, end: None }
     }
 
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
+    }
+
+    /// Bytes not yet looked at (left over from a pipelined batch).
+    pub fn has_unscanned(&self) -> bool {
+        self.scanned < self.buf.len()
     }
 
     /// How many more bytes may be read before the head limit is hit; the
@@ -135,10 +131,7 @@ impl HeadReader {
 
     /// Returns the parsed head and the bytes after it once the blank line
     /// has arrived, `None` while it hasn't.
-    pub fn poll(
-        &mut self,
-        limits: &HeadLimits,
-    ) -> Result<Option<(RequestHead, Vec<u8>)>, Rejection> {
+    pub fn poll(&mut self, limits: &HeadLimits) -> Result<Option<(RequestHead, Vec<u8>)>, Rejection> {
         self.scan(limits)?;
         let Some(end) = self.end else {
             return Ok(None);
@@ -206,16 +199,10 @@ fn parse_complete_head(bytes: &[u8], limits: &HeadLimits) -> Result<RequestHead,
         }
         Err(httparse::Error::Version) => return Err(version_rejection(bytes)),
         Err(httparse::Error::HeaderName) => {
-            return Err(Rejection::new(
-                400,
-                "invalid header name (obs-fold or control character)",
-            ));
+            return Err(Rejection::new(400, "invalid header name (obs-fold or control character)"));
         }
         Err(httparse::Error::HeaderValue) => {
-            return Err(Rejection::new(
-                400,
-                "invalid header value (control character)",
-            ));
+            return Err(Rejection::new(400, "invalid header value (control character)"));
         }
         Err(_) => return Err(Rejection::new(400, "malformed request line")),
     }
@@ -232,15 +219,9 @@ fn parse_complete_head(bytes: &[u8], limits: &HeadLimits) -> Result<RequestHead,
 /// `HTTP/2.0` and friends are well-formed but unsupported; anything else
 /// httparse calls a version error is just a bad request line.
 fn version_rejection(bytes: &[u8]) -> Rejection {
-    let line_end = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .unwrap_or(bytes.len());
+    let line_end = bytes.iter().position(|&b| b == b'\n').unwrap_or(bytes.len());
     let line = &bytes[..line_end];
-    let major_version = line
-        .windows(6)
-        .position(|window| window == b" HTTP/")
-        .and_then(|at| line.get(at + 6));
+    let major_version = line.windows(6).position(|window| window == b" HTTP/").and_then(|at| line.get(at + 6));
     if major_version.is_some_and(|major| major.is_ascii_digit() && *major != b'1') {
         Rejection::new(505, "only HTTP/1.0 and HTTP/1.1 are served")
     } else {
@@ -251,14 +232,10 @@ fn version_rejection(bytes: &[u8]) -> Rejection {
 fn check_target(method: &str, target: &str) -> Result<(), Rejection> {
     let origin_form = target.starts_with('/');
     let asterisk_form = target == "*" && method == "OPTIONS";
-    let absolute_form = ["http://", "https://"].iter().any(|scheme| {
-        target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme)
-    });
-    if origin_form || asterisk_form || absolute_form {
-        Ok(())
-    } else {
-        Err(Rejection::new(400, "bad request target"))
-    }
+    let absolute_form = ["http://", "https://"]
+        .iter()
+        .any(|scheme| target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme));
+    if origin_form || asterisk_form || absolute_form { Ok(()) } else { Err(Rejection::new(400, "bad request target")) }
 }
 
 fn judge_headers(
@@ -298,14 +275,10 @@ fn judge_headers(
             }
             "transfer-encoding" => {
                 saw_transfer_encoding = true;
-                let value = std::str::from_utf8(header.value)
-                    .map_err(|_| Rejection::new(400, "bad Transfer-Encoding"))?;
-                transfer_codings.extend(
-                    value
-                        .split(',')
-                        .map(|c| c.trim().to_ascii_lowercase())
-                        .filter(|c| !c.is_empty()),
-                );
+                let value =
+                    std::str::from_utf8(header.value).map_err(|_| Rejection::new(400, "bad Transfer-Encoding"))?;
+                transfer_codings
+                    .extend(value.split(',').map(|c| c.trim().to_ascii_lowercase()).filter(|c| !c.is_empty()));
             }
             "connection" => {
                 for token in header.value.split(|&b| b == b',') {
@@ -316,23 +289,15 @@ fn judge_headers(
             }
             "expect" => {
                 if version == HttpVersion::Http11 {
-                    if header
-                        .value
-                        .trim_ascii()
-                        .eq_ignore_ascii_case(b"100-continue")
-                    {
+                    if header.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
                         expects_continue = true;
                     } else {
-                        return Err(Rejection::new(
-                            417,
-                            "only Expect: 100-continue is understood",
-                        ));
+                        return Err(Rejection::new(417, "only Expect: 100-continue is understood"));
                     }
                 }
             }
             // Hop-by-hop (RFC 9110 §7.6.1) and what the front alone may say.
-            "keep-alive" | "proxy-connection" | "te" | "trailer" | "upgrade" | "forwarded"
-            | "x-request-start" => {}
+            "keep-alive" | "proxy-connection" | "te" | "trailer" | "upgrade" | "forwarded" | "x-request-start" => {}
             _ if lower.starts_with("x-forwarded-") => {}
             _ => forwarded_headers.push((name.to_owned(), header.value.to_vec())),
         }
@@ -346,16 +311,10 @@ fn judge_headers(
     }
     let framing = if saw_transfer_encoding {
         if version == HttpVersion::Http10 {
-            return Err(Rejection::new(
-                400,
-                "Transfer-Encoding in an HTTP/1.0 request",
-            ));
+            return Err(Rejection::new(400, "Transfer-Encoding in an HTTP/1.0 request"));
         }
         if content_length.is_some() {
-            return Err(Rejection::new(
-                400,
-                "both Content-Length and Transfer-Encoding",
-            ));
+            return Err(Rejection::new(400, "both Content-Length and Transfer-Encoding"));
         }
         chunked_framing(&transfer_codings)?
     } else {
@@ -388,16 +347,10 @@ fn chunked_framing(codings: &[String]) -> Result<BodyFraming, Rejection> {
             if earlier.iter().any(|c| c == "chunked") {
                 Err(Rejection::new(400, "chunked applied more than once"))
             } else {
-                Err(Rejection::new(
-                    501,
-                    "only the chunked transfer coding is supported",
-                ))
+                Err(Rejection::new(501, "only the chunked transfer coding is supported"))
             }
         }
-        _ => Err(Rejection::new(
-            400,
-            "chunked is not the final transfer coding",
-        )),
+        _ => Err(Rejection::new(400, "chunked is not the final transfer coding")),
     }
 }
 
@@ -411,9 +364,7 @@ fn parse_content_length(value: &[u8]) -> Result<u64, Rejection> {
         if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
             return Err(bad);
         }
-        let length = digits
-            .iter()
-            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        let length = digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
         if result.is_some_and(|seen| seen != length) {
             return Err(Rejection::new(400, "conflicting Content-Length headers"));
         }
@@ -427,11 +378,7 @@ mod tests {
     use super::*;
 
     fn limits() -> HeadLimits {
-        HeadLimits {
-            line_size: 64,
-            head_size: 256,
-            max_headers: 8,
-        }
+        HeadLimits { line_size: 64, head_size: 256, max_headers: 8 }
     }
 
     fn parse(bytes: &[u8]) -> Result<Option<(RequestHead, Vec<u8>)>, Rejection> {
@@ -445,17 +392,12 @@ mod tests {
     }
 
     fn head_of(bytes: &[u8]) -> RequestHead {
-        parse(bytes)
-            .expect("should parse")
-            .expect("should be complete")
-            .0
+        parse(bytes).expect("should parse").expect("should be complete").0
     }
 
     #[test]
     fn simple_get_is_complete_with_leftover() {
-        let (head, leftover) = parse(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /next")
-            .unwrap()
-            .unwrap();
+        let (head, leftover) = parse(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /next").unwrap().unwrap();
         assert_eq!(head.method, "GET");
         assert_eq!(head.target, "/a?b=1");
         assert_eq!(head.framing, BodyFraming::None);
@@ -482,10 +424,7 @@ mod tests {
         }
         let (head, leftover) = result.expect("complete");
         assert_eq!(head.framing, BodyFraming::Length(3));
-        assert!(
-            leftover.is_empty(),
-            "the body's bytes are not read with the head"
-        );
+        assert!(leftover.is_empty(), "the body's bytes are not read with the head");
     }
 
     #[test]
@@ -528,47 +467,18 @@ mod tests {
             status_of(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
             400
         );
-        assert_eq!(
-            status_of(
-                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"
-            ),
-            400
-        );
-        assert_eq!(
-            status_of(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 4\r\n\r\n"),
-            400
-        );
-        assert_eq!(
-            status_of(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n"),
-            400
-        );
-        assert_eq!(
-            status_of(
-                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n"
-            ),
-            400
-        );
-        assert_eq!(
-            status_of(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            400
-        );
-        assert_eq!(
-            status_of(
-                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n"
-            ),
-            400
-        );
-        assert_eq!(
-            status_of(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
-            501
-        );
+        assert_eq!(status_of(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"), 400);
+        assert_eq!(status_of(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 4\r\n\r\n"), 400);
+        assert_eq!(status_of(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n"), 400);
+        assert_eq!(status_of(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n"), 400);
+        assert_eq!(status_of(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+        assert_eq!(status_of(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n"), 400);
+        assert_eq!(status_of(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 501);
     }
 
     #[test]
     fn identical_content_lengths_merge() {
-        let head = head_of(
-            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
-        );
+        let head = head_of(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n");
         assert_eq!(head.framing, BodyFraming::Length(5));
     }
 
@@ -580,14 +490,8 @@ mod tests {
 
     #[test]
     fn obs_fold_and_control_characters_are_400() {
-        assert_eq!(
-            status_of(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: b\r\n c\r\n\r\n"),
-            400
-        );
-        assert_eq!(
-            status_of(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: b\x00c\r\n\r\n"),
-            400
-        );
+        assert_eq!(status_of(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: b\r\n c\r\n\r\n"), 400);
+        assert_eq!(status_of(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: b\x00c\r\n\r\n"), 400);
         assert_eq!(status_of(b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
     }
 
@@ -595,35 +499,24 @@ mod tests {
     fn bad_request_lines_are_400_and_other_versions_505() {
         assert_eq!(status_of(b"GARBAGE\r\n\r\n"), 400);
         assert_eq!(status_of(b"GET noslash HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
-        assert_eq!(
-            status_of(b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n"),
-            400
-        );
+        assert_eq!(status_of(b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
         assert_eq!(status_of(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n"), 505);
     }
 
     #[test]
     fn host_rules() {
         assert_eq!(status_of(b"GET / HTTP/1.1\r\n\r\n"), 400);
-        assert_eq!(
-            status_of(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
-            400
-        );
+        assert_eq!(status_of(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
         assert!(!head_of(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
     }
 
     #[test]
     fn expect_continue_only_matters_with_a_body() {
-        let head = head_of(
-            b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n",
-        );
+        let head = head_of(b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n");
         assert!(head.expects_continue);
         let head = head_of(b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n");
         assert!(!head.expects_continue);
-        assert_eq!(
-            status_of(b"GET / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n"),
-            417
-        );
+        assert_eq!(status_of(b"GET / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n"), 417);
     }
 
     #[test]
@@ -633,11 +526,7 @@ mod tests {
               X-Forwarded-Proto: https\r\nForwarded: for=6.6.6.6\r\nTransfer-Encoding: chunked\r\n\
               Connection: keep-alive\r\nCookie: a=b\r\n\r\n",
         );
-        let facts = ForwardingFacts {
-            client_addr: "10.0.0.7",
-            scheme: "http",
-            request_start_usec: 42,
-        };
+        let facts = ForwardingFacts { client_addr: "10.0.0.7", scheme: "http", request_start_usec: 42 };
         let text = String::from_utf8(head.upstream_head(Some(11), &facts)).unwrap();
         assert_eq!(
             text,

@@ -28,10 +28,7 @@ pub struct Mailbox {
 
 impl Mailbox {
     pub fn new(waker: Waker) -> Self {
-        Mailbox {
-            grants: Mutex::new(Vec::new()),
-            waker,
-        }
+        Mailbox { grants: Mutex::new(Vec::new()), waker }
     }
 
     pub fn take_grants(&self) -> Vec<Waiter> {
@@ -50,11 +47,7 @@ pub struct Mailboxes(pub Vec<Mailbox>);
 impl GrantSink for Arc<Mailboxes> {
     fn deliver(&self, waiter: Waiter) {
         if let Some(mailbox) = self.0.get(waiter.loop_index) {
-            mailbox
-                .grants
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(waiter);
+            mailbox.grants.lock().unwrap_or_else(|p| p.into_inner()).push(waiter);
             mailbox.wake();
         }
     }
@@ -73,13 +66,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(
-        config: FrontConfig,
-        workers: usize,
-        channel: OwnedFd,
-        log: Log,
-        mailboxes: Arc<Mailboxes>,
-    ) -> Self {
+    pub fn new(config: FrontConfig, workers: usize, channel: OwnedFd, log: Log, mailboxes: Arc<Mailboxes>) -> Self {
         let dispatcher = Dispatcher::new(workers, Box::new(Arc::clone(&mailboxes)));
         Shared {
             config,
@@ -124,13 +111,9 @@ impl ConnectionPermit {
         let limit = shared.config.max_connections;
         shared
             .open_connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < limit).then_some(open + 1)
-            })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < limit).then_some(open + 1))
             .ok()
-            .map(|_| ConnectionPermit {
-                shared: Arc::clone(shared),
-            })
+            .map(|_| ConnectionPermit { shared: Arc::clone(shared) })
     }
 }
 

@@ -45,9 +45,7 @@ pub enum WriteOutcome {
 pub fn is_peer_gone(error: &io::Error) -> bool {
     matches!(
         error.raw_os_error(),
-        Some(
-            libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN | libc::ECONNABORTED | libc::ETIMEDOUT
-        )
+        Some(libc::ECONNRESET | libc::EPIPE | libc::ENOTCONN | libc::ECONNABORTED | libc::ETIMEDOUT)
     )
 }
 
@@ -81,33 +79,17 @@ pub fn write_some(sink: &mut impl Write, bytes: &[u8]) -> WriteOutcome {
 
 /// Copies up to `count` bytes of `file` from `*offset` to `socket` in the
 /// kernel, advancing `offset`.
-pub fn send_file(
-    socket: BorrowedFd,
-    file: BorrowedFd,
-    offset: &mut u64,
-    count: u64,
-) -> WriteOutcome {
+pub fn send_file(socket: BorrowedFd, file: BorrowedFd, offset: &mut u64, count: u64) -> WriteOutcome {
     // sendfile moves at most 0x7ffff000 bytes per call anyway.
     let count = count.min(0x7fff_f000) as usize;
     loop {
         let mut kernel_offset = *offset as libc::off_t;
         // SAFETY: both descriptors are open for the duration of the call and
         // kernel_offset is a valid, exclusively borrowed off_t.
-        let sent = unsafe {
-            libc::sendfile(
-                socket.as_raw_fd(),
-                file.as_raw_fd(),
-                &mut kernel_offset,
-                count,
-            )
-        };
+        let sent = unsafe { libc::sendfile(socket.as_raw_fd(), file.as_raw_fd(), &mut kernel_offset, count) };
         if sent >= 0 {
             *offset = kernel_offset as u64;
-            return if sent == 0 {
-                WriteOutcome::WouldBlock
-            } else {
-                WriteOutcome::Wrote(sent as usize)
-            };
+            return if sent == 0 { WriteOutcome::WouldBlock } else { WriteOutcome::Wrote(sent as usize) };
         }
         let error = io::Error::last_os_error();
         return match error.kind() {
@@ -131,10 +113,7 @@ mod tests {
         let (mut a, mut b) = UnixStream::pair().unwrap();
         a.set_nonblocking(true).unwrap();
         let mut buf = [0; 16];
-        assert!(matches!(
-            read_some(&mut a, &mut buf),
-            ReadOutcome::WouldBlock
-        ));
+        assert!(matches!(read_some(&mut a, &mut buf), ReadOutcome::WouldBlock));
         b.write_all(b"hi").unwrap();
         assert!(matches!(read_some(&mut a, &mut buf), ReadOutcome::Data(2)));
         drop(b);
@@ -155,10 +134,7 @@ mod tests {
         file.rewind().unwrap();
         let (a, mut b) = UnixStream::pair().unwrap();
         let mut offset = 3;
-        assert!(matches!(
-            send_file(a.as_fd(), file.as_fd(), &mut offset, 5),
-            WriteOutcome::Wrote(5)
-        ));
+        assert!(matches!(send_file(a.as_fd(), file.as_fd(), &mut offset, 5), WriteOutcome::Wrote(5)));
         assert_eq!(offset, 8);
         let mut got = [0; 5];
         b.read_exact(&mut got).unwrap();

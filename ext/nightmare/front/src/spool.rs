@@ -59,13 +59,7 @@ impl BodySpool {
     /// A spool that writes to `file` from the start; tests use it to reach
     /// a real ENOSPC (`/dev/full`).
     pub fn with_file(file: File) -> Self {
-        BodySpool {
-            memory: Vec::new(),
-            file: Some(file),
-            length: 0,
-            memory_limit: 0,
-            temp_path: PathBuf::new(),
-        }
+        BodySpool { memory: Vec::new(), file: Some(file), length: 0, memory_limit: 0, temp_path: PathBuf::new() }
     }
 
     pub fn len(&self) -> u64 {
@@ -102,10 +96,7 @@ impl BodySpool {
 
     pub fn finish(self) -> SpooledBody {
         match self.file {
-            Some(file) => SpooledBody::File {
-                file,
-                length: self.length,
-            },
+            Some(file) => SpooledBody::File { file, length: self.length },
             None => SpooledBody::Memory(self.memory),
         }
     }
@@ -151,11 +142,7 @@ mod tests {
         }
         assert!(spool.is_on_disk());
         assert_eq!(spool.len(), 700);
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            0,
-            "temp file must have no name"
-        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "temp file must have no name");
         assert_eq!(read_back(spool.finish()), expected);
     }
 

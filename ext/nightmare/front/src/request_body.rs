@@ -1,0 +1,183 @@
+//! Reads a request body, by Content-Length or chunked, into its spool, so
+//! a worker only ever sees a complete request.
+
+use crate::chunked::{ChunkError, ChunkedDecoder};
+use crate::config::FrontConfig;
+use crate::error_response::{CONTINUE, Rejection};
+use crate::request_head::{BodyFraming, RequestHead};
+use crate::spool::{BodySpool, SpooledBody};
+
+#[derive(Debug)]
+enum Progress {
+    Length { remaining: u64 },
+    Chunked(ChunkedDecoder),
+}
+
+/// What to do with a request once its head is in.
+pub enum BodyPlan {
+    /// No body: the request is complete.
+    None(RequestHead),
+    Read(Box<BodyRead>),
+    /// The announced body is over client_max_body_size: refused unread.
+    Refuse(Rejection),
+}
+
+pub enum BodyFeed {
+    NeedMore,
+    Complete,
+    Rejected(Rejection),
+    /// The temp_path could not take the body (full, most likely).
+    SpoolFailed(std::io::Error),
+}
+
+#[derive(Debug)]
+pub struct BodyRead {
+    head: RequestHead,
+    progress: Progress,
+    spool: BodySpool,
+    /// `100 Continue` bytes still to send before the client sends its body.
+    interim: &'static [u8],
+}
+
+impl BodyRead {
+    /// `body_started` says bytes after the head already arrived, in which
+    /// case the client did not wait for `100 Continue`.
+    pub fn plan(head: RequestHead, config: &FrontConfig, body_started: bool) -> BodyPlan {
+        let max_body = (config.client_max_body_size > 0).then_some(config.client_max_body_size);
+        let progress = match head.framing {
+            BodyFraming::None | BodyFraming::Length(0) => return BodyPlan::None(head),
+            BodyFraming::Length(length) if max_body.is_some_and(|max| length > max) => {
+                return BodyPlan::Refuse(too_large());
+            }
+            BodyFraming::Length(length) => Progress::Length { remaining: length },
+            BodyFraming::Chunked => Progress::Chunked(ChunkedDecoder::new(max_body)),
+        };
+        let expected = match progress {
+            Progress::Length { remaining } => Some(remaining),
+            Progress::Chunked(_) => None,
+        };
+        let interim: &'static [u8] = if head.expects_continue && !body_started { CONTINUE } else { b"" };
+        let spool = BodySpool::new(config.client_body_buffer_size, &config.temp_path, expected);
+        BodyPlan::Read(Box::new(BodyRead { head, progress, spool, interim }))
+    }
+
+    pub fn interim(&self) -> &'static [u8] {
+        self.interim
+    }
+
+    pub fn interim_sent(&mut self, count: usize) {
+        self.interim = &self.interim[count..];
+    }
+
+    /// Body bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.spool.len()
+    }
+
+    /// Feeds bytes from the client; returns how it went and how many bytes
+    /// of `input` belonged to the body (the rest is the next request's).
+    pub fn feed(&mut self, input: &[u8]) -> (BodyFeed, usize) {
+        let mut used = 0;
+        loop {
+            let rest = &input[used..];
+            match &mut self.progress {
+                Progress::Length { remaining } => {
+                    let take = (*remaining).min(rest.len() as u64) as usize;
+                    if let Err(error) = self.spool.write(&rest[..take]) {
+                        return (BodyFeed::SpoolFailed(error), used);
+                    }
+                    *remaining -= take as u64;
+                    used += take;
+                    let feed = if *remaining == 0 { BodyFeed::Complete } else { BodyFeed::NeedMore };
+                    return (feed, used);
+                }
+                Progress::Chunked(decoder) => {
+                    if decoder.is_done() {
+                        return (BodyFeed::Complete, used);
+                    }
+                    if rest.is_empty() {
+                        return (BodyFeed::NeedMore, used);
+                    }
+                    match decoder.decode(rest) {
+                        Ok(step) => {
+                            if let Err(error) = self.spool.write(&rest[step.data]) {
+                                return (BodyFeed::SpoolFailed(error), used);
+                            }
+                            used += step.consumed;
+                        }
+                        Err(ChunkError::Malformed(reason)) => {
+                            return (BodyFeed::Rejected(Rejection::new(400, reason)), used);
+                        }
+                        Err(ChunkError::TooLarge) => return (BodyFeed::Rejected(too_large()), used),
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn finish(self) -> (RequestHead, SpooledBody) {
+        (self.head, self.spool.finish())
+    }
+}
+
+fn too_large() -> Rejection {
+    Rejection::new(413, "request body larger than client_max_body_size")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request_head::HeadReader;
+
+    fn head(raw: &[u8]) -> RequestHead {
+        let mut reader = HeadReader::default();
+        reader.push(raw);
+        reader.poll(&FrontConfig::default().head_limits).unwrap().unwrap().0
+    }
+
+    fn config() -> FrontConfig {
+        FrontConfig { client_max_body_size: 10, client_body_buffer_size: 4, ..FrontConfig::default() }
+    }
+
+    fn read(plan: BodyPlan) -> Box<BodyRead> {
+        match plan {
+            BodyPlan::Read(body) => body,
+            _ => panic!("expected a body to read"),
+        }
+    }
+
+    #[test]
+    fn length_body_stops_at_its_end_and_leaves_the_rest() {
+        let mut body =
+            read(BodyRead::plan(head(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"), &config(), true));
+        assert!(matches!(body.feed(b"hel"), (BodyFeed::NeedMore, 3)));
+        assert!(matches!(body.feed(b"loGET /"), (BodyFeed::Complete, 2)));
+        let (_, spooled) = body.finish();
+        assert_eq!(spooled.len(), 5);
+    }
+
+    #[test]
+    fn chunked_body_completes_and_oversize_is_refused() {
+        let raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut body = read(BodyRead::plan(head(raw), &config(), true));
+        assert!(matches!(body.feed(b"3\r\nabc\r\n0\r\n\r\nNEXT"), (BodyFeed::Complete, 13)));
+
+        let mut body = read(BodyRead::plan(head(raw), &config(), true));
+        assert!(matches!(body.feed(b"b\r\n"), (BodyFeed::Rejected(Rejection { status: 413, .. }), _)));
+    }
+
+    #[test]
+    fn announced_oversize_is_refused_unread_and_no_body_means_complete() {
+        let big = head(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n");
+        assert!(matches!(BodyRead::plan(big, &config(), false), BodyPlan::Refuse(Rejection { status: 413, .. })));
+        let none = head(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(matches!(BodyRead::plan(none, &config(), false), BodyPlan::None(_)));
+    }
+
+    #[test]
+    fn continue_is_owed_only_to_a_client_that_waits_for_it() {
+        let raw = b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(read(BodyRead::plan(head(raw), &config(), false)).interim(), CONTINUE);
+        assert_eq!(read(BodyRead::plan(head(raw), &config(), true)).interim(), b"");
+    }
+}

@@ -1,0 +1,379 @@
+//! Frames a worker's response for its client. Unicorn answers one request
+//! per connection and ends each response by closing it; the front keeps
+//! client connections alive, so it must know where each response ends and
+//! say so: Content-Length and chunked bodies pass as they are, a body that
+//! ends at close is re-framed as chunked for an HTTP/1.1 client, and the
+//! hop-by-hop headers are the front's own.
+
+use crate::chunked::{ChunkError, ChunkedDecoder};
+use crate::relay::RelayBuffer;
+use crate::request_head::HttpVersion;
+
+const MAX_RESPONSE_HEADERS: usize = 100;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FramingError {
+    MalformedHead,
+    HeadTooLarge,
+    MalformedChunks,
+    /// The worker closed before the response it announced was complete.
+    Truncated,
+    /// The worker closed without a complete response head.
+    NoResponse,
+}
+
+impl FramingError {
+    pub fn describe(self) -> &'static str {
+        match self {
+            FramingError::MalformedHead => "malformed response head",
+            FramingError::HeadTooLarge => "response head larger than proxy_buffer_size",
+            FramingError::MalformedChunks => "malformed chunked response body",
+            FramingError::Truncated => "response cut short",
+            FramingError::NoResponse => "no response",
+        }
+    }
+}
+
+/// What the request said that shapes its response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientTerms {
+    pub head_request: bool,
+    pub version: HttpVersion,
+    /// The client asked to keep the connection and the front is willing.
+    pub keep_alive: bool,
+}
+
+#[derive(Debug)]
+enum Body {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// Ends when the worker closes; `reframe` adds chunked framing.
+    UntilClose {
+        reframe: bool,
+    },
+}
+
+#[derive(Debug)]
+enum Stage {
+    Head,
+    Body(Body),
+    Done,
+}
+
+#[derive(Debug)]
+pub struct ResponseFramer {
+    terms: ClientTerms,
+    stage: Stage,
+    head: Vec<u8>,
+    max_head: usize,
+    keep_alive: bool,
+    status: Option<u16>,
+}
+
+impl ResponseFramer {
+    pub fn new(terms: ClientTerms, max_head: usize) -> Self {
+        ResponseFramer { terms, stage: Stage::Head, head: Vec::new(), max_head, keep_alive: false, status: None }
+    }
+
+    /// The whole response has been framed; later bytes are dropped.
+    pub fn is_done(&self) -> bool {
+        matches!(self.stage, Stage::Done)
+    }
+
+    /// Whether the client connection may carry another request after this
+    /// response; meaningful once the final head is parsed.
+    pub fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// Takes bytes the worker wrote and appends what the client gets to `out`.
+    pub fn feed(&mut self, mut input: &[u8], out: &mut RelayBuffer) -> Result<(), FramingError> {
+        while !input.is_empty() {
+            match &mut self.stage {
+                Stage::Head => {
+                    self.head.extend_from_slice(input);
+                    input = &[];
+                    let rest = self.parse_heads(out)?;
+                    if !rest.is_empty() {
+                        return self.feed(&rest, out);
+                    }
+                }
+                Stage::Body(Body::Length(remaining)) => {
+                    let take = (*remaining).min(input.len() as u64) as usize;
+                    out.push(&input[..take]);
+                    *remaining -= take as u64;
+                    input = &input[take..];
+                    if *remaining == 0 {
+                        self.stage = Stage::Done;
+                    }
+                }
+                Stage::Body(Body::Chunked(decoder)) => {
+                    let step = decoder.decode(input).map_err(|error| match error {
+                        ChunkError::Malformed(_) | ChunkError::TooLarge => FramingError::MalformedChunks,
+                    })?;
+                    out.push(&input[..step.consumed]);
+                    input = &input[step.consumed..];
+                    if decoder.is_done() {
+                        self.stage = Stage::Done;
+                    }
+                }
+                Stage::Body(Body::UntilClose { reframe }) => {
+                    if *reframe {
+                        out.push(format!("{:x}\r\n", input.len()).as_bytes());
+                        out.push(input);
+                        out.push(b"\r\n");
+                    } else {
+                        out.push(input);
+                    }
+                    input = &[];
+                }
+                Stage::Done => input = &[],
+            }
+        }
+        Ok(())
+    }
+
+    /// The worker closed its end: a body that ended at close is complete,
+    /// anything else unfinished is an error.
+    pub fn finish(&mut self, out: &mut RelayBuffer) -> Result<(), FramingError> {
+        match &self.stage {
+            Stage::Done => Ok(()),
+            Stage::Body(Body::UntilClose { reframe }) => {
+                if *reframe {
+                    out.push(b"0\r\n\r\n");
+                }
+                self.stage = Stage::Done;
+                Ok(())
+            }
+            Stage::Head if self.status.is_none() && self.head.is_empty() => Err(FramingError::NoResponse),
+            Stage::Head | Stage::Body(_) => Err(FramingError::Truncated),
+        }
+    }
+
+    /// Parses as many complete heads as the buffer holds (interim 1xx heads
+    /// pass through untouched); returns the bytes after the final head.
+    fn parse_heads(&mut self, out: &mut RelayBuffer) -> Result<Vec<u8>, FramingError> {
+        loop {
+            let mut storage = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+            let mut response = httparse::Response::new(&mut storage);
+            let length = match response.parse(&self.head) {
+                Ok(httparse::Status::Complete(length)) => length,
+                Ok(httparse::Status::Partial) if self.head.len() > self.max_head => {
+                    return Err(FramingError::HeadTooLarge);
+                }
+                Ok(httparse::Status::Partial) => return Ok(Vec::new()),
+                Err(_) => return Err(FramingError::MalformedHead),
+            };
+            let status = response.code.ok_or(FramingError::MalformedHead)?;
+            self.status = Some(status);
+            if (100..200).contains(&status) && status != 101 {
+                out.push(&self.head[..length]);
+                self.head.drain(..length);
+                continue;
+            }
+            let body = self.body_framing(status, response.headers)?;
+            self.keep_alive = self.terms.keep_alive && !matches!(body, Some(Body::UntilClose { reframe: false }));
+            let rewritten = self.rewrite_head(length, response.headers, &body);
+            out.push(&rewritten);
+            let rest = self.head.split_off(length);
+            self.head = Vec::new();
+            self.stage = match body {
+                None | Some(Body::Length(0)) => Stage::Done,
+                Some(body) => Stage::Body(body),
+            };
+            return Ok(rest);
+        }
+    }
+
+    /// `None` for a response without a body (RFC 9112 §6.3).
+    fn body_framing(&self, status: u16, headers: &[httparse::Header]) -> Result<Option<Body>, FramingError> {
+        if status == 101 {
+            return Ok(Some(Body::UntilClose { reframe: false }));
+        }
+        if self.terms.head_request || status == 204 || status == 304 {
+            return Ok(None);
+        }
+        let mut codings = Vec::new();
+        let mut length = None;
+        for header in headers {
+            if header.name.eq_ignore_ascii_case("transfer-encoding") {
+                codings.extend(header.value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()));
+            } else if header.name.eq_ignore_ascii_case("content-length") {
+                let value = std::str::from_utf8(header.value.trim_ascii()).map_err(|_| FramingError::MalformedHead)?;
+                let parsed: u64 = value.parse().map_err(|_| FramingError::MalformedHead)?;
+                if length.is_some_and(|seen| seen != parsed) {
+                    return Err(FramingError::MalformedHead);
+                }
+                length = Some(parsed);
+            }
+        }
+        Ok(Some(match (codings.last(), length) {
+            (Some(last), _) if last.eq_ignore_ascii_case(b"chunked") => Body::Chunked(ChunkedDecoder::new(None)),
+            (Some(_), _) => Body::UntilClose { reframe: false },
+            (None, Some(length)) => Body::Length(length),
+            (None, None) => {
+                Body::UntilClose { reframe: self.terms.keep_alive && self.terms.version == HttpVersion::Http11 }
+            }
+        }))
+    }
+
+    fn rewrite_head(&self, length: usize, headers: &[httparse::Header], body: &Option<Body>) -> Vec<u8> {
+        let raw = &self.head[..length];
+        let status_line_end = raw.iter().position(|&b| b == b'\n').map_or(raw.len(), |i| i + 1);
+        let status_line = raw[..status_line_end].trim_ascii_end();
+        let mut out = Vec::with_capacity(length + 64);
+        out.extend_from_slice(status_line);
+        out.extend_from_slice(b"\r\n");
+        let chunked_passthrough = matches!(body, Some(Body::Chunked(_)));
+        for header in headers {
+            let name = header.name;
+            let hop_by_hop = ["connection", "keep-alive", "proxy-connection", "x-accel-buffering"]
+                .iter()
+                .any(|hop| name.eq_ignore_ascii_case(hop));
+            // With chunked framing, a Content-Length would contradict it.
+            let contradicted = chunked_passthrough && name.eq_ignore_ascii_case("content-length");
+            if hop_by_hop || contradicted {
+                continue;
+            }
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(header.value);
+            out.extend_from_slice(b"\r\n");
+        }
+        if matches!(body, Some(Body::UntilClose { reframe: true })) {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        match (self.keep_alive, self.terms.version) {
+            (false, _) => out.extend_from_slice(b"Connection: close\r\n"),
+            (true, HttpVersion::Http10) => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+            (true, HttpVersion::Http11) => {}
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terms(version: HttpVersion, keep_alive: bool) -> ClientTerms {
+        ClientTerms { head_request: false, version, keep_alive }
+    }
+
+    /// Feeds `response` in pieces of `piece` bytes, then EOF; returns what
+    /// the client gets.
+    fn frame(terms: ClientTerms, response: &[u8], piece: usize) -> (Result<String, FramingError>, bool) {
+        let mut framer = ResponseFramer::new(terms, 4096);
+        let mut out = RelayBuffer::new(1 << 20);
+        for slice in response.chunks(piece) {
+            if let Err(error) = framer.feed(slice, &mut out) {
+                return (Err(error), framer.keep_alive());
+            }
+        }
+        let result = framer.finish(&mut out).map(|()| String::from_utf8_lossy(out.pending()).into_owned());
+        (result, framer.keep_alive())
+    }
+
+    const UNICORN_CLOSE_DELIMITED: &[u8] =
+        b"HTTP/1.1 200 OK\r\nDate: x\r\nConnection: close\r\ncontent-type: text/plain\r\n\r\nhello world";
+
+    #[test]
+    fn close_delimited_body_is_rechunked_for_http11_keep_alive() {
+        for piece in [1, 5, 1000] {
+            let (result, keep_alive) = frame(terms(HttpVersion::Http11, true), UNICORN_CLOSE_DELIMITED, piece);
+            let text = result.unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert_eq!(head, "HTTP/1.1 200 OK\r\nDate: x\r\ncontent-type: text/plain\r\nTransfer-Encoding: chunked");
+            let decoded: String =
+                body.split("\r\n").collect::<Vec<_>>().chunks(2).filter_map(|pair| pair.get(1).copied()).collect();
+            assert_eq!(decoded, "hello world", "piece {piece}: {body:?}");
+            assert!(body.ends_with("0\r\n\r\n"));
+            assert!(keep_alive);
+        }
+    }
+
+    #[test]
+    fn close_delimited_body_for_http10_closes_the_connection() {
+        let (result, keep_alive) = frame(terms(HttpVersion::Http10, true), UNICORN_CLOSE_DELIMITED, 7);
+        assert_eq!(
+            result.unwrap(),
+            "HTTP/1.1 200 OK\r\nDate: x\r\ncontent-type: text/plain\r\nConnection: close\r\n\r\nhello world"
+        );
+        assert!(!keep_alive);
+    }
+
+    #[test]
+    fn content_length_body_passes_and_ends_without_waiting_for_close() {
+        let mut framer = ResponseFramer::new(terms(HttpVersion::Http10, true), 4096);
+        let mut out = RelayBuffer::new(1024);
+        framer.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhelloEXTRA", &mut out).unwrap();
+        assert!(framer.is_done());
+        assert!(framer.keep_alive());
+        assert_eq!(
+            String::from_utf8_lossy(out.pending()),
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello"
+        );
+    }
+
+    #[test]
+    fn chunked_body_passes_through_and_its_end_is_found() {
+        let response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        let (result, keep_alive) = frame(terms(HttpVersion::Http11, true), response, 2);
+        assert_eq!(result.unwrap(), String::from_utf8_lossy(response));
+        assert!(keep_alive);
+    }
+
+    #[test]
+    fn bodiless_responses_end_at_their_head() {
+        let mut head_terms = terms(HttpVersion::Http11, true);
+        head_terms.head_request = true;
+        let (result, _) = frame(head_terms, b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", 3);
+        assert_eq!(result.unwrap(), "HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n");
+        for status in ["204 No Content", "304 Not Modified"] {
+            let response = format!("HTTP/1.1 {status}\r\nConnection: close\r\n\r\n");
+            let (result, keep_alive) = frame(terms(HttpVersion::Http11, true), response.as_bytes(), 4);
+            assert_eq!(result.unwrap(), format!("HTTP/1.1 {status}\r\n\r\n"));
+            assert!(keep_alive);
+        }
+    }
+
+    #[test]
+    fn interim_responses_pass_before_the_final_one() {
+        let response =
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let (result, _) = frame(terms(HttpVersion::Http11, true), response, 9);
+        assert_eq!(
+            result.unwrap(),
+            "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        );
+    }
+
+    #[test]
+    fn client_that_asked_to_close_is_told_so() {
+        let response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let (result, keep_alive) = frame(terms(HttpVersion::Http11, false), response, 100);
+        assert_eq!(result.unwrap(), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        assert!(!keep_alive);
+    }
+
+    #[test]
+    fn broken_responses_are_named() {
+        let t = terms(HttpVersion::Http11, true);
+        assert_eq!(frame(t, b"", 1).0, Err(FramingError::NoResponse));
+        assert_eq!(frame(t, b"HTTP/1.1 200 OK\r\nContent-Le", 4).0, Err(FramingError::Truncated));
+        assert_eq!(frame(t, b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort", 4).0, Err(FramingError::Truncated));
+        assert_eq!(frame(t, b"NOT HTTP\r\n\r\n", 4).0, Err(FramingError::MalformedHead));
+        assert_eq!(
+            frame(t, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 4).0,
+            Err(FramingError::MalformedChunks)
+        );
+        let mut huge = b"HTTP/1.1 200 OK\r\n".to_vec();
+        huge.extend(std::iter::repeat_n(b'x', 5000));
+        assert_eq!(frame(t, &huge, 1000).0, Err(FramingError::HeadTooLarge));
+    }
+}
