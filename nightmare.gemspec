@@ -26,7 +26,7 @@ Gem::Specification.new do |spec|
   spec.add_dependency "unicorn", ">= 6.0", "< 7"
   spec.add_dependency "kgio", "~> 2.11"
 
-  spec.add_development_dependency "minitest", ">= 5.15"
-  spec.add_development_dependency "rack", ">= 2.2"
-  spec.add_development_dependency "rake", ">= 13.0"
+  spec.add_development_dependency "minitest", "~> 5.15"
+  spec.add_development_dependency "rack", ">= 2.2", "< 4"
+  spec.add_development_dependency "rake", "~> 13.0"
 end

@@ -32,9 +32,12 @@ rescue LoadError
     \tRUBY=$(RUBY) $(CARGO) build --release #{locked} --manifest-path #{File.join(here, 'Cargo.toml')} --target-dir $(TARGET_DIR)
     \tcp $(TARGET_DIR)/release/libnightmare.so #{so_name}
 
+    # RubyGems never cleans after install: drop cargo's build tree (hundreds
+    # of MB) once the library is in place.
     install: all
     \tmkdir -p $(DESTDIR)$(sitearchdir)/nightmare
     \tcp #{so_name} $(DESTDIR)$(sitearchdir)/nightmare/#{so_name}
+    \trm -rf $(TARGET_DIR)
 
     clean:
     \trm -f #{so_name}
