@@ -12,9 +12,8 @@ require "etc"
 require "fileutils"
 
 ROOT = File.expand_path("..", __dir__)
-UNICORN_BIN = [(Gem.bin_path("unicorn", "unicorn") rescue nil), # rubocop:disable Style/RescueModifier
-               *ENV.fetch("PATH", "").split(":").map { |dir| File.join(dir, "unicorn") }]
-              .compact.find { |path| File.file?(path) } or abort "unicorn is not installed"
+require_relative "../support/local_processes"
+UNICORN_BIN = LocalProcesses.unicorn_bin
 require_relative "targets"
 require_relative "load"
 

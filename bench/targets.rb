@@ -16,7 +16,7 @@ module Bench
       @dir = File.join(root, name.downcase.gsub(/[^a-z]+/, "-"))
       FileUtils.mkdir_p(@dir)
       FileUtils.cp(File.join(__dir__, "app.ru"), File.join(@dir, "config.ru"))
-      @port = free_port
+      @port = LocalProcesses.free_port
       @pids = []
     end
 
@@ -73,20 +73,6 @@ module Bench
       true
     end
 
-    def free_port
-      server = TCPServer.new("127.0.0.1", 0)
-      server.addr[1]
-    ensure
-      server&.close
-    end
-
-    def children_of(pid)
-      File.read("/proc/#{pid}/task/#{pid}/children").split.map(&:to_i)
-    rescue Errno::ENOENT
-      []
-    end
-
-    def peak_rss_kib(pid) = File.read("/proc/#{pid}/status")[/VmHWM:\s+(\d+)/, 1].to_i
   end
 
   class UnicornAlone < Target
@@ -145,7 +131,7 @@ module Bench
       self
     end
 
-    def front_peak_rss_kib = children_of(@nginx).sum { |pid| peak_rss_kib(pid) }
+    def front_peak_rss_kib = LocalProcesses.children_of(@nginx).sum { |pid| LocalProcesses.peak_rss_kib(pid) }
   end
 
   class UnicornNightmare < Target
@@ -162,8 +148,8 @@ module Bench
     end
 
     def front_peak_rss_kib
-      front = children_of(@master).find { |pid| File.read("/proc/#{pid}/cmdline").include?("nightmare front") }
-      front && peak_rss_kib(front)
+      front = LocalProcesses.children_of(@master).find { |pid| LocalProcesses.cmdline(pid).include?("nightmare front") }
+      front && LocalProcesses.peak_rss_kib(front)
     end
   end
 

@@ -55,7 +55,7 @@ class KeepAliveTest < Minitest::Test
     @socket.write("GET / HTTP/1.0\r\n\r\n")
     response = read_response(@socket)
     assert_equal "close", response.headers["connection"]
-    assert_nil @socket.read_nonblock(1, exception: false).then { |r| r == :wait_readable ? :open : r }, "closed"
+    assert_closed_by_server(@socket)
   end
 
   def test_connection_close_is_honoured

@@ -9,10 +9,9 @@ require "digest"
 require "fileutils"
 
 ROOT = File.expand_path("..", __dir__)
-# Debian's gem metadata names a bin path that does not exist: fall back to PATH.
-UNICORN_BIN = [(Gem.bin_path("unicorn", "unicorn") rescue nil), # rubocop:disable Style/RescueModifier
-               *ENV.fetch("PATH", "").split(":").map { |dir| File.join(dir, "unicorn") }]
-              .compact.find { |path| File.file?(path) } or abort "unicorn is not installed"
+require_relative "../support/local_processes"
+
+UNICORN_BIN = LocalProcesses.unicorn_bin
 
 # A real unicorn master started with the gem, on a free loopback port, with
 # its own directory for the config, the log and temp files.
@@ -24,7 +23,7 @@ class UnicornServer
   def initialize(workers: 2, nightmare: "true", config: "", app: "probe.ru", wait_for_front: true)
     @workers = workers
     @dir = Dir.mktmpdir("nightmare-test")
-    @port = free_port
+    @port = LocalProcesses.free_port
     @nightmare = nightmare
     @wait_for_front = wait_for_front && nightmare != "false"
     File.write(config_path, <<~CONFIG)
@@ -73,24 +72,13 @@ class UnicornServer
   def children
     return [] unless @pid
 
-    File.read("/proc/#{@pid}/task/#{@pid}/children").split.map(&:to_i).tap { |c| (@descendants ||= []).concat(c) }
-  rescue Errno::ENOENT
-    []
+    LocalProcesses.children_of(@pid).tap { |found| (@descendants ||= []).concat(found) }
   end
 
   def descendants_seen = @descendants&.uniq
 
-  def cmdline(pid)
-    File.read("/proc/#{pid}/cmdline").tr("\0", " ")
-  rescue Errno::ENOENT
-    ""
-  end
-
-  def front_pid = children.find { |child| cmdline(child).include?("nightmare front") }
-  def worker_pids = children.select { |child| cmdline(child).include?("worker[") }
-
-  # Peak resident memory of a process, from the kernel's high-water mark.
-  def self.peak_rss_kib(pid) = File.read("/proc/#{pid}/status")[/VmHWM:\s+(\d+)/, 1].to_i
+  def front_pid = children.find { |child| LocalProcesses.cmdline(child).include?("nightmare front") }
+  def worker_pids = children.select { |child| LocalProcesses.cmdline(child).include?("worker[") }
 
   def alive?(pid)
     Process.kill(0, pid)
@@ -121,12 +109,6 @@ class UnicornServer
     false
   end
 
-  def free_port
-    server = TCPServer.new("127.0.0.1", 0)
-    server.addr[1]
-  ensure
-    server&.close
-  end
 end
 
 module HttpHelpers
@@ -143,6 +125,14 @@ module HttpHelpers
   def get(path, headers = {}, **options)
     head = headers.map { |k, v| "#{k}: #{v}\r\n" }.join
     raw_request("GET #{path} HTTP/1.1\r\nHost: test\r\n#{head}\r\n", **options)
+  end
+
+  # The server closed +socket+ (an EOF arrives within a few seconds).
+  def assert_closed_by_server(socket, message = "the server closes the connection")
+    assert socket.wait_readable(5), message
+    assert_nil socket.read_nonblock(1, exception: false), message
+  rescue Errno::ECONNRESET
+    pass
   end
 
   def connect(port, bind = nil)

@@ -23,7 +23,7 @@ class UploadTest < Minitest::Test
     expected = upload(chunked: true)
     assert_equal "#{UPLOAD_SIZE} #{expected}", @last_response.body
 
-    peak = UnicornServer.peak_rss_kib(@server.front_pid)
+    peak = LocalProcesses.peak_rss_kib(@server.front_pid)
     assert_operator peak, :<, 64 * 1024, "front peak RSS #{peak} KiB"
   end
 

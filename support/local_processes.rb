@@ -1,0 +1,44 @@
+# frozen_string_literal: true
+
+require "socket"
+
+# What the tests and the benchmark need to know about processes on this
+# machine: where unicorn is, a free loopback port, a process's children,
+# its command line and its peak memory. Reads /proc; Linux only.
+module LocalProcesses
+  module_function
+
+  # Debian's gem metadata names a bin path that does not exist, so PATH is
+  # searched too.
+  def unicorn_bin
+    candidates = [(Gem.bin_path("unicorn", "unicorn") rescue nil), # rubocop:disable Style/RescueModifier
+                  *ENV.fetch("PATH", "").split(":").map { |dir| File.join(dir, "unicorn") }]
+    candidates.compact.find { |path| File.file?(path) } or abort "unicorn is not installed"
+  end
+
+  # A port nothing listens on right now (another process could take it
+  # before it is used; on loopback in a test run that does not happen).
+  def free_port
+    server = TCPServer.new("127.0.0.1", 0)
+    server.addr[1]
+  ensure
+    server&.close
+  end
+
+  def children_of(pid)
+    File.read("/proc/#{pid}/task/#{pid}/children").split.map(&:to_i)
+  rescue Errno::ENOENT
+    []
+  end
+
+  def cmdline(pid)
+    File.read("/proc/#{pid}/cmdline").tr("\0", " ")
+  rescue Errno::ENOENT
+    ""
+  end
+
+  # Peak resident memory of a process in KiB, from the kernel's high-water mark.
+  def peak_rss_kib(pid)
+    File.read("/proc/#{pid}/status")[/VmHWM:\s+(\d+)/, 1].to_i
+  end
+end
