@@ -73,3 +73,77 @@ class ConfigErrorTest < Minitest::Test
     end
   end
 end
+
+# HUP re-reads the nightmare settings: a front with new settings replaces
+# the old one, and turning nightmare off hands the listeners back to the
+# workers, without a failed request either way.
+class ReloadTest < Minitest::Test
+  include HttpHelpers
+
+  def setup
+    @server = UnicornServer.new(workers: 2, nightmare: "", config: 'nightmare client_max_body_size: "64k"').start
+    @body = "b" * 100_000
+  end
+
+  def teardown
+    @server.stop
+  end
+
+  def test_reload_applies_new_settings_then_turns_the_front_off
+    assert_equal 413, upload.status
+
+    served, failures = with_steady_clients do
+      rewrite_config('nightmare client_max_body_size: "1m"')
+      reload_and_wait { @server.log.scan("nightmare front ready").size == 2 && @server.log.include?("reaped") }
+    end
+    assert_operator served, :>, 10, "clients kept coming during the reload"
+    assert_equal 0, failures, "no request failed while the front was replaced"
+    assert_equal 200, upload.status
+    assert_match(/nightmare front pid=\d+ retiring: its settings changed/, @server.log)
+
+    served, failures = with_steady_clients do
+      rewrite_config("nightmare false")
+      reload_and_wait { @server.front_pid.nil? && @server.worker_pids.size == 2 }
+    end
+    assert_operator served, :>, 10, "clients kept coming during the reload"
+    assert_equal 0, failures, "no request failed while the front was retired"
+    assert_nil get("/env").json["HTTP_X_REQUEST_START"], "workers answer directly again"
+  end
+
+  private
+
+  def upload
+    raw_request("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: #{@body.bytesize}\r\n\r\n#{@body}")
+  end
+
+  def rewrite_config(directive)
+    config = File.read(@server.config_path).gsub(/^nightmare .*$/, directive)
+    File.write(@server.config_path, config)
+  end
+
+  def reload_and_wait(&done)
+    Process.kill(:HUP, @server.pid)
+    @server.wait_until("the reload", 20, &done)
+    sleep 0.5 # and a little after it
+  end
+
+  # Runs fresh-connection GETs while the block runs; returns how many were
+  # served and how many failed.
+  def with_steady_clients
+    served = failures = 0
+    running = true
+    client = Thread.new do
+      while running
+        begin
+          get("/", {}, timeout: 10).status == 200 ? served += 1 : failures += 1
+        rescue StandardError
+          failures += 1
+        end
+      end
+    end
+    yield
+    running = false
+    client.join
+    [served, failures]
+  end
+end

@@ -6,7 +6,9 @@ module Nightmare
   # The master's side of the front: owns the handoff channel (one
   # SOCK_SEQPACKET pair for the master's whole life, so workers keep their
   # end across front restarts), forks the front, and looks after it the way
-  # the master looks after workers. Lives in the master only.
+  # the master looks after workers. A front whose settings changed (HUP) is
+  # replaced: the new one starts, then the old one finishes what it accepted.
+  # Lives in the master only.
   class FrontSupervisor
     # A front that dies within QUICK_DEATH of starting is restarted after
     # RESPAWN_DELAY, so a front that cannot start does not fork in a tight
@@ -14,33 +16,43 @@ module Nightmare
     QUICK_DEATH = 1.0
     RESPAWN_DELAY = 0.5
 
-    attr_reader :pid
+    Front = Struct.new(:pid, :control, :options, :started_at)
 
     def initialize(logger)
       @logger = logger
       @front_end, @worker_end = Socket.pair(:UNIX, :SEQPACKET)
-      @pid = nil
-      @control = nil
+      @current = nil
+      @retiring = {}
       @not_before = 0.0
     end
 
     def running?
-      !@pid.nil?
+      !@current.nil?
     end
 
-    # Starts a front unless one runs (or a quick death is being waited out).
-    # The block runs in the new process before the front starts: the master
-    # uses it to drop what only the master may hold.
+    # Fronts still running: the current one and those finishing up.
+    def alive?
+      running? || !@retiring.empty?
+    end
+
+    def pid
+      @current&.pid
+    end
+
     # Seconds the master may sleep before the front needs it.
     def seconds_until_respawn
       running? ? Float::INFINITY : [@not_before - now, 0].max
     end
 
+    # Starts a front unless one with these settings runs (or a quick death
+    # is being waited out). The block runs in the new process before the
+    # front starts: the master uses it to drop what only the master may hold.
     def maintain(options, listeners, workers, &in_child)
+      retire("its settings changed") if @current && @current.options != options
       return if running? || now < @not_before
 
       control_reader, control_writer = IO.pipe
-      @pid = fork do
+      pid = fork do
         control_writer.close
         @worker_end.close
         early_signals = in_child&.call || []
@@ -48,23 +60,37 @@ module Nightmare
                          control: control_reader, workers: workers, early_signals: early_signals).run
       end
       control_reader.close
-      @control = control_writer
-      @started_at = now
-      @logger.info "nightmare front spawned pid=#{@pid}"
+      @current = Front.new(pid, control_writer, options, now)
+      @logger.info "nightmare front spawned pid=#{pid}"
+    end
+
+    # The current front finishes what it accepted and exits (QUIT).
+    def retire(reason)
+      return unless @current
+
+      @logger.info "nightmare front pid=#{@current.pid} retiring: #{reason}"
+      signal(@current.pid, :QUIT)
+      @retiring[@current.pid] = @current
+      @current = nil
     end
 
     # Called for every child the master reaps that is not a worker; true if
-    # it was the front.
+    # it was a front.
     def reaped?(status, stopping:)
-      return false unless @pid && status.pid == @pid
+      if (retired = @retiring.delete(status.pid))
+        retired.control.close
+        @logger.info "nightmare front reaped #{status.inspect}"
+        return true
+      end
+      return false unless @current&.pid == status.pid
 
-      @control&.close
-      @control = nil
-      @pid = nil
+      front = @current
+      @current = nil
+      front.control.close
       if stopping
         @logger.info "nightmare front reaped #{status.inspect}"
       else
-        quick = now - @started_at < QUICK_DEATH
+        quick = now - front.started_at < QUICK_DEATH
         @not_before = now + RESPAWN_DELAY if quick
         @logger.error "nightmare front died: #{status.inspect}; starting a new one" \
                       "#{quick ? " in #{RESPAWN_DELAY}s" : ''}"
@@ -72,49 +98,55 @@ module Nightmare
       true
     end
 
+    # Every running front dispatches to the same workers.
     def worker_count=(count)
-      @control&.write_nonblock("workers #{count}\n", exception: false)
-    rescue Errno::EPIPE
-      # The front died; its replacement starts with the right count.
-    end
-
-    # Stops the front and waits for it, at most +timeout+ seconds; a front
-    # still there after that is killed.
-    def shutdown(graceful, timeout)
-      return unless @pid
-
-      signal(graceful ? :QUIT : :TERM)
-      deadline = now + timeout
-      until reap_nonblock
-        if now > deadline
-          signal(:KILL)
-          deadline = now + timeout
-        end
-        sleep 0.05
+      fronts.each do |front|
+        front.control.write_nonblock("workers #{count}\n", exception: false)
+      rescue Errno::EPIPE
+        next # it died; its replacement starts with the right count
       end
     end
 
-    def signal(name)
-      Process.kill(name, @pid) if @pid
-    rescue Errno::ESRCH
-      # Already gone; reaping will tell.
+    # Stops every front and waits for them, at most +timeout+ seconds each
+    # round; a front still there after that is killed.
+    def shutdown(graceful, timeout)
+      fronts.each { |front| signal(front.pid, graceful ? :QUIT : :TERM) }
+      deadline = now + timeout
+      until fronts.empty?
+        fronts.each { |front| reap_nonblock(front.pid) }
+        if now > deadline
+          fronts.each { |front| signal(front.pid, :KILL) }
+          deadline = now + timeout
+        end
+        sleep 0.05 unless fronts.empty?
+      end
     end
 
     # In a new worker: the worker keeps only its end of the channel.
     def acceptor_for_worker
       @front_end.close
-      @control&.close
+      fronts.each { |front| front.control.close }
       HandoffAcceptor.new(@worker_end)
     end
 
     private
 
-    def reap_nonblock
-      pid, status = Process.waitpid2(@pid, Process::WNOHANG)
-      pid ? reaped?(status, stopping: true) : false
+    def fronts
+      [@current, *@retiring.values].compact
+    end
+
+    def signal(pid, name)
+      Process.kill(name, pid)
+    rescue Errno::ESRCH
+      # Already gone; reaping will tell.
+    end
+
+    def reap_nonblock(pid)
+      found, status = Process.waitpid2(pid, Process::WNOHANG)
+      reaped?(status, stopping: true) if found
     rescue Errno::ECHILD
-      @pid = nil
-      true
+      @retiring.delete(pid)
+      @current = nil if @current&.pid == pid
     end
 
     def now

@@ -54,7 +54,7 @@ module Nightmare
 
     # Wakes the master in time for a front restart that had to wait.
     def master_sleep(seconds)
-      super(@nightmare_front ? [seconds, @nightmare_front.seconds_until_respawn].min : seconds)
+      super(@nightmare && @nightmare_front ? [seconds, @nightmare_front.seconds_until_respawn].min : seconds)
     end
 
     def worker_processes=(count)
@@ -65,7 +65,7 @@ module Nightmare
     # The front stops first, finishing what it accepted while the workers
     # are still there to answer; then Unicorn stops the workers.
     def stop(graceful = true)
-      if @nightmare_front&.running?
+      if @nightmare_front&.alive?
         @nightmare_stopping = true
         @nightmare_front.shutdown(graceful, timeout)
       end
@@ -79,25 +79,33 @@ module Nightmare
     private
 
     # A worker takes requests from the front only: the public listeners it
-    # inherited are closed (ones its after_fork hook opened are kept).
+    # inherited are closed (ones its after_fork hook opened are kept). With
+    # nightmare turned off by a reload, a worker serves the listeners again,
+    # and still takes what a front that is finishing up hands it.
     def init_worker_process(worker)
-      return super unless @nightmare && @nightmare_front
+      return super unless @nightmare_front&.alive?
 
       inherited = Unicorn::HttpServer::LISTENERS.dup
       acceptor = @nightmare_front.acceptor_for_worker
       readers = super
-      readers.reject! { |io| inherited.include?(io) }
-      Unicorn::HttpServer::LISTENERS.reject! { |io| inherited.include?(io) }
-      inherited.each { |io| io.close rescue nil } # rubocop:disable Style/RescueModifier
+      if @nightmare
+        readers.reject! { |io| inherited.include?(io) }
+        Unicorn::HttpServer::LISTENERS.reject! { |io| inherited.include?(io) }
+        inherited.each { |io| io.close rescue nil } # rubocop:disable Style/RescueModifier
+      end
       readers.unshift(acceptor)
     end
 
     def nightmare_maintain_front
-      return if @worker_data || @nightmare_stopping || !@nightmare
+      return if @worker_data || @nightmare_stopping
 
-      @nightmare_front ||= Nightmare::FrontSupervisor.new(logger)
-      @nightmare_front.maintain(@nightmare, Unicorn::HttpServer::LISTENERS.dup, worker_processes) do
-        nightmare_leave_master
+      if @nightmare
+        @nightmare_front ||= Nightmare::FrontSupervisor.new(logger)
+        @nightmare_front.maintain(@nightmare, Unicorn::HttpServer::LISTENERS.dup, worker_processes) do
+          nightmare_leave_master
+        end
+      elsif @nightmare_front&.running?
+        @nightmare_front.retire("nightmare was turned off")
       end
     end
 
