@@ -25,7 +25,7 @@ class SupervisionTest < Minitest::Test
     refute_nil new_front
     refute_equal old_front, new_front
     assert_match(/nightmare front died: .*pid #{old_front} SIGKILL.*starting a new one/, @server.log)
-    assert_equal 2, @server.log.scan("nightmare front ready").size
+    @server.wait_until("the new front's ready line", 5) { @server.log.scan("nightmare front ready").size == 2 }
     refute_match(/worker=unknown/, @server.log, "the front's death is not reported as a worker's")
   end
 

@@ -74,7 +74,8 @@ class FullTempPathTest < Minitest::Test
     body = "x" * (3 * 1024 * 1024)
     response = raw_request("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: #{body.bytesize}\r\n\r\n#{body}")
     assert_equal 500, response.status
-    assert_match(/cannot spool the request body .* to temp_path #{Regexp.escape(@mount)}: No space left/, @server.log)
+    line = /ERROR -- : nightmare: cannot spool the request body .* to temp_path #{Regexp.escape(@mount)}: No space left/
+    @server.wait_until("the full temp_path log line", 5) { @server.log.match?(line) }
 
     small = "y" * 100_000
     response = raw_request("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: #{small.bytesize}\r\n\r\n#{small}")
