@@ -88,6 +88,13 @@ class BasicTest < Minitest::Test
     assert_operator port_inode.call(@server.front_pid), :>=, 1
   end
 
+  def test_the_master_stays_single_threaded
+    # Forking workers from a threaded master would copy client sockets into
+    # them: the Rust threads live in the front only.
+    assert_equal 1, Dir.children("/proc/#{@server.pid}/task").size
+    assert_operator Dir.children("/proc/#{@server.front_pid}/task").size, :>, 1
+  end
+
   private
 
   # A listening TCP socket's inode appears in /proc/net/tcp with state 0A.
