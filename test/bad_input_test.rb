@@ -58,6 +58,14 @@ class BadInputTest < Minitest::Test
     assert_equal @requests_before + good_requests + 1, app_request_count, "only the good requests reached the app"
   end
 
+  def test_utf8_in_the_target_harms_nobody
+    front = @server.front_pid
+    response = raw_request("GET /aaaaa\u00e9?q=\u00e9 HTTP/1.1\r\nHost: t\r\n\r\n".b)
+    assert_includes [200, 400], response.status, "the worker judges it, the front passes it"
+    assert_equal 200, get("/").status
+    assert_equal front, @server.front_pid, "the front is the same process"
+  end
+
   def test_body_over_client_max_body_size_is_413_without_reading_it
     socket = connect(@server.port)
     socket.write("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: #{10 * 1024 * 1024}\r\n\r\n")

@@ -13,7 +13,7 @@ use mio::{Registry, Token};
 
 use crate::dispatch::{Admission, Slot, Waiter};
 use crate::error_response::Rejection;
-use crate::exchange::{Exchange, Pump};
+use crate::exchange::{Exchange, ForwardedRequest, Pump};
 use crate::handoff::{self, HandoffRecord, Scheme};
 use crate::listener::ClientStream;
 use crate::request_body::{BodyFeed, BodyPlan, BodyRead};
@@ -71,6 +71,8 @@ struct BufferedRequest {
     head: RequestHead,
     body: SpooledBody,
     arrived_usec: u64,
+    /// The rest of a half-sent `100 Continue`, owed before the response.
+    interim: &'static [u8],
     /// What the client sent after this request (pipelining).
     leftover: Vec<u8>,
 }
@@ -288,7 +290,7 @@ impl Connection {
 
     fn begin_body(&mut self, head: RequestHead, leftover: Vec<u8>, ctx: &mut LoopContext) -> State {
         match BodyRead::plan(head, &ctx.shared.config, !leftover.is_empty()) {
-            BodyPlan::None(head) => self.complete(head, SpooledBody::Memory(Vec::new()), leftover, ctx),
+            BodyPlan::None(head) => self.complete(head, SpooledBody::Memory(Vec::new()), b"", leftover, ctx),
             BodyPlan::Refuse(rejection) => self.reject(rejection, ctx),
             BodyPlan::Read(mut body) => {
                 self.deadline = Some(ctx.now + ctx.shared.config.client_body_timeout);
@@ -344,8 +346,8 @@ impl Connection {
     fn finish_body(&mut self, body: Box<BodyRead>, feed: BodyFeed, leftover: Vec<u8>, ctx: &mut LoopContext) -> State {
         match feed {
             BodyFeed::Complete => {
-                let (head, spooled) = body.finish();
-                self.complete(head, spooled, leftover, ctx)
+                let (head, spooled, interim) = body.finish();
+                self.complete(head, spooled, interim, leftover, ctx)
             }
             BodyFeed::Rejected(rejection) => self.reject(rejection, ctx),
             BodyFeed::SpoolFailed(error) => {
@@ -361,10 +363,17 @@ impl Connection {
     }
 
     /// The request is whole: to a worker now, or to the queue.
-    fn complete(&mut self, head: RequestHead, body: SpooledBody, leftover: Vec<u8>, ctx: &mut LoopContext) -> State {
+    fn complete(
+        &mut self,
+        head: RequestHead,
+        body: SpooledBody,
+        interim: &'static [u8],
+        leftover: Vec<u8>,
+        ctx: &mut LoopContext,
+    ) -> State {
         self.deadline = None;
         let arrived_usec = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        let request = BufferedRequest { head, body, arrived_usec, leftover };
+        let request = BufferedRequest { head, body, arrived_usec, interim, leftover };
         match ctx.shared.dispatcher.admit(self.id) {
             Admission::Granted(slot) => self.hand_off(request, slot, ctx),
             Admission::Queued => State::Queued(Box::new(request)),
@@ -379,7 +388,7 @@ impl Connection {
                 return self.reply_with(Rejection::new(503, "no socket for a worker"), true, ctx);
             }
         };
-        let BufferedRequest { head, body, arrived_usec, leftover } = request;
+        let BufferedRequest { head, body, arrived_usec, interim, leftover } = request;
         let config = &ctx.shared.config;
         let terms = ClientTerms {
             head_request: head.is_head_method(),
@@ -391,9 +400,9 @@ impl Connection {
         let body_length = (head.framing != BodyFraming::None).then(|| body.len());
         let facts =
             ForwardingFacts { client_addr: &self.peer, scheme: self.scheme.as_str(), request_start_usec: arrived_usec };
-        let upstream_head = head.upstream_head(body_length, &facts);
-        let exchange =
-            Exchange::prepare(front_end, slot, upstream_head, body, terms, leftover, config.proxy_buffer_size);
+        let forwarded =
+            ForwardedRequest { head: head.upstream_head(body_length, &facts), body, terms, interim, leftover };
+        let exchange = Exchange::prepare(front_end, slot, forwarded, config.proxy_buffer_size);
         let record = HandoffRecord { client_addr: self.peer.clone(), scheme: self.scheme, arrived_usec };
         self.send_handoff(Box::new(exchange), worker_end, record, ctx)
     }
@@ -432,9 +441,9 @@ impl Connection {
 
     fn exchange(&mut self, mut exchange: Box<Exchange>, ctx: &mut LoopContext) -> (State, Step) {
         match exchange.pump(&mut self.client, &mut self.client_ready, ctx.scratch) {
-            Pump::Working { progressed } => {
+            Pump::Working { client_took } => {
                 // send_timeout runs only while the client has bytes it isn't taking.
-                self.deadline = match (exchange.has_pending_response(), progressed, self.deadline) {
+                self.deadline = match (exchange.has_pending_response(), client_took, self.deadline) {
                     (false, _, _) => None,
                     (true, false, Some(deadline)) => Some(deadline),
                     (true, _, _) => Some(ctx.now + ctx.shared.config.send_timeout),
@@ -459,7 +468,7 @@ impl Connection {
             }
             Pump::ClientGone => {
                 ctx.shared.log.info(format!("client {} went away before the end of its response", self.peer));
-                (self.abandon(exchange), Step::Again)
+                (self.abandon(exchange, ctx), Step::Again)
             }
         }
     }
@@ -480,13 +489,15 @@ impl Connection {
     }
 
     /// The client is gone. A worker still reading the request is cut off
-    /// (it fails fast on the short read); one already working is waited for.
-    fn abandon(&mut self, exchange: Box<Exchange>) -> State {
-        self.deadline = None;
+    /// (it fails fast on the short read); one already working is waited
+    /// for, so its slot is given back when it is really free, but no longer
+    /// than send_timeout.
+    fn abandon(&mut self, exchange: Box<Exchange>, ctx: &LoopContext) -> State {
         if exchange.is_sending_request() || exchange.worker_finished() {
             return State::Closed;
         }
         let _ = self.client.shutdown(Shutdown::Both);
+        self.deadline = Some(ctx.now + ctx.shared.config.send_timeout);
         State::Draining(exchange)
     }
 
@@ -560,9 +571,11 @@ impl Connection {
                 ctx.shared
                     .log
                     .info(format!("client {} took none of its response for send_timeout ({limit}s)", self.peer));
-                self.abandon(exchange)
+                self.abandon(exchange, ctx)
             }
-            State::Replying(_) | State::Lingering { .. } => State::Closed,
+            // A worker still busy long after its client left: stop waiting,
+            // which gives its slot back (the worker fails on its next write).
+            State::Replying(_) | State::Lingering { .. } | State::Draining(_) => State::Closed,
             other => {
                 self.deadline = None;
                 other

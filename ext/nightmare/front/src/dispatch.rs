@@ -123,6 +123,7 @@ impl Dispatcher {
     fn release(&self) {
         let granted = {
             let mut state = self.lock();
+            debug_assert!(state.in_flight > 0, "a slot was released twice");
             state.in_flight = state.in_flight.saturating_sub(1);
             Self::grant_free_slots(&mut state)
         };

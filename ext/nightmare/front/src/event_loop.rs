@@ -116,11 +116,9 @@ impl EventLoop {
         let Some(connection) = connections.get_mut(slot) else {
             return;
         };
-        let verdict = if upstream {
-            connection.on_upstream_event(event, &mut ctx)
-        } else {
-            connection.on_client_event(event, &mut ctx)
-        };
+        let verdict = guarded(&mut ctx, |ctx| {
+            if upstream { connection.on_upstream_event(event, ctx) } else { connection.on_client_event(event, ctx) }
+        });
         if verdict == Verdict::Close {
             connections.remove(slot);
             self.resume_accepting(now);
@@ -188,7 +186,7 @@ impl EventLoop {
         self.connections.insert(connection);
         let (mut ctx, connections) = self.context(now);
         if let Some(connection) = connections.get_mut(slot)
-            && connection.drive(&mut ctx) == Verdict::Close
+            && guarded(&mut ctx, |ctx| connection.drive(ctx)) == Verdict::Close
         {
             connections.remove(slot);
         }
@@ -211,8 +209,9 @@ impl EventLoop {
             let (mut ctx, connections) = self.context(now);
             match connections.get_mut(waiter.slot) {
                 Some(connection) if connection.serial() == waiter.serial => {
-                    if connection.on_grant(&mut ctx) == Verdict::Close {
+                    if guarded(&mut ctx, |ctx| connection.on_grant(ctx)) == Verdict::Close {
                         connections.remove(waiter.slot);
+                        self.resume_accepting(now);
                     }
                 }
                 // The waiter left before its turn came: pass the slot on.
@@ -223,7 +222,7 @@ impl EventLoop {
 
     fn tick(&mut self, now: Instant) {
         let (mut ctx, connections) = self.context(now);
-        connections.retain(|_, connection| connection.on_tick(&mut ctx) == Verdict::Keep);
+        connections.retain(|_, connection| guarded(&mut ctx, |ctx| connection.on_tick(ctx)) == Verdict::Keep);
         self.resume_accepting(now);
     }
 
@@ -252,6 +251,19 @@ impl EventLoop {
                 }
                 self.connections.is_empty() || self.stop_deadline.is_some_and(|deadline| now >= deadline)
             }
+        }
+    }
+}
+
+/// Runs one connection's handler. A panic there is a bug; it closes that
+/// connection only, so one client cannot take down every client of the
+/// loop. (The panic's message and place go to stderr, i.e. stderr_path.)
+fn guarded(ctx: &mut LoopContext, handler: impl FnOnce(&mut LoopContext) -> Verdict) -> Verdict {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&mut *ctx))) {
+        Ok(verdict) => verdict,
+        Err(_) => {
+            ctx.shared.log.error("bug: the front panicked while handling a client; that connection was closed");
+            Verdict::Close
         }
     }
 }

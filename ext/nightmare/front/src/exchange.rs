@@ -72,11 +72,24 @@ impl Outbound {
     }
 }
 
+/// A request ready for its worker, and what the client side still needs.
+#[derive(Debug)]
+pub struct ForwardedRequest {
+    /// The head as the worker reads it.
+    pub head: Vec<u8>,
+    pub body: SpooledBody,
+    pub terms: ClientTerms,
+    /// The rest of a half-sent `100 Continue`, owed to the client first.
+    pub interim: &'static [u8],
+    /// What the client sent after this request (pipelining).
+    pub leftover: Vec<u8>,
+}
+
 /// Where an exchange stands after being pumped.
 #[derive(Debug)]
 pub enum Pump {
-    /// Still going; `progressed` says whether anything moved.
-    Working { progressed: bool },
+    /// Still going; `client_took` says whether the client took bytes.
+    Working { client_took: bool },
     /// The whole response reached the client.
     Finished { keep_alive: bool },
     /// The worker's answer cannot be passed on. If the client has had none
@@ -103,22 +116,17 @@ impl Exchange {
     /// Sets up the exchange on a fresh pair and writes as much of the
     /// request as the socket takes before the worker is told about it, so
     /// the worker finds its request waiting instead of waiting for it.
-    pub fn prepare(
-        front_end: OwnedFd,
-        slot: Slot,
-        head: Vec<u8>,
-        body: SpooledBody,
-        terms: ClientTerms,
-        leftover: Vec<u8>,
-        buffer_size: usize,
-    ) -> Exchange {
+    pub fn prepare(front_end: OwnedFd, slot: Slot, request: ForwardedRequest, buffer_size: usize) -> Exchange {
+        let ForwardedRequest { head, body, terms, interim, leftover } = request;
+        let mut response = RelayBuffer::new(buffer_size);
+        response.push(interim);
         let mut exchange = Exchange {
             upstream: Some(UnixStream::from_std(std::os::unix::net::UnixStream::from(front_end))),
             upstream_ready: Readiness { readable: false, writable: true },
             slot: Some(slot),
             outbound: Some(Outbound::new(head, body)),
             framer: ResponseFramer::new(terms, buffer_size),
-            response: RelayBuffer::new(buffer_size),
+            response,
             to_client: 0,
             leftover,
         };
@@ -161,6 +169,7 @@ impl Exchange {
     /// Moves every byte that can move now, in both directions.
     pub fn pump(&mut self, client: &mut ClientStream, client_ready: &mut Readiness, scratch: &mut [u8]) -> Pump {
         let mut progressed = false;
+        let mut client_took = false;
         if let Some(broken) = self.send_request(&mut progressed) {
             return broken;
         }
@@ -172,7 +181,7 @@ impl Exchange {
                 WriteOutcome::Wrote(n) => {
                     self.response.consumed(n);
                     self.to_client += n as u64;
-                    progressed = true;
+                    client_took = true;
                 }
                 WriteOutcome::WouldBlock => client_ready.writable = false,
                 WriteOutcome::Gone | WriteOutcome::Failed(_) => return Pump::ClientGone,
@@ -185,7 +194,7 @@ impl Exchange {
         if self.worker_finished() && self.response.is_empty() {
             return Pump::Finished { keep_alive: self.framer.keep_alive() };
         }
-        Pump::Working { progressed }
+        Pump::Working { client_took }
     }
 
     /// After the client went away: drop whatever the worker still writes,

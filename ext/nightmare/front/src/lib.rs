@@ -76,14 +76,18 @@ impl Front {
 
         let mut threads = Vec::with_capacity(polls.len());
         for (index, poll) in polls.into_iter().enumerate() {
-            let own_listeners = listeners.iter().map(Listener::duplicate).collect::<io::Result<Vec<_>>>()?;
-            let event_loop = EventLoop::new(index, poll, Arc::clone(&shared), own_listeners)?;
-            let spawned = spawn_without_signals(format!("nightmare-{index}"), move || event_loop.run());
-            match spawned {
+            let started = listeners
+                .iter()
+                .map(Listener::duplicate)
+                .collect::<io::Result<Vec<_>>>()
+                .and_then(|own_listeners| EventLoop::new(index, poll, Arc::clone(&shared), own_listeners))
+                .and_then(|event_loop| spawn_without_signals(format!("nightmare-{index}"), move || event_loop.run()));
+            match started {
                 Ok(handle) => threads.push(handle),
                 Err(error) => {
+                    // The loops already running must not outlive a failed start.
                     shared.request_stop(StopMode::Immediate);
-                    threads.into_iter().for_each(|t: JoinHandle<()>| drop(t.join()));
+                    threads.into_iter().for_each(|thread| drop(thread.join()));
                     return Err(error);
                 }
             }

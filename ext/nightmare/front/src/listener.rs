@@ -47,8 +47,9 @@ impl Listener {
             Listener::Tcp(listener) => {
                 let (stream, peer) = listener.accept()?;
                 // Responses are relayed as the worker writes them; Nagle
-                // would hold back the tail of each one.
-                stream.set_nodelay(true)?;
+                // would hold back the tail of each one. Failing that is no
+                // reason to drop the client.
+                let _ = stream.set_nodelay(true);
                 Ok((ClientStream::Tcp(stream), peer.ip().to_canonical().to_string()))
             }
             // Unicorn reports 127.0.0.1 for UNIX socket clients; so do we.

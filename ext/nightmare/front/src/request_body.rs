@@ -115,8 +115,12 @@ impl BodyRead {
         }
     }
 
-    pub fn finish(self) -> (RequestHead, SpooledBody) {
-        (self.head, self.spool.finish())
+    /// The head, the body, and what is left of a `100 Continue` the client
+    /// got only part of: it must be finished before the response. (One the
+    /// client got none of is dropped; it sent its body without waiting.)
+    pub fn finish(self) -> (RequestHead, SpooledBody, &'static [u8]) {
+        let unfinished = if self.interim.len() < CONTINUE.len() { self.interim } else { b"" };
+        (self.head, self.spool.finish(), unfinished)
     }
 }
 
@@ -152,8 +156,9 @@ mod tests {
             read(BodyRead::plan(head(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"), &config(), true));
         assert!(matches!(body.feed(b"hel"), (BodyFeed::NeedMore, 3)));
         assert!(matches!(body.feed(b"loGET /"), (BodyFeed::Complete, 2)));
-        let (_, spooled) = body.finish();
+        let (_, spooled, interim) = body.finish();
         assert_eq!(spooled.len(), 5);
+        assert!(interim.is_empty());
     }
 
     #[test]
@@ -179,5 +184,17 @@ mod tests {
         let raw = b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
         assert_eq!(read(BodyRead::plan(head(raw), &config(), false)).interim(), CONTINUE);
         assert_eq!(read(BodyRead::plan(head(raw), &config(), true)).interim(), b"");
+    }
+
+    #[test]
+    fn half_sent_continue_is_finished_and_unsent_one_dropped() {
+        let raw = b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+        let mut body = read(BodyRead::plan(head(raw), &config(), false));
+        body.interim_sent(5);
+        body.feed(b"abc");
+        assert_eq!(body.finish().2, &CONTINUE[5..]);
+        let mut body = read(BodyRead::plan(head(raw), &config(), false));
+        body.feed(b"abc");
+        assert_eq!(body.finish().2, b"");
     }
 }

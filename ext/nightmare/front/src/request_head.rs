@@ -232,9 +232,11 @@ fn version_rejection(bytes: &[u8]) -> Rejection {
 fn check_target(method: &str, target: &str) -> Result<(), Rejection> {
     let origin_form = target.starts_with('/');
     let asterisk_form = target == "*" && method == "OPTIONS";
-    let absolute_form = ["http://", "https://"]
+    // Compared as bytes: the target may hold UTF-8, and slicing a str inside
+    // a character would panic.
+    let absolute_form = [&b"http://"[..], b"https://"]
         .iter()
-        .any(|scheme| target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme));
+        .any(|scheme| target.len() > scheme.len() && target.as_bytes()[..scheme.len()].eq_ignore_ascii_case(scheme));
     if origin_form || asterisk_form || absolute_form { Ok(()) } else { Err(Rejection::new(400, "bad request target")) }
 }
 
@@ -252,6 +254,7 @@ fn judge_headers(
     let mut connection_close = false;
     let mut connection_keep_alive = false;
     let mut expects_continue = false;
+    let mut connection_options: Vec<String> = Vec::new();
 
     for header in headers {
         let name = header.name;
@@ -285,6 +288,9 @@ fn judge_headers(
                     let token = token.trim_ascii();
                     connection_close |= token.eq_ignore_ascii_case(b"close");
                     connection_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                    if !token.is_empty() {
+                        connection_options.push(String::from_utf8_lossy(token).to_ascii_lowercase());
+                    }
                 }
             }
             "expect" => {
@@ -303,6 +309,11 @@ fn judge_headers(
         }
     }
 
+    // Headers the client named in Connection are for this hop only (RFC 9110
+    // §7.6.1); Host stays, the front being the first hop.
+    forwarded_headers.retain(|(name, _)| {
+        name.eq_ignore_ascii_case("host") || !connection_options.contains(&name.to_ascii_lowercase())
+    });
     if version == HttpVersion::Http11 && host_count == 0 {
         return Err(Rejection::new(400, "missing Host header"));
     }
@@ -356,7 +367,7 @@ fn chunked_framing(codings: &[String]) -> Result<BodyFraming, Rejection> {
 
 /// Digits only, as a list of equal values at most (RFC 9110 §8.6): no sign,
 /// no spaces inside, no overflow.
-fn parse_content_length(value: &[u8]) -> Result<u64, Rejection> {
+pub(crate) fn parse_content_length(value: &[u8]) -> Result<u64, Rejection> {
     let bad = Rejection::new(400, "bad Content-Length");
     let mut result: Option<u64> = None;
     for element in value.split(|&b| b == b',') {
@@ -517,6 +528,21 @@ mod tests {
         let head = head_of(b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n");
         assert!(!head.expects_continue);
         assert_eq!(status_of(b"GET / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n"), 417);
+    }
+
+    #[test]
+    fn utf8_in_the_target_is_judged_not_panicked_on() {
+        assert_eq!(head_of("GET /aaaaaé HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes()).target, "/aaaaaé");
+        assert_eq!(status_of("GET aaaaaaé HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes()), 400);
+        assert_eq!(head_of("GET HTTPS://x/é HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes()).target, "HTTPS://x/é");
+    }
+
+    #[test]
+    fn headers_named_in_connection_stay_on_this_hop() {
+        let head = head_of(b"GET / HTTP/1.1\r\nHost: x\r\nX-Hop: 1\r\nX-Keep: 2\r\nConnection: x-hop, host\r\n\r\n");
+        assert_eq!(head.header("x-hop"), None);
+        assert_eq!(head.header("x-keep"), Some(&b"2"[..]));
+        assert_eq!(head.header("host"), Some(&b"x"[..]));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use crate::chunked::{ChunkError, ChunkedDecoder};
 use crate::relay::RelayBuffer;
-use crate::request_head::HttpVersion;
+use crate::request_head::{HttpVersion, parse_content_length};
 
 const MAX_RESPONSE_HEADERS: usize = 100;
 
@@ -46,7 +46,12 @@ pub struct ClientTerms {
 #[derive(Debug)]
 enum Body {
     Length(u64),
-    Chunked(ChunkedDecoder),
+    /// `dechunk` strips the framing for an HTTP/1.0 client, which cannot
+    /// read chunked encoding (the body then ends at close).
+    Chunked {
+        decoder: ChunkedDecoder,
+        dechunk: bool,
+    },
     /// Ends when the worker closes; `reframe` adds chunked framing.
     UntilClose {
         reframe: bool,
@@ -111,11 +116,11 @@ impl ResponseFramer {
                         self.stage = Stage::Done;
                     }
                 }
-                Stage::Body(Body::Chunked(decoder)) => {
+                Stage::Body(Body::Chunked { decoder, dechunk }) => {
                     let step = decoder.decode(input).map_err(|error| match error {
                         ChunkError::Malformed(_) | ChunkError::TooLarge => FramingError::MalformedChunks,
                     })?;
-                    out.push(&input[..step.consumed]);
+                    out.push(if *dechunk { &input[step.data] } else { &input[..step.consumed] });
                     input = &input[step.consumed..];
                     if decoder.is_done() {
                         self.stage = Stage::Done;
@@ -171,12 +176,16 @@ impl ResponseFramer {
             let status = response.code.ok_or(FramingError::MalformedHead)?;
             self.status = Some(status);
             if (100..200).contains(&status) && status != 101 {
-                out.push(&self.head[..length]);
+                // HTTP/1.0 has no interim responses (RFC 9110 §15.2).
+                if self.terms.version == HttpVersion::Http11 {
+                    out.push(&self.head[..length]);
+                }
                 self.head.drain(..length);
                 continue;
             }
             let body = self.body_framing(status, response.headers)?;
-            self.keep_alive = self.terms.keep_alive && !matches!(body, Some(Body::UntilClose { reframe: false }));
+            self.keep_alive = self.terms.keep_alive
+                && !matches!(body, Some(Body::UntilClose { reframe: false } | Body::Chunked { dechunk: true, .. }));
             let rewritten = self.rewrite_head(length, response.headers, &body);
             out.push(&rewritten);
             let rest = self.head.split_off(length);
@@ -203,8 +212,7 @@ impl ResponseFramer {
             if header.name.eq_ignore_ascii_case("transfer-encoding") {
                 codings.extend(header.value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()));
             } else if header.name.eq_ignore_ascii_case("content-length") {
-                let value = std::str::from_utf8(header.value.trim_ascii()).map_err(|_| FramingError::MalformedHead)?;
-                let parsed: u64 = value.parse().map_err(|_| FramingError::MalformedHead)?;
+                let parsed = parse_content_length(header.value).map_err(|_| FramingError::MalformedHead)?;
                 if length.is_some_and(|seen| seen != parsed) {
                     return Err(FramingError::MalformedHead);
                 }
@@ -212,7 +220,9 @@ impl ResponseFramer {
             }
         }
         Ok(Some(match (codings.last(), length) {
-            (Some(last), _) if last.eq_ignore_ascii_case(b"chunked") => Body::Chunked(ChunkedDecoder::new(None)),
+            (Some(last), _) if last.eq_ignore_ascii_case(b"chunked") => {
+                Body::Chunked { decoder: ChunkedDecoder::new(None), dechunk: self.terms.version == HttpVersion::Http10 }
+            }
             (Some(_), _) => Body::UntilClose { reframe: false },
             (None, Some(length)) => Body::Length(length),
             (None, None) => {
@@ -228,15 +238,17 @@ impl ResponseFramer {
         let mut out = Vec::with_capacity(length + 64);
         out.extend_from_slice(status_line);
         out.extend_from_slice(b"\r\n");
-        let chunked_passthrough = matches!(body, Some(Body::Chunked(_)));
+        let chunked = matches!(body, Some(Body::Chunked { .. }));
+        let dechunked = matches!(body, Some(Body::Chunked { dechunk: true, .. }));
         for header in headers {
             let name = header.name;
             let hop_by_hop = ["connection", "keep-alive", "proxy-connection", "x-accel-buffering"]
                 .iter()
                 .any(|hop| name.eq_ignore_ascii_case(hop));
             // With chunked framing, a Content-Length would contradict it.
-            let contradicted = chunked_passthrough && name.eq_ignore_ascii_case("content-length");
-            if hop_by_hop || contradicted {
+            let contradicted = chunked && name.eq_ignore_ascii_case("content-length");
+            let stripped = dechunked && name.eq_ignore_ascii_case("transfer-encoding");
+            if hop_by_hop || contradicted || stripped {
                 continue;
             }
             out.extend_from_slice(name.as_bytes());
@@ -350,6 +362,24 @@ mod tests {
         assert_eq!(
             result.unwrap(),
             "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        );
+    }
+
+    #[test]
+    fn http10_clients_get_no_chunks_and_no_interim_heads() {
+        let response = b"HTTP/1.1 103 Early Hints\r\nLink: <a>\r\n\r\n\
+                         HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let (result, keep_alive) = frame(terms(HttpVersion::Http10, true), response, 3);
+        assert_eq!(result.unwrap(), "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabcde");
+        assert!(!keep_alive, "without chunks, only closing can end the body");
+    }
+
+    #[test]
+    fn response_content_length_is_as_strict_as_the_requests() {
+        let t = terms(HttpVersion::Http11, true);
+        assert_eq!(
+            frame(t, b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello", 64).0,
+            Err(FramingError::MalformedHead)
         );
     }
 

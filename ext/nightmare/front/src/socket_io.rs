@@ -87,9 +87,14 @@ pub fn send_file(socket: BorrowedFd, file: BorrowedFd, offset: &mut u64, count: 
         // SAFETY: both descriptors are open for the duration of the call and
         // kernel_offset is a valid, exclusively borrowed off_t.
         let sent = unsafe { libc::sendfile(socket.as_raw_fd(), file.as_raw_fd(), &mut kernel_offset, count) };
-        if sent >= 0 {
+        if sent > 0 {
             *offset = kernel_offset as u64;
-            return if sent == 0 { WriteOutcome::WouldBlock } else { WriteOutcome::Wrote(sent as usize) };
+            return WriteOutcome::Wrote(sent as usize);
+        }
+        if sent == 0 {
+            // The file ended before `count` bytes: the caller's idea of its
+            // length is wrong, and waiting for writability would wait forever.
+            return WriteOutcome::Failed(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than expected"));
         }
         let error = io::Error::last_os_error();
         return match error.kind() {
