@@ -252,6 +252,27 @@ mod tests {
     }
 
     #[test]
+    fn random_chunked_bodies_never_panic_and_stay_within_their_input() {
+        let pieces: [&[u8]; 8] = [b"5", b"a", b"0", b"ffffffffffffffff", b"hello", b";x=y", b"\r\n", b"X-T: 1"];
+        let mut noise = crate::test_support::Noise::new(11);
+        for _ in 0..20_000 {
+            let length = 1 + noise.below(200);
+            let input = noise.http_like(&pieces, length);
+            let mut decoder = ChunkedDecoder::new(Some(1 << 20));
+            for mut piece in noise.pieces(&input) {
+                while !piece.is_empty() && !decoder.is_done() {
+                    let Ok(step) = decoder.decode(piece) else { break };
+                    assert!(step.data.end <= step.consumed && step.consumed <= piece.len());
+                    if step.consumed == 0 {
+                        break;
+                    }
+                    piece = &piece[step.consumed..];
+                }
+            }
+        }
+    }
+
+    #[test]
     fn whitespace_before_extension_is_allowed() {
         let (body, _) = decode_in_pieces(b"3 ;ext\r\nabc\r\n0\r\n\r\n", 3, None).unwrap();
         assert_eq!(body, b"abc");

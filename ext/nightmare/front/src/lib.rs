@@ -21,6 +21,8 @@ pub mod response;
 pub mod shared;
 pub mod socket_io;
 pub mod spool;
+#[cfg(test)]
+mod test_support;
 
 use std::io;
 use std::os::fd::OwnedFd;

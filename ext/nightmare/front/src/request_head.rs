@@ -531,6 +531,53 @@ mod tests {
     }
 
     #[test]
+    fn random_heads_never_panic() {
+        let mut noise = crate::test_support::Noise::new(7);
+        let methods = ["GET", "POST", "OPTIONS", "CONNECT", "HEAD", "X"];
+        let target_parts: [&[u8]; 9] = [b"/", b"a", "é".as_bytes(), b"http://", b"HTTPS://", b"*", b"%", b"?q", b"#"];
+        let versions = ["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/1.", ""];
+        let header_lines: [&[u8]; 10] = [
+            b"Host: x",
+            b"Content-Length: 5",
+            b"Content-Length: 5, 6",
+            b"Transfer-Encoding: chunked",
+            b"Transfer-Encoding: gzip, chunked",
+            b"Connection: close, x-a",
+            b"X-A: \xc3\xa9",
+            b"Expect: 100-continue",
+            b"X_A: b",
+            b" folded",
+        ];
+        for _ in 0..20_000 {
+            let mut raw = Vec::new();
+            raw.extend_from_slice(methods[noise.below(methods.len())].as_bytes());
+            raw.push(b' ');
+            for _ in 0..1 + noise.below(12) {
+                raw.extend_from_slice(target_parts[noise.below(target_parts.len())]);
+            }
+            raw.push(b' ');
+            raw.extend_from_slice(versions[noise.below(versions.len())].as_bytes());
+            raw.extend_from_slice(b"\r\n");
+            for _ in 0..noise.below(6) {
+                raw.extend_from_slice(header_lines[noise.below(header_lines.len())]);
+                raw.extend_from_slice(b"\r\n");
+            }
+            raw.extend_from_slice(b"\r\n");
+            if noise.below(4) == 0 {
+                let at = noise.below(raw.len());
+                raw[at] = noise.next() as u8;
+            }
+            let mut reader = HeadReader::default();
+            for piece in noise.pieces(&raw) {
+                reader.push(piece);
+                if !matches!(reader.poll(&limits()), Ok(None)) {
+                    break;
+                }
+            }
+        }
+    }
+
+    #[test]
     fn utf8_in_the_target_is_judged_not_panicked_on() {
         assert_eq!(head_of("GET /aaaaaé HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes()).target, "/aaaaaé");
         assert_eq!(status_of("GET aaaaaaé HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes()), 400);

@@ -392,6 +392,36 @@ mod tests {
     }
 
     #[test]
+    fn random_worker_output_never_panics() {
+        let pieces: [&[u8]; 10] = [
+            b"HTTP/1.1 200 OK",
+            b"HTTP/1.1 103 Early",
+            b"HTTP/1.1 204 No",
+            b"Content-Length: 3",
+            b"Transfer-Encoding: chunked",
+            b"Connection: close",
+            b"3\r\nabc",
+            b"0\r\n\r\n",
+            b"\r\n\r\n",
+            b"body",
+        ];
+        let mut noise = crate::test_support::Noise::new(13);
+        for round in 0..20_000 {
+            let version = if round % 2 == 0 { HttpVersion::Http11 } else { HttpVersion::Http10 };
+            let mut terms = terms(version, round % 3 != 0);
+            terms.head_request = round % 5 == 0;
+            let length = 1 + noise.below(300);
+            let input = noise.http_like(&pieces, length);
+            let mut framer = ResponseFramer::new(terms, 256);
+            let mut out = RelayBuffer::new(1 << 16);
+            let fed = noise.pieces(&input).into_iter().try_for_each(|piece| framer.feed(piece, &mut out));
+            if fed.is_ok() {
+                let _ = framer.finish(&mut out);
+            }
+        }
+    }
+
+    #[test]
     fn broken_responses_are_named() {
         let t = terms(HttpVersion::Http11, true);
         assert_eq!(frame(t, b"", 1).0, Err(FramingError::NoResponse));
