@@ -41,8 +41,12 @@ module Nightmare
       temp_path: [:directory, -> { Dir.tmpdir }],
       # Open client connections; more wait in the listen backlog.
       max_connections: [:count, 10_000, 1],
-      # Memory per connection for a response on its way to the client.
-      proxy_buffer_size: [:size, "64k", 1024],
+      # Memory per connection for a response the client has not taken yet;
+      # more goes to a temp file in temp_path.
+      proxy_buffer_size: [:size, "32k", 1024],
+      # How much of one response a temp file may hold; beyond it the worker
+      # waits for the client (nginx's proxy_max_temp_file_size). 0: no file.
+      max_temp_file_size: [:size, "1024m", 0],
       # How long QUIT waits for requests in progress.
       shutdown_timeout: [:time, 30],
     }.freeze

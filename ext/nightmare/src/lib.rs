@@ -170,6 +170,9 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     if let Some(size) = convert::<usize>(get("proxy_buffer_size"))? {
         config.proxy_buffer_size = size;
     }
+    if let Some(size) = convert::<u64>(get("max_temp_file_size"))? {
+        config.max_temp_file_size = size;
+    }
     Ok(config)
 }
 

@@ -46,8 +46,12 @@ pub struct FrontConfig {
     pub max_connections: usize,
     /// How long a graceful stop waits for connections in progress.
     pub shutdown_timeout: Duration,
-    /// Bytes of a worker's response held in memory per connection.
+    /// Bytes of a worker's response held in memory per connection; more goes
+    /// to a temp file.
     pub proxy_buffer_size: usize,
+    /// Bytes of one response a temp file may hold before the worker is made
+    /// to wait for the client (nginx's proxy_max_temp_file_size); 0: no file.
+    pub max_temp_file_size: u64,
 }
 
 impl Default for FrontConfig {
@@ -65,7 +69,8 @@ impl Default for FrontConfig {
             temp_path: std::env::temp_dir(),
             max_connections: 10_000,
             shutdown_timeout: Duration::from_secs(30),
-            proxy_buffer_size: 64 * 1024,
+            proxy_buffer_size: 32 * 1024,
+            max_temp_file_size: 1024 * 1024 * 1024,
         }
     }
 }

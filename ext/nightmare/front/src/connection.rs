@@ -402,7 +402,7 @@ impl Connection {
             ForwardingFacts { client_addr: &self.peer, scheme: self.scheme.as_str(), request_start_usec: arrived_usec };
         let forwarded =
             ForwardedRequest { head: head.upstream_head(body_length, &facts), body, terms, interim, leftover };
-        let exchange = Exchange::prepare(front_end, slot, forwarded, config.proxy_buffer_size);
+        let exchange = Exchange::prepare(front_end, slot, forwarded, config);
         let record = HandoffRecord { client_addr: self.peer.clone(), scheme: self.scheme, arrived_usec };
         self.send_handoff(Box::new(exchange), worker_end, record, ctx)
     }
@@ -440,7 +440,15 @@ impl Connection {
     }
 
     fn exchange(&mut self, mut exchange: Box<Exchange>, ctx: &mut LoopContext) -> (State, Step) {
-        match exchange.pump(&mut self.client, &mut self.client_ready, ctx.scratch) {
+        let pumped = exchange.pump(&mut self.client, &mut self.client_ready, ctx.scratch);
+        if let Some(error) = exchange.take_spool_error() {
+            ctx.shared.log.error(format!(
+                "cannot spool the response to client {} in temp_path {}: {error}; the worker now waits for the client",
+                self.peer,
+                ctx.shared.config.temp_path.display()
+            ));
+        }
+        match pumped {
             Pump::Working { client_took } => {
                 // send_timeout runs only while the client has bytes it isn't taking.
                 self.deadline = match (exchange.has_pending_response(), client_took, self.deadline) {

@@ -9,10 +9,12 @@ use std::os::fd::{AsFd, OwnedFd};
 use mio::net::UnixStream;
 use mio::{Interest, Registry, Token};
 
+use crate::config::FrontConfig;
 use crate::dispatch::Slot;
 use crate::listener::ClientStream;
-use crate::relay::RelayBuffer;
+use crate::relay::ResponseSink;
 use crate::response::{ClientTerms, ResponseFramer};
+use crate::response_spool::ResponseSpool;
 use crate::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, send_file, write_some};
 use crate::spool::SpooledBody;
 
@@ -106,7 +108,7 @@ pub struct Exchange {
     slot: Option<Slot>,
     outbound: Option<Outbound>,
     framer: ResponseFramer,
-    response: RelayBuffer,
+    response: ResponseSpool,
     to_client: u64,
     /// Bytes the client sent after this request (pipelining), for the next.
     leftover: Vec<u8>,
@@ -116,16 +118,17 @@ impl Exchange {
     /// Sets up the exchange on a fresh pair and writes as much of the
     /// request as the socket takes before the worker is told about it, so
     /// the worker finds its request waiting instead of waiting for it.
-    pub fn prepare(front_end: OwnedFd, slot: Slot, request: ForwardedRequest, buffer_size: usize) -> Exchange {
+    pub fn prepare(front_end: OwnedFd, slot: Slot, request: ForwardedRequest, config: &FrontConfig) -> Exchange {
         let ForwardedRequest { head, body, terms, interim, leftover } = request;
-        let mut response = RelayBuffer::new(buffer_size);
+        let mut response =
+            ResponseSpool::new(config.proxy_buffer_size, config.temp_path.clone(), config.max_temp_file_size);
         response.push(interim);
         let mut exchange = Exchange {
             upstream: Some(UnixStream::from_std(std::os::unix::net::UnixStream::from(front_end))),
             upstream_ready: Readiness { readable: false, writable: true },
             slot: Some(slot),
             outbound: Some(Outbound::new(head, body)),
-            framer: ResponseFramer::new(terms, buffer_size),
+            framer: ResponseFramer::new(terms, config.proxy_buffer_size),
             response,
             to_client: 0,
             leftover,
@@ -166,6 +169,12 @@ impl Exchange {
         std::mem::take(&mut self.leftover)
     }
 
+    /// Why the response stopped going to a temp file, once (a full temp_path,
+    /// most likely); the worker then waits for the client instead.
+    pub fn take_spool_error(&mut self) -> Option<io::Error> {
+        self.response.take_file_error()
+    }
+
     /// Moves every byte that can move now, in both directions.
     pub fn pump(&mut self, client: &mut ClientStream, client_ready: &mut Readiness, scratch: &mut [u8]) -> Pump {
         let mut progressed = false;
@@ -177,9 +186,8 @@ impl Exchange {
             return broken;
         }
         while !self.response.is_empty() && client_ready.writable {
-            match write_some(client, self.response.pending()) {
+            match self.response.write_to(client) {
                 WriteOutcome::Wrote(n) => {
-                    self.response.consumed(n);
                     self.to_client += n as u64;
                     client_took = true;
                 }
@@ -201,6 +209,10 @@ impl Exchange {
     /// until it closes its end and its slot can be given back.
     pub fn discard(&mut self, scratch: &mut [u8]) -> bool {
         self.outbound = None;
+        // Nobody will read it: the temp file goes now, not when the worker ends.
+        if !self.response.is_empty() {
+            self.response = ResponseSpool::new(0, Default::default(), 0);
+        }
         while let Some(upstream) = &mut self.upstream
             && self.upstream_ready.readable
         {
@@ -239,7 +251,13 @@ impl Exchange {
         {
             let room = self.response.room().min(scratch.len());
             let framed = match read_some(upstream, &mut scratch[..room]) {
-                ReadOutcome::Data(n) => self.framer.feed(&scratch[..n], &mut self.response),
+                ReadOutcome::Data(n) => {
+                    let framed = self.framer.feed(&scratch[..n], &mut self.response);
+                    if self.framer.unbuffered() {
+                        self.response.disable_file();
+                    }
+                    framed
+                }
                 ReadOutcome::WouldBlock => {
                     self.upstream_ready.readable = false;
                     continue;

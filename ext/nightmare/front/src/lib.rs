@@ -18,6 +18,7 @@ pub mod relay;
 pub mod request_body;
 pub mod request_head;
 pub mod response;
+pub mod response_spool;
 pub mod shared;
 pub mod socket_io;
 pub mod spool;

@@ -3,6 +3,17 @@
 //! the worker once that much is pending, so framing added to the last read
 //! (a rewritten head, chunk sizes) overshoots it by a bounded amount only.
 
+/// Where a framed response goes.
+pub trait ResponseSink {
+    fn push(&mut self, data: &[u8]);
+}
+
+impl ResponseSink for RelayBuffer {
+    fn push(&mut self, data: &[u8]) {
+        RelayBuffer::push(self, data);
+    }
+}
+
 #[derive(Debug)]
 pub struct RelayBuffer {
     bytes: Vec<u8>,
@@ -34,9 +45,15 @@ impl RelayBuffer {
     }
 
     pub fn push(&mut self, data: &[u8]) {
-        if self.start > 0 && self.bytes.len() + data.len() > self.bytes.capacity() {
-            self.bytes.drain(..self.start);
-            self.start = 0;
+        if self.bytes.len() + data.len() > self.bytes.capacity() {
+            if self.start > 0 {
+                self.bytes.drain(..self.start);
+                self.start = 0;
+            }
+            // Exactly what is needed (at least the budget): a Vec left to
+            // grow by doubling would make a 64 KiB budget cost 128 KiB.
+            let wanted = (self.bytes.len() + data.len()).max(self.capacity);
+            self.bytes.reserve_exact(wanted - self.bytes.len());
         }
         self.bytes.extend_from_slice(data);
     }
@@ -68,6 +85,7 @@ mod tests {
         assert_eq!(buffer.room(), 0);
         buffer.push(b"mn");
         assert_eq!(buffer.len(), 10, "framing may overshoot the budget");
+        assert!(buffer.bytes.capacity() < 16, "by what it needs, not by doubling");
         buffer.consumed(10);
         assert!(buffer.is_empty());
         assert_eq!(buffer.room(), 8);

@@ -6,7 +6,9 @@
 //! hop-by-hop headers are the front's own.
 
 use crate::chunked::{ChunkError, ChunkedDecoder};
+#[cfg(test)]
 use crate::relay::RelayBuffer;
+use crate::relay::ResponseSink;
 use crate::request_head::{HttpVersion, parse_content_length};
 
 const MAX_RESPONSE_HEADERS: usize = 100;
@@ -73,11 +75,20 @@ pub struct ResponseFramer {
     max_head: usize,
     keep_alive: bool,
     status: Option<u16>,
+    unbuffered: bool,
 }
 
 impl ResponseFramer {
     pub fn new(terms: ClientTerms, max_head: usize) -> Self {
-        ResponseFramer { terms, stage: Stage::Head, head: Vec::new(), max_head, keep_alive: false, status: None }
+        ResponseFramer {
+            terms,
+            stage: Stage::Head,
+            head: Vec::new(),
+            max_head,
+            keep_alive: false,
+            status: None,
+            unbuffered: false,
+        }
     }
 
     /// The whole response has been framed; later bytes are dropped.
@@ -95,8 +106,14 @@ impl ResponseFramer {
         self.status
     }
 
+    /// The worker asked for no buffering (`X-Accel-Buffering: no`, as with
+    /// nginx): the response is passed at the client's pace.
+    pub fn unbuffered(&self) -> bool {
+        self.unbuffered
+    }
+
     /// Takes bytes the worker wrote and appends what the client gets to `out`.
-    pub fn feed(&mut self, mut input: &[u8], out: &mut RelayBuffer) -> Result<(), FramingError> {
+    pub fn feed(&mut self, mut input: &[u8], out: &mut impl ResponseSink) -> Result<(), FramingError> {
         while !input.is_empty() {
             match &mut self.stage {
                 Stage::Head => {
@@ -144,7 +161,7 @@ impl ResponseFramer {
 
     /// The worker closed its end: a body that ended at close is complete,
     /// anything else unfinished is an error.
-    pub fn finish(&mut self, out: &mut RelayBuffer) -> Result<(), FramingError> {
+    pub fn finish(&mut self, out: &mut impl ResponseSink) -> Result<(), FramingError> {
         match &self.stage {
             Stage::Done => Ok(()),
             Stage::Body(Body::UntilClose { reframe }) => {
@@ -161,7 +178,7 @@ impl ResponseFramer {
 
     /// Parses as many complete heads as the buffer holds (interim 1xx heads
     /// pass through untouched); returns the bytes after the final head.
-    fn parse_heads(&mut self, out: &mut RelayBuffer) -> Result<Vec<u8>, FramingError> {
+    fn parse_heads(&mut self, out: &mut impl ResponseSink) -> Result<Vec<u8>, FramingError> {
         loop {
             let mut storage = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
             let mut response = httparse::Response::new(&mut storage);
@@ -184,6 +201,10 @@ impl ResponseFramer {
                 continue;
             }
             let body = self.body_framing(status, response.headers)?;
+            self.unbuffered = response.headers.iter().any(|header| {
+                header.name.eq_ignore_ascii_case("x-accel-buffering")
+                    && header.value.trim_ascii().eq_ignore_ascii_case(b"no")
+            });
             self.keep_alive = self.terms.keep_alive
                 && !matches!(body, Some(Body::UntilClose { reframe: false } | Body::Chunked { dechunk: true, .. }));
             let rewritten = self.rewrite_head(length, response.headers, &body);
@@ -381,6 +402,15 @@ mod tests {
             frame(t, b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello", 64).0,
             Err(FramingError::MalformedHead)
         );
+    }
+
+    #[test]
+    fn x_accel_buffering_is_read_and_not_passed_on() {
+        let mut framer = ResponseFramer::new(terms(HttpVersion::Http11, true), 4096);
+        let mut out = RelayBuffer::new(1024);
+        framer.feed(b"HTTP/1.1 200 OK\r\nX-Accel-Buffering: no\r\nContent-Length: 0\r\n\r\n", &mut out).unwrap();
+        assert!(framer.unbuffered());
+        assert_eq!(String::from_utf8_lossy(out.pending()), "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     }
 
     #[test]
