@@ -87,6 +87,30 @@ class ResponseTest < Minitest::Test
     socket&.close
   end
 
+  def test_upgrade_becomes_a_two_way_tunnel
+    socket = connect(@server.port)
+    socket.write("GET /echo HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+    head = read_until(socket, "\r\n\r\n")
+    assert_match(%r{\AHTTP/1.1 101 Switching Protocols\r\n}, head)
+    assert_match(/^Upgrade: echo\r$/, head)
+    assert_match(/^Connection: Upgrade\r$/, head)
+    %w[hello world].each do |word|
+      socket.write("#{word}\n")
+      assert_equal "#{word}\n", read_until(socket, "\n")
+    end
+    socket.write("bye\n")
+    assert_equal "bye\n", read_until(socket, "\n")
+    assert_closed_by_server(socket)
+    assert_equal 200, get("/pid", {}, timeout: 10).status, "the worker is free after the tunnel"
+  ensure
+    socket&.close
+  end
+
+  def test_upgrade_nobody_asked_for_is_a_502
+    response = raw_request("GET /echo HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert_equal 502, response.status
+  end
+
   private
 
   # Reads about +rate+ bytes a second for +seconds+; returns bytes read.

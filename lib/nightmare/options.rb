@@ -28,6 +28,9 @@ module Nightmare
       keepalive_timeout: [:time, 75],
       # Requests served on one client connection before it is closed.
       keepalive_requests: [:count, 1000, 1],
+      # How long a switched-protocols tunnel (WebSocket through rack.hijack)
+      # may carry nothing either way (nginx's proxy_read_timeout).
+      tunnel_timeout: [:time, 60],
       # Larger bodies get 413 without being read; 0 means no limit.
       client_max_body_size: [:size, "1m", 0],
       # Bodies up to this size stay in memory, larger ones go to temp_path.

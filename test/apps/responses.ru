@@ -31,6 +31,16 @@ run lambda { |env|
       out << "data: 2\n\n"
     end
     [200, { "content-type" => "text/event-stream", "x-accel-buffering" => "no" }, body]
+  when "/echo"
+    # A protocol switch the way Unicorn apps do it: a full rack.hijack.
+    io = env["rack.hijack"].call
+    io.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+    while (line = io.gets)
+      io.write(line)
+      break if line == "bye\n"
+    end
+    io.close
+    [200, {}, []]
   when %r{\A/status/(\d+)\z}
     [Integer($1), {}, []]
   when "/pid"

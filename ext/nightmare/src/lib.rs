@@ -158,6 +158,9 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     if let Some(requests) = convert::<usize>(get("keepalive_requests"))? {
         config.keepalive_requests = requests;
     }
+    if let Some(timeout) = seconds(convert::<f64>(get("tunnel_timeout"))?) {
+        config.tunnel_timeout = timeout;
+    }
     if let Some(timeout) = seconds(convert::<f64>(get("shutdown_timeout"))?) {
         config.shutdown_timeout = timeout;
     }

@@ -40,6 +40,8 @@ pub struct FrontConfig {
     pub keepalive_timeout: Duration,
     /// Requests served on one connection before it is closed.
     pub keepalive_requests: usize,
+    /// How long a switched-protocols tunnel may carry nothing either way.
+    pub tunnel_timeout: Duration,
     pub temp_path: PathBuf,
     /// Open client connections across all threads; beyond it new clients wait
     /// in the listen backlog.
@@ -66,6 +68,7 @@ impl Default for FrontConfig {
             send_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(75),
             keepalive_requests: 1000,
+            tunnel_timeout: Duration::from_secs(60),
             temp_path: std::env::temp_dir(),
             max_connections: 10_000,
             shutdown_timeout: Duration::from_secs(30),
@@ -98,6 +101,7 @@ impl FrontConfig {
             ("client_body_timeout", self.client_body_timeout),
             ("send_timeout", self.send_timeout),
             ("keepalive_timeout", self.keepalive_timeout),
+            ("tunnel_timeout", self.tunnel_timeout),
         ];
         if let Some((name, _)) = timeouts.iter().find(|(_, value)| value.is_zero()) {
             return Err(format!("{name} must be positive"));

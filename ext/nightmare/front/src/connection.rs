@@ -22,6 +22,7 @@ use crate::response::ClientTerms;
 use crate::shared::{ConnectionPermit, Shared, StopMode};
 use crate::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, write_some};
 use crate::spool::SpooledBody;
+use crate::tunnel::{Tunnel, TunnelStep};
 
 /// A canned reply must not keep a connection open for long.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -104,6 +105,8 @@ enum State {
     /// The client left while its worker was busy: wait for the worker to
     /// finish so its slot is given back when it really is free.
     Draining(Box<Exchange>),
+    /// The worker switched protocols: bytes pass both ways.
+    Tunneling(Box<Tunnel>),
     Replying(Reply),
     Lingering {
         until: Instant,
@@ -161,8 +164,10 @@ impl Connection {
     }
 
     pub fn on_upstream_event(&mut self, event: &mio::event::Event, ctx: &mut LoopContext) -> Verdict {
-        if let State::Exchanging(exchange) | State::Draining(exchange) = &mut self.state {
-            exchange.note_upstream_event(event);
+        match &mut self.state {
+            State::Exchanging(exchange) | State::Draining(exchange) => exchange.note_upstream_event(event),
+            State::Tunneling(tunnel) => tunnel.note_upstream_event(event),
+            _ => {}
         }
         self.drive(ctx)
     }
@@ -237,6 +242,7 @@ impl Connection {
                     (State::Draining(exchange), Step::Wait)
                 }
             }
+            State::Tunneling(tunnel) => self.tunnel(tunnel, ctx),
             State::Replying(reply) => self.reply(reply, ctx),
             State::Lingering { until } => self.linger(until, ctx),
             waiting @ (State::Queued(_) | State::HandoffPending(_) | State::Closed) => (waiting, Step::Wait),
@@ -396,6 +402,7 @@ impl Connection {
             keep_alive: head.keep_alive
                 && ctx.shared.stop_mode() == StopMode::Running
                 && self.requests_served + 1 < config.keepalive_requests,
+            upgrade: head.upgrade.is_some(),
         };
         let body_length = (head.framing != BodyFraming::None).then(|| body.len());
         let facts =
@@ -478,6 +485,29 @@ impl Connection {
                 ctx.shared.log.info(format!("client {} went away before the end of its response", self.peer));
                 (self.abandon(exchange, ctx), Step::Again)
             }
+            Pump::Upgraded => match exchange.into_tunnel(ctx.shared.config.proxy_buffer_size) {
+                Some(tunnel) => {
+                    self.deadline = Some(ctx.now + ctx.shared.config.tunnel_timeout);
+                    (State::Tunneling(Box::new(tunnel)), Step::Again)
+                }
+                None => {
+                    ctx.shared.log.error(format!("worker switched protocols for client {} mid-request", self.peer));
+                    (State::Closed, Step::Again)
+                }
+            },
+        }
+    }
+
+    fn tunnel(&mut self, mut tunnel: Box<Tunnel>, ctx: &mut LoopContext) -> (State, Step) {
+        match tunnel.pump(&mut self.client, &mut self.client_ready, ctx.scratch) {
+            TunnelStep::Open { moved } => {
+                if moved {
+                    self.deadline = Some(ctx.now + ctx.shared.config.tunnel_timeout);
+                }
+                (State::Tunneling(tunnel), Step::Wait)
+            }
+            // Closing as a lingering close: the client may still be sending.
+            TunnelStep::Closed => (self.start_lingering(ctx), Step::Again),
         }
     }
 
@@ -584,6 +614,13 @@ impl Connection {
             // A worker still busy long after its client left: stop waiting,
             // which gives its slot back (the worker fails on its next write).
             State::Replying(_) | State::Lingering { .. } | State::Draining(_) => State::Closed,
+            State::Tunneling(_) => {
+                let limit = config.tunnel_timeout.as_secs_f64();
+                ctx.shared
+                    .log
+                    .info(format!("tunnel of client {} idle for tunnel_timeout ({limit}s); closed", self.peer));
+                State::Closed
+            }
             other => {
                 self.deadline = None;
                 other

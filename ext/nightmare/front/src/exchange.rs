@@ -17,6 +17,7 @@ use crate::response::{ClientTerms, ResponseFramer};
 use crate::response_spool::ResponseSpool;
 use crate::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, send_file, write_some};
 use crate::spool::SpooledBody;
+use crate::tunnel::Tunnel;
 
 /// The request as the worker will read it.
 #[derive(Debug)]
@@ -99,6 +100,8 @@ pub enum Pump {
     Broken { problem: String, client_got_bytes: bool },
     /// Writing to the client failed: it went away.
     ClientGone,
+    /// The worker switched protocols (101): the connection becomes a tunnel.
+    Upgraded,
 }
 
 #[derive(Debug)]
@@ -272,6 +275,9 @@ impl Exchange {
             if let Err(error) = framed {
                 return Some(self.broken(error.describe().to_owned()));
             }
+            if self.framer.status() == Some(101) {
+                return Some(Pump::Upgraded);
+            }
             // The framing says the response is whole: the worker has written
             // its last byte, so it is free now, before it even closes; its
             // slot goes to the next request, which then waits for the
@@ -281,6 +287,23 @@ impl Exchange {
             }
         }
         None
+    }
+
+    /// Turns an upgraded exchange into a tunnel, with what is still owed
+    /// each way: the 101 and anything after it to the client, the rest of
+    /// the request and the client's later bytes to the worker.
+    pub fn into_tunnel(mut self, buffer_size: usize) -> Option<Tunnel> {
+        let mut to_worker = Vec::new();
+        if let Some(outbound) = &self.outbound {
+            if outbound.file.is_some() {
+                return None; // an upgrade request has no body to stream
+            }
+            to_worker.extend_from_slice(&outbound.bytes[outbound.sent..]);
+        }
+        to_worker.extend_from_slice(&self.leftover);
+        let upstream = self.upstream.take()?;
+        let slot = self.slot.take()?;
+        Some(Tunnel::new(upstream, self.upstream_ready, slot, self.response, &to_worker, buffer_size))
     }
 
     fn broken(&self, problem: String) -> Pump {

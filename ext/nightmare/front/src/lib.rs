@@ -24,6 +24,7 @@ pub mod socket_io;
 pub mod spool;
 #[cfg(test)]
 mod test_support;
+pub mod tunnel;
 
 use std::io;
 use std::os::fd::OwnedFd;

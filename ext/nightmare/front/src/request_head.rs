@@ -38,6 +38,9 @@ pub struct RequestHead {
     pub framing: BodyFraming,
     pub expects_continue: bool,
     pub keep_alive: bool,
+    /// The protocol the client asked to switch to (`Connection: Upgrade`
+    /// with `Upgrade: ...`, HTTP/1.1 only).
+    pub upgrade: Option<Vec<u8>>,
 }
 
 /// What the front vouches for when it passes a request on.
@@ -78,11 +81,21 @@ impl RequestHead {
         }
         out.extend_from_slice(
             format!(
-                "X-Forwarded-For: {}\r\nX-Forwarded-Proto: {}\r\nX-Request-Start: t={}\r\nConnection: close\r\n\r\n",
+                "X-Forwarded-For: {}\r\nX-Forwarded-Proto: {}\r\nX-Request-Start: t={}\r\n",
                 facts.client_addr, facts.scheme, facts.request_start_usec
             )
             .as_bytes(),
         );
+        match &self.upgrade {
+            // The worker may switch protocols (rack.hijack); the front then
+            // tunnels the connection.
+            Some(protocol) => {
+                out.extend_from_slice(b"Upgrade: ");
+                out.extend_from_slice(protocol);
+                out.extend_from_slice(b"\r\nConnection: Upgrade\r\n\r\n");
+            }
+            None => out.extend_from_slice(b"Connection: close\r\n\r\n"),
+        }
         out
     }
 }
@@ -255,6 +268,7 @@ fn judge_headers(
     let mut connection_keep_alive = false;
     let mut expects_continue = false;
     let mut connection_options: Vec<String> = Vec::new();
+    let mut upgrade_protocol: Option<Vec<u8>> = None;
 
     for header in headers {
         let name = header.name;
@@ -303,7 +317,8 @@ fn judge_headers(
                 }
             }
             // Hop-by-hop (RFC 9110 §7.6.1) and what the front alone may say.
-            "keep-alive" | "proxy-connection" | "te" | "trailer" | "upgrade" | "forwarded" | "x-request-start" => {}
+            "upgrade" => upgrade_protocol = Some(header.value.trim_ascii().to_vec()),
+            "keep-alive" | "proxy-connection" | "te" | "trailer" | "forwarded" | "x-request-start" => {}
             _ if lower.starts_with("x-forwarded-") => {}
             _ => forwarded_headers.push((name.to_owned(), header.value.to_vec())),
         }
@@ -339,6 +354,8 @@ fn judge_headers(
         HttpVersion::Http11 => !connection_close,
         HttpVersion::Http10 => connection_keep_alive && !connection_close,
     };
+    let wants_upgrade = version == HttpVersion::Http11 && connection_options.iter().any(|o| o == "upgrade");
+    let upgrade = upgrade_protocol.filter(|protocol| wants_upgrade && !protocol.is_empty());
     Ok(RequestHead {
         method,
         target,
@@ -347,6 +364,7 @@ fn judge_headers(
         framing,
         expects_continue: expects_continue && has_body,
         keep_alive,
+        upgrade,
     })
 }
 
@@ -582,6 +600,20 @@ mod tests {
         assert_eq!(head_of("GET /aaaaaé HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes()).target, "/aaaaaé");
         assert_eq!(status_of("GET aaaaaaé HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes()), 400);
         assert_eq!(head_of("GET HTTPS://x/é HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes()).target, "HTTPS://x/é");
+    }
+
+    #[test]
+    fn upgrade_requests_reach_the_worker_as_such() {
+        let head =
+            head_of(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n");
+        assert_eq!(head.upgrade.as_deref(), Some(&b"websocket"[..]));
+        let facts = ForwardingFacts { client_addr: "1.2.3.4", scheme: "http", request_start_usec: 1 };
+        let text = String::from_utf8(head.upstream_head(None, &facts)).unwrap();
+        assert!(text.ends_with("Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n"), "{text}");
+        let plain = head_of(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n");
+        assert_eq!(plain.upgrade, None, "Upgrade without Connection: upgrade asks for nothing");
+        let old = head_of(b"GET /ws HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+        assert_eq!(old.upgrade, None);
     }
 
     #[test]

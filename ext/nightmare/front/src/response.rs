@@ -22,6 +22,8 @@ pub enum FramingError {
     Truncated,
     /// The worker closed without a complete response head.
     NoResponse,
+    /// A 101 to a client that asked for no upgrade.
+    UnaskedUpgrade,
 }
 
 impl FramingError {
@@ -32,6 +34,7 @@ impl FramingError {
             FramingError::MalformedChunks => "malformed chunked response body",
             FramingError::Truncated => "response cut short",
             FramingError::NoResponse => "no response",
+            FramingError::UnaskedUpgrade => "101 Switching Protocols to a request that asked for no upgrade",
         }
     }
 }
@@ -43,6 +46,8 @@ pub struct ClientTerms {
     pub version: HttpVersion,
     /// The client asked to keep the connection and the front is willing.
     pub keep_alive: bool,
+    /// The client asked to switch protocols, so a 101 may follow.
+    pub upgrade: bool,
 }
 
 #[derive(Debug)]
@@ -222,7 +227,11 @@ impl ResponseFramer {
     /// `None` for a response without a body (RFC 9112 §6.3).
     fn body_framing(&self, status: u16, headers: &[httparse::Header]) -> Result<Option<Body>, FramingError> {
         if status == 101 {
-            return Ok(Some(Body::UntilClose { reframe: false }));
+            return if self.terms.upgrade {
+                Ok(Some(Body::UntilClose { reframe: false }))
+            } else {
+                Err(FramingError::UnaskedUpgrade)
+            };
         }
         if self.terms.head_request || status == 204 || status == 304 {
             return Ok(None);
@@ -261,11 +270,14 @@ impl ResponseFramer {
         out.extend_from_slice(b"\r\n");
         let chunked = matches!(body, Some(Body::Chunked { .. }));
         let dechunked = matches!(body, Some(Body::Chunked { dechunk: true, .. }));
+        // A 101 keeps the headers that say what the connection switched to.
+        let switching = self.status == Some(101);
         for header in headers {
             let name = header.name;
             let hop_by_hop = ["connection", "keep-alive", "proxy-connection", "x-accel-buffering"]
                 .iter()
-                .any(|hop| name.eq_ignore_ascii_case(hop));
+                .any(|hop| name.eq_ignore_ascii_case(hop))
+                && !(switching && name.eq_ignore_ascii_case("connection"));
             // With chunked framing, a Content-Length would contradict it.
             let contradicted = chunked && name.eq_ignore_ascii_case("content-length");
             let stripped = dechunked && name.eq_ignore_ascii_case("transfer-encoding");
@@ -281,6 +293,7 @@ impl ResponseFramer {
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
         }
         match (self.keep_alive, self.terms.version) {
+            (false, _) if switching => {}
             (false, _) => out.extend_from_slice(b"Connection: close\r\n"),
             (true, HttpVersion::Http10) => out.extend_from_slice(b"Connection: keep-alive\r\n"),
             (true, HttpVersion::Http11) => {}
@@ -295,7 +308,7 @@ mod tests {
     use super::*;
 
     fn terms(version: HttpVersion, keep_alive: bool) -> ClientTerms {
-        ClientTerms { head_request: false, version, keep_alive }
+        ClientTerms { head_request: false, version, keep_alive, upgrade: false }
     }
 
     /// Feeds `response` in pieces of `piece` bytes, then EOF; returns what
@@ -411,6 +424,19 @@ mod tests {
         framer.feed(b"HTTP/1.1 200 OK\r\nX-Accel-Buffering: no\r\nContent-Length: 0\r\n\r\n", &mut out).unwrap();
         assert!(framer.unbuffered());
         assert_eq!(String::from_utf8_lossy(out.pending()), "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    }
+
+    #[test]
+    fn switching_protocols_passes_its_headers_and_only_when_asked() {
+        let response = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nhi";
+        let mut asked = terms(HttpVersion::Http11, true);
+        asked.upgrade = true;
+        let mut framer = ResponseFramer::new(asked, 4096);
+        let mut out = RelayBuffer::new(1024);
+        framer.feed(response, &mut out).unwrap();
+        assert_eq!(framer.status(), Some(101));
+        assert_eq!(String::from_utf8_lossy(out.pending()), String::from_utf8_lossy(response));
+        assert_eq!(frame(terms(HttpVersion::Http11, true), response, 64).0, Err(FramingError::UnaskedUpgrade));
     }
 
     #[test]
