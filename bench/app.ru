@@ -1,12 +1,18 @@
 # frozen_string_literal: true
 
-# The benchmark's app, the same for every server: a small page, and an
-# upload endpoint that reads the whole body (so slow bodies reach it).
+# The benchmark's app, the same for every server: a small page, an upload
+# endpoint that reads the whole body (so slow bodies reach it), and large
+# bodies for slow readers (/1m, /8m).
 require "digest"
 
 PAGE = "Hello, world! #{'.' * 100}\n"
+PIECE = "x" * 65_536
 
 run lambda { |env|
+  if (mib = env["PATH_INFO"][%r{\A/(\d+)m\z}, 1])
+    body = Enumerator.new { |out| (Integer(mib) * 16).times { out << PIECE } }
+    return [200, { "content-type" => "application/octet-stream", "content-length" => (Integer(mib) << 20).to_s }, body]
+  end
   if env["PATH_INFO"] == "/upload"
     digest = Digest::SHA256.new
     size = 0

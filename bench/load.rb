@@ -43,9 +43,17 @@ module Bench
 
   # An attack running in the background for a bounded time.
   class SlowAttack
+    # Slow readers (-X) advertise a window of 1 to 512 bytes and read 32
+    # bytes a second; the others send a little every 5 seconds.
+    MODE_OPTIONS = {
+      "-X" => %w[-w 1 -y 512 -n 1 -z 32 -k 1],
+      "-H" => %w[-i 5 -x 24],
+      "-B" => %w[-i 5 -x 24 -s 65536],
+    }.freeze
+
     def initialize(mode, url, connections:, seconds:, log:)
-      @command = ["slowhttptest", mode, "-c", connections.to_s, "-r", "250", "-i", "5", "-l", seconds.to_s,
-                  "-x", "24", "-p", "5", "-s", "65536", "-u", url]
+      @command = ["slowhttptest", mode, "-c", connections.to_s, "-r", "250", "-l", seconds.to_s, "-p", "5",
+                  *MODE_OPTIONS.fetch(mode), "-u", url]
       @log = log
     end
 
