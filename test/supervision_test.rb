@@ -126,24 +126,4 @@ class ReloadTest < Minitest::Test
     @server.wait_until("the reload", 20, &done)
     sleep 0.5 # and a little after it
   end
-
-  # Runs fresh-connection GETs while the block runs; returns how many were
-  # served and how many failed.
-  def with_steady_clients
-    served = failures = 0
-    running = true
-    client = Thread.new do
-      while running
-        begin
-          get("/", {}, timeout: 10).status == 200 ? served += 1 : failures += 1
-        rescue StandardError
-          failures += 1
-        end
-      end
-    end
-    yield
-    running = false
-    client.join
-    [served, failures]
-  end
 end

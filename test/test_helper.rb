@@ -59,10 +59,19 @@ class UnicornServer
       (!@wait_for_front || text.include?("nightmare front ready"))
   end
 
+  # Takes over a master this process did not start (one USR2 exec'd).
+  def adopt(pid)
+    @adopted = pid
+  end
+
   def stop
     return unless @pid
 
-    signal_and_wait(@pid, :QUIT, 20) || signal_and_wait(@pid, :KILL, 5)
+    if @adopted
+      stop_adopted
+    else
+      signal_and_wait(@pid, :QUIT, 20) || signal_and_wait(@pid, :KILL, 5)
+    end
     (descendants_seen || []).each { |child| Process.kill(:KILL, child) if alive?(child) }
     @pid = nil
   ensure
@@ -98,6 +107,19 @@ class UnicornServer
 
   private
 
+  # Not our child: no waitpid, so watch /proc until it is gone.
+  def stop_adopted
+    [:QUIT, :KILL].each do |signal|
+      (LocalProcesses.children_of(@adopted) + [@adopted]).each { |pid| (@descendants ||= []) << pid }
+      Process.kill(signal, @adopted)
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 20
+      sleep 0.05 while File.exist?("/proc/#{@adopted}") && Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
+      break unless File.exist?("/proc/#{@adopted}")
+    end
+  rescue Errno::ESRCH
+    nil
+  end
+
   def signal_and_wait(pid, signal, seconds)
     children
     Process.kill(signal, pid)
@@ -125,6 +147,26 @@ module HttpHelpers
   def get(path, headers = {}, **options)
     head = headers.map { |k, v| "#{k}: #{v}\r\n" }.join
     raw_request("GET #{path} HTTP/1.1\r\nHost: test\r\n#{head}\r\n", **options)
+  end
+
+  # Runs fresh-connection GETs while the block runs; returns how many were
+  # served and how many failed.
+  def with_steady_clients(port = @server.port)
+    served = failures = 0
+    running = true
+    client = Thread.new do
+      while running
+        begin
+          get("/", {}, timeout: 10, port: port).status == 200 ? served += 1 : failures += 1
+        rescue StandardError
+          failures += 1
+        end
+      end
+    end
+    yield
+    running = false
+    client.join
+    [served, failures]
   end
 
   # The server closed +socket+ (an EOF arrives within a few seconds).

@@ -111,7 +111,10 @@ module Nightmare
         @logger.warn "nightmare front: master is gone, finishing requests in progress"
         @front.stop(true)
       else
-        data.scan(/^workers (\d+)$/) { |(count)| @front.worker_count = Integer(count) }
+        data.scan(/^workers (\d+)$/) do |(count)|
+          @front.worker_count = Integer(count)
+          @logger.info "nightmare front dispatching to #{count} workers"
+        end
       end
     end
 

@@ -122,6 +122,10 @@ module Nightmare
       end
     end
 
+    def signal_all(name)
+      fronts.each { |front| signal(front.pid, name) }
+    end
+
     # In a new worker: the worker keeps only its end of the channel.
     def acceptor_for_worker
       @front_end.close

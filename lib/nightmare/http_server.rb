@@ -52,6 +52,13 @@ module Nightmare
       nightmare_maintain_front
     end
 
+    # USR1 reopens logs in the front too (the master tells its workers the
+    # same way).
+    def soft_kill_each_worker(signal)
+      super
+      @nightmare_front&.signal_all(signal) if signal == :USR1
+    end
+
     # Wakes the master in time for a front restart that had to wait.
     def master_sleep(seconds)
       super(@nightmare && @nightmare_front ? [seconds, @nightmare_front.seconds_until_respawn].min : seconds)

@@ -32,6 +32,12 @@ run lambda { |env|
     [200, { "content-type" => "text/plain" }, [requests_seen.to_s]]
   when "/pid"
     [200, { "content-type" => "text/plain" }, [Process.pid.to_s]]
+  when "/hold"
+    # Says it is inside the app (its pid in the mark file), then sleeps.
+    params = Rack::Utils.parse_query(env["QUERY_STRING"])
+    File.write(params.fetch("mark"), Process.pid.to_s)
+    sleep Float(params.fetch("seconds"))
+    [200, { "content-type" => "text/plain" }, [Process.pid.to_s]]
   when "/sleep"
     sleep Float(env["QUERY_STRING"])
     [200, { "content-type" => "text/plain" }, [Process.pid.to_s]]

@@ -1,0 +1,198 @@
+# frozen_string_literal: true
+
+require_relative "test_helper"
+
+# Unicorn's signals keep their meaning with the front in place.
+class SignalsTest < Minitest::Test
+  include HttpHelpers
+
+  def setup
+    @server = UnicornServer.new(workers: 2, config: "timeout 3").start
+  end
+
+  def teardown
+    @server.stop
+  end
+
+  def test_quit_finishes_requests_in_progress_then_exits_front_before_workers
+    slow = Thread.new { get(hold(1), {}, timeout: 15) }
+    @server.wait_until("the request to reach a worker", 5) { held_worker }
+    Process.kill(:QUIT, @server.pid)
+    assert_equal 200, slow.value.status, "the request accepted before QUIT is answered"
+    Timeout.timeout(20) { Process.waitpid(@server.pid) }
+    log = @server.log
+    front_gone = log.index("nightmare front reaped")
+    workers_gone = log.index(/reaped #<Process::Status: pid \d+ exit 0> worker=/)
+    refute_nil front_gone
+    assert_operator front_gone, :<, workers_gone, "the front stops while workers can still answer it"
+    assert_match(/master complete/, log)
+  end
+
+  def test_term_stops_everything_at_once
+    slow = Thread.new { get(hold(20), {}, timeout: 25) rescue :cut } # rubocop:disable Style/RescueModifier
+    @server.wait_until("the request to reach a worker", 5) { held_worker }
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    Process.kill(:TERM, @server.pid)
+    Timeout.timeout(15) { Process.waitpid(@server.pid) }
+    assert_operator Process.clock_gettime(Process::CLOCK_MONOTONIC) - started, :<, 10, "no waiting for the 20 s request"
+    refute_equal 200, (slow.value.status rescue nil) # rubocop:disable Style/RescueModifier
+  end
+
+  def test_usr1_reopens_the_fronts_log_too
+    rotated = "#{@server.log_path}.1"
+    File.rename(@server.log_path, rotated)
+    Process.kill(:USR1, @server.pid)
+    @server.wait_until("the front to write to the new log", 10) do
+      @server.log.include?("nightmare front done reopening logs")
+    end
+    assert_equal 200, get("/").status
+  end
+
+  def test_a_worker_killed_for_timeout_costs_only_its_request
+    response = get("/sleep?30", {}, timeout: 20)
+    assert_equal 502, response.status, "the worker died without answering"
+    @server.wait_until("the master's timeout line", 5) { @server.log.match?(/timeout \(\d+s > 3s\), killing/) }
+    assert_equal 200, get("/").status
+    assert_match(/ERROR -- : nightmare: worker gave no usable response to client 127\.0\.0\.1/, @server.log)
+  end
+
+  def test_ttin_and_ttou_reach_the_fronts_dispatch
+    Process.kill(:TTOU, @server.pid)
+    @server.wait_until("one worker", 10) { @server.log.include?("nightmare front dispatching to 1 workers") }
+    @server.wait_until("the worker to go", 10) { @server.worker_pids.size == 1 }
+    assert_equal 200, get("/").status
+    Process.kill(:TTIN, @server.pid)
+    @server.wait_until("two workers", 10) { @server.log.include?("nightmare front dispatching to 2 workers") }
+    @server.wait_until("the new worker", 10) { @server.worker_pids.size == 2 }
+  end
+
+  def test_killed_worker_leaves_no_client_socket_anywhere_but_the_front
+    socket = connect(@server.port)
+    socket.write("GET #{hold(5)} HTTP/1.1\r\nHost: t\r\n\r\n")
+    @server.wait_until("the request to reach a worker", 5) { held_worker }
+    inode = server_side_inode(socket.local_address.ip_port)
+    holders = processes_holding(inode)
+    assert_equal [@server.front_pid], holders, "only the front holds the client's connection"
+    Process.kill(:KILL, held_worker)
+    response = read_response(socket, 10)
+    assert_equal 502, response.status
+    assert_empty processes_holding(inode) - [@server.front_pid], "no worker kept the connection"
+  ensure
+    socket&.close
+  end
+
+  private
+
+  # A request that stays in the app for +seconds+, and says so.
+  def hold(seconds)
+    "/hold?seconds=#{seconds}&mark=#{mark_path}"
+  end
+
+  def mark_path = File.join(@server.dir, "held-by")
+
+  # The pid of the worker inside a /hold request, or nil.
+  def held_worker
+    File.exist?(mark_path) ? Integer(File.read(mark_path)) : nil
+  rescue ArgumentError
+    nil # being written
+  end
+
+  def server_side_inode(client_port)
+    line = File.readlines("/proc/net/tcp").find do |entry|
+      fields = entry.split
+      fields[1].end_with?(format(":%04X", @server.port)) && fields[2].end_with?(format(":%04X", client_port))
+    end
+    line&.split&.fetch(9)
+  end
+
+  def processes_holding(inode)
+    Dir.glob("/proc/[0-9]*").filter_map do |dir|
+      pid = Integer(File.basename(dir))
+      pid if Dir.glob("#{dir}/fd/*").any? { |fd| File.readlink(fd) == "socket:[#{inode}]" rescue false } # rubocop:disable Style/RescueModifier
+    rescue Errno::ENOENT, Errno::EACCES
+      nil
+    end
+  end
+end
+
+# A binary upgrade (USR2, then QUIT to the old master) loses no request.
+class UpgradeTest < Minitest::Test
+  include HttpHelpers
+
+  def setup
+    @server = UnicornServer.new(workers: 2).start
+  end
+
+  def teardown
+    @server.stop
+  end
+
+  def test_usr2_then_quit_of_the_old_master_loses_nothing
+    old_master = @server.pid
+    new_master = nil
+    served, failures = with_steady_clients do
+      Process.kill(:USR2, old_master)
+      @server.wait_until("the new master, its front and workers", 30) do
+        new_master = File.read(File.join(@server.dir, "unicorn.pid")).to_i
+        new_master != old_master && @server.log.scan("nightmare front ready").size >= 2 &&
+          @server.log.scan(/worker=\d+ ready/).size >= 4
+      rescue Errno::ENOENT
+        false
+      end
+      sleep 0.5 # both generations serve for a while
+      Process.kill(:QUIT, old_master)
+      Timeout.timeout(30) { Process.waitpid(old_master) }
+      @server.adopt(new_master)
+    end
+    assert_operator served, :>, 20, "clients kept coming through the upgrade"
+    assert_equal 0, failures, "no request failed during USR2, the overlap and QUIT"
+    assert_equal 200, get("/").status, "the new generation serves alone"
+  end
+end
+
+# Listeners of every kind Unicorn has, and preload_app, work with the front.
+class ListenersTest < Minitest::Test
+  include HttpHelpers
+
+  def test_ipv4_ipv6_and_unix_listeners_at_once_with_preload_app
+    ipv6_port = LocalProcesses.free_port
+    socket_path = File.join(Dir.tmpdir, "nightmare-test-#{$$}.sock")
+    @server = UnicornServer.new(workers: 1, config: <<~CONFIG).start
+      listen "[::1]:#{ipv6_port}"
+      listen "#{socket_path}"
+      preload_app true
+    CONFIG
+    assert_equal "127.0.0.1", get("/env").json["REMOTE_ADDR"]
+
+    ipv6 = Socket.tcp("::1", ipv6_port)
+    ipv6.write("GET /env HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert_equal "::1", read_response(ipv6).json["REMOTE_ADDR"]
+
+    unix = UNIXSocket.new(socket_path)
+    unix.write("GET /env HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert_equal "127.0.0.1", read_response(unix).json["REMOTE_ADDR"], "as Unicorn reports UNIX clients"
+    assert_match(/nightmare front ready: \d+ threads on .*\[::1\]:#{ipv6_port}.*#{Regexp.escape(socket_path)}/, @server.log)
+  ensure
+    ipv6&.close
+    unix&.close
+    @server&.stop
+  end
+end
+
+# A broken config on HUP keeps the running one, as in Unicorn.
+class BadReloadTest < Minitest::Test
+  include HttpHelpers
+
+  def test_a_bad_nightmare_setting_on_hup_keeps_the_old_config
+    @server = UnicornServer.new(workers: 1).start
+    front = @server.front_pid
+    File.write(@server.config_path, File.read(@server.config_path).sub(/^nightmare .*$/, 'nightmare threads: "many"'))
+    Process.kill(:HUP, @server.pid)
+    @server.wait_until("the reload error", 10) { @server.log.include?("error reloading config_file") }
+    assert_match(/not an integer: nightmare threads="many"/, @server.log)
+    assert_equal front, @server.front_pid, "the front runs on"
+    assert_equal 200, get("/").status
+  ensure
+    @server&.stop
+  end
+end
