@@ -22,6 +22,7 @@ use crate::response::ClientTerms;
 use crate::shared::{ConnectionPermit, Shared, StopMode};
 use crate::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, write_some};
 use crate::spool::SpooledBody;
+use crate::spool_writer::SpoolWriter;
 use crate::tunnel::{Tunnel, TunnelStep};
 
 /// A canned reply must not keep a connection open for long.
@@ -52,6 +53,8 @@ pub struct LoopContext<'a> {
     pub scratch: &'a mut [u8],
     pub loop_index: usize,
     pub now: Instant,
+    /// Writes this loop's response temp files.
+    pub writer: &'a SpoolWriter,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,6 +189,11 @@ impl Connection {
                 Verdict::Keep
             }
         }
+    }
+
+    /// The spool writer has written more of this connection's response.
+    pub fn on_spool_written(&mut self, ctx: &mut LoopContext) -> Verdict {
+        self.drive(ctx)
     }
 
     /// Deadlines, retries and graceful stops, called every loop tick.
@@ -409,7 +417,8 @@ impl Connection {
             ForwardingFacts { client_addr: &self.peer, scheme: self.scheme.as_str(), request_start_usec: arrived_usec };
         let forwarded =
             ForwardedRequest { head: head.upstream_head(body_length, &facts), body, terms, interim, leftover };
-        let exchange = Exchange::prepare(front_end, slot, forwarded, config);
+        let writer = (ctx.writer.clone(), self.id);
+        let exchange = Exchange::prepare(front_end, slot, forwarded, config, writer);
         let record = HandoffRecord { client_addr: self.peer.clone(), scheme: self.scheme, arrived_usec };
         self.send_handoff(Box::new(exchange), worker_end, record, ctx)
     }

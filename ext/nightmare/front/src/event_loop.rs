@@ -14,6 +14,7 @@ use crate::dispatch::Waiter;
 use crate::handoff::Scheme;
 use crate::listener::Listener;
 use crate::shared::{ConnectionPermit, Shared, StopMode};
+use crate::spool_writer::SpoolWriter;
 
 pub const WAKER: Token = Token(0);
 const FIRST_LISTENER_TOKEN: usize = 1;
@@ -41,6 +42,7 @@ pub struct EventLoop {
     last_accept_complaint: Option<Instant>,
     last_tick: Instant,
     stop_deadline: Option<Instant>,
+    writer: SpoolWriter,
 }
 
 impl EventLoop {
@@ -48,6 +50,7 @@ impl EventLoop {
         for (i, listener) in listeners.iter_mut().enumerate() {
             poll.registry().register(listener, Token(FIRST_LISTENER_TOKEN + i), Interest::READABLE)?;
         }
+        let writer = SpoolWriter::start(format!("nightmare-{index}-disk"), Arc::clone(&shared.mailboxes))?;
         Ok(EventLoop {
             index,
             poll,
@@ -61,6 +64,7 @@ impl EventLoop {
             last_accept_complaint: None,
             last_tick: Instant::now(),
             stop_deadline: None,
+            writer,
         })
     }
 
@@ -91,6 +95,7 @@ impl EventLoop {
                 self.tick(now);
             }
             self.deliver_grants(now);
+            self.deliver_written(now);
             if self.should_exit(now) {
                 break;
             }
@@ -106,6 +111,7 @@ impl EventLoop {
             scratch: &mut self.scratch,
             loop_index: self.index,
             now,
+            writer: &self.writer,
         };
         (ctx, &mut self.connections)
     }
@@ -189,6 +195,21 @@ impl EventLoop {
             && guarded(&mut ctx, |ctx| connection.drive(ctx)) == Verdict::Close
         {
             connections.remove(slot);
+        }
+    }
+
+    /// Connections whose temp file has more written: they may send it now.
+    fn deliver_written(&mut self, now: Instant) {
+        let written = self.shared.mailboxes.0[self.index].take_written();
+        for owner in written {
+            let (mut ctx, connections) = self.context(now);
+            if let Some(connection) = connections.get_mut(owner.slot)
+                && connection.serial() == owner.serial
+                && guarded(&mut ctx, |ctx| connection.on_spool_written(ctx)) == Verdict::Close
+            {
+                connections.remove(owner.slot);
+                self.resume_accepting(now);
+            }
         }
     }
 

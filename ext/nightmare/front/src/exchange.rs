@@ -10,13 +10,14 @@ use mio::net::UnixStream;
 use mio::{Interest, Registry, Token};
 
 use crate::config::FrontConfig;
-use crate::dispatch::Slot;
+use crate::dispatch::{Slot, Waiter};
 use crate::listener::ClientStream;
 use crate::relay::ResponseSink;
 use crate::response::{ClientTerms, ResponseFramer};
 use crate::response_spool::ResponseSpool;
 use crate::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, send_file, write_some};
 use crate::spool::SpooledBody;
+use crate::spool_writer::SpoolWriter;
 use crate::tunnel::Tunnel;
 
 /// The request as the worker will read it.
@@ -121,10 +122,20 @@ impl Exchange {
     /// Sets up the exchange on a fresh pair and writes as much of the
     /// request as the socket takes before the worker is told about it, so
     /// the worker finds its request waiting instead of waiting for it.
-    pub fn prepare(front_end: OwnedFd, slot: Slot, request: ForwardedRequest, config: &FrontConfig) -> Exchange {
+    pub fn prepare(
+        front_end: OwnedFd,
+        slot: Slot,
+        request: ForwardedRequest,
+        config: &FrontConfig,
+        writer: (SpoolWriter, Waiter),
+    ) -> Exchange {
         let ForwardedRequest { head, body, terms, interim, leftover } = request;
-        let mut response =
-            ResponseSpool::new(config.proxy_buffer_size, config.temp_path.clone(), config.max_temp_file_size);
+        let mut response = ResponseSpool::new(
+            config.proxy_buffer_size,
+            config.temp_path.clone(),
+            config.max_temp_file_size,
+            Some(writer),
+        );
         response.push(interim);
         let mut exchange = Exchange {
             upstream: Some(UnixStream::from_std(std::os::unix::net::UnixStream::from(front_end))),
@@ -160,7 +171,7 @@ impl Exchange {
     }
 
     /// Response bytes the client has not taken yet.
-    pub fn has_pending_response(&self) -> bool {
+    pub fn has_pending_response(&mut self) -> bool {
         !self.response.is_empty()
     }
 
@@ -190,6 +201,8 @@ impl Exchange {
         }
         while !self.response.is_empty() && client_ready.writable {
             match self.response.write_to(client) {
+                // Waiting for the spool writer; it wakes the loop when done.
+                WriteOutcome::Wrote(0) => break,
                 WriteOutcome::Wrote(n) => {
                     self.to_client += n as u64;
                     client_took = true;
@@ -214,7 +227,7 @@ impl Exchange {
         self.outbound = None;
         // Nobody will read it: the temp file goes now, not when the worker ends.
         if !self.response.is_empty() {
-            self.response = ResponseSpool::new(0, Default::default(), 0);
+            self.response = ResponseSpool::new(0, Default::default(), 0, None);
         }
         while let Some(upstream) = &mut self.upstream
             && self.upstream_ready.readable

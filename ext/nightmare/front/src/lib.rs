@@ -22,6 +22,7 @@ pub mod response_spool;
 pub mod shared;
 pub mod socket_io;
 pub mod spool;
+pub mod spool_writer;
 #[cfg(test)]
 mod test_support;
 pub mod tunnel;

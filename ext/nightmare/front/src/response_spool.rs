@@ -1,43 +1,83 @@
 //! Where a response waits for a slow client: a small memory buffer, then an
 //! unlinked temp file, so the worker is read as fast as it writes whatever
 //! the client's speed (lazy buffering: only what the client cannot take now
-//! is kept). The file drains to the client with sendfile.
+//! is kept). The file is written by the loop's spool writer thread and
+//! drains to the client with sendfile, as far as the writer has written.
 //!
 //! Bytes leave in the order they came: the memory holds the oldest, the
 //! file the newer ones, and nothing goes to memory while the file still has
-//! bytes to send.
+//! bytes to send. Until the writer confirms a range, the spool keeps a copy
+//! of it: if the disk fails, those bytes move to a tail buffer behind the
+//! file's written part, nothing is lost, and the worker simply waits for the
+//! client from then on.
 
+use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use crate::dispatch::Waiter;
 use crate::listener::ClientStream;
 use crate::relay::{RelayBuffer, ResponseSink};
 use crate::socket_io::{WriteOutcome, send_file, write_some};
+use crate::spool_writer::{SpoolWriter, WriteProgress};
+
+/// Bytes handed to the writer and not yet written, per connection; beyond
+/// it the worker waits, so a stalled disk cannot grow the front's memory.
+const MAX_UNCONFIRMED: u64 = 256 * 1024;
 
 #[derive(Debug)]
 struct SpoolFile {
-    file: File,
-    written: u64,
+    file: Arc<File>,
+    /// Bytes handed to the writer (or written, without one).
+    queued: u64,
     sent: u64,
+    progress: Arc<WriteProgress>,
+    /// Copies of what the writer has not confirmed, by offset.
+    unconfirmed: VecDeque<(u64, Arc<[u8]>)>,
+}
+
+impl SpoolFile {
+    fn forget_confirmed(&mut self) {
+        let written = self.progress.written();
+        while self.unconfirmed.front().is_some_and(|(offset, data)| offset + data.len() as u64 <= written) {
+            self.unconfirmed.pop_front();
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct ResponseSpool {
     memory: RelayBuffer,
     file: Option<SpoolFile>,
+    /// Bytes that came after the file's written part once the file failed.
+    tail: RelayBuffer,
     temp_path: PathBuf,
     /// Bytes the file may hold (nginx's proxy_max_temp_file_size); 0 means
     /// no file: the worker waits for the client instead.
     max_file: u64,
-    /// The first error writing the file; from then on, memory only.
     file_error: Option<io::Error>,
+    file_failed: bool,
+    /// The loop's writer and this connection's identity; without a writer
+    /// the file is written in place (tests).
+    writer: Option<(SpoolWriter, Waiter)>,
 }
 
 impl ResponseSpool {
-    pub fn new(memory: usize, temp_path: PathBuf, max_file: u64) -> Self {
-        ResponseSpool { memory: RelayBuffer::new(memory), file: None, temp_path, max_file, file_error: None }
+    pub fn new(memory: usize, temp_path: PathBuf, max_file: u64, writer: Option<(SpoolWriter, Waiter)>) -> Self {
+        ResponseSpool {
+            memory: RelayBuffer::new(memory),
+            file: None,
+            tail: RelayBuffer::new(memory),
+            temp_path,
+            max_file,
+            file_error: None,
+            file_failed: false,
+            writer,
+        }
     }
 
     /// This response is passed without a file (`X-Accel-Buffering: no`):
@@ -47,33 +87,43 @@ impl ResponseSpool {
     }
 
     /// How many bytes may be read from the worker now; 0 means the worker
-    /// must wait for the client.
-    pub fn room(&self) -> usize {
-        let file_room = match (&self.file_error, &self.file) {
-            (Some(_), _) => 0,
-            (None, Some(spool)) => self.max_file.saturating_sub(spool.written),
-            (None, None) => self.max_file,
+    /// must wait (for the client, or for the disk).
+    pub fn room(&mut self) -> usize {
+        self.notice_failure();
+        if self.file_failed {
+            return if self.file_unsent() > 0 { 0 } else { self.tail.room() };
+        }
+        let file_room = match &self.file {
+            Some(spool) => {
+                let unconfirmed = spool.queued - spool.progress.written().min(spool.queued);
+                self.max_file.saturating_sub(spool.queued).min(MAX_UNCONFIRMED.saturating_sub(unconfirmed))
+            }
+            None => self.max_file.min(MAX_UNCONFIRMED),
         };
         let file_room = usize::try_from(file_room).unwrap_or(usize::MAX);
-        if self.file_pending() { file_room } else { self.memory.room().saturating_add(file_room) }
+        if self.file_unsent() > 0 { file_room } else { self.memory.room().saturating_add(file_room) }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.memory.is_empty() && !self.file_pending()
+    pub fn is_empty(&mut self) -> bool {
+        self.notice_failure();
+        self.memory.is_empty() && self.file_unsent() == 0 && self.tail.is_empty()
     }
 
     /// Bytes waiting in the file (for the tests and the logs).
     pub fn file_bytes(&self) -> u64 {
-        self.file.as_ref().map_or(0, |spool| spool.written - spool.sent)
+        self.file_unsent()
     }
 
     /// The error that stopped the file being used, once.
     pub fn take_file_error(&mut self) -> Option<io::Error> {
-        self.file_error.take().inspect(|_| self.max_file = 0)
+        self.notice_failure();
+        self.file_error.take()
     }
 
-    /// Writes what the client takes now: memory first, then the file.
+    /// Writes what the client takes now: memory, then the file as far as
+    /// it is written, then the tail. `Wrote(0)` means waiting for the disk.
     pub fn write_to(&mut self, client: &mut ClientStream) -> WriteOutcome {
+        self.notice_failure();
         if !self.memory.is_empty() {
             let outcome = write_some(client, self.memory.pending());
             if let WriteOutcome::Wrote(n) = outcome {
@@ -81,55 +131,120 @@ impl ResponseSpool {
             }
             return outcome;
         }
-        let Some(spool) = &mut self.file else { return WriteOutcome::Wrote(0) };
-        let before = spool.sent;
-        let remaining = spool.written - spool.sent;
-        let outcome = send_file(client.as_fd(), spool.file.as_fd(), &mut spool.sent, remaining);
-        if let WriteOutcome::Wrote(_) = outcome {
-            let sent = spool.sent - before;
-            if spool.sent == spool.written {
-                // Drained: start over at the beginning of the same file, so a
-                // long stream does not grow it without end.
-                let _ = spool.file.set_len(0);
-                spool.written = 0;
-                spool.sent = 0;
-            }
-            return WriteOutcome::Wrote(sent as usize);
+        if self.file_unsent() > 0 {
+            return self.send_from_file(client);
         }
-        outcome
+        if !self.tail.is_empty() {
+            let outcome = write_some(client, self.tail.pending());
+            if let WriteOutcome::Wrote(n) = outcome {
+                self.tail.consumed(n);
+            }
+            return outcome;
+        }
+        WriteOutcome::Wrote(0)
     }
 
-    fn file_pending(&self) -> bool {
-        self.file.as_ref().is_some_and(|spool| spool.written > spool.sent)
+    fn send_from_file(&mut self, client: &mut ClientStream) -> WriteOutcome {
+        let Some(spool) = &mut self.file else { return WriteOutcome::Wrote(0) };
+        let written = spool.progress.written().min(spool.queued);
+        if spool.sent >= written {
+            return WriteOutcome::Wrote(0); // the writer has not got this far yet
+        }
+        let before = spool.sent;
+        let outcome = send_file(client.as_fd(), spool.file.as_fd(), &mut spool.sent, written - before);
+        let WriteOutcome::Wrote(_) = outcome else { return outcome };
+        let sent = spool.sent - before;
+        spool.forget_confirmed();
+        if spool.sent == spool.queued && spool.unconfirmed.is_empty() && !self.file_failed {
+            // Drained: start over at the beginning of the same file, so a
+            // long stream does not grow it without end.
+            let _ = spool.file.set_len(0);
+            spool.progress.reset();
+            spool.queued = 0;
+            spool.sent = 0;
+        }
+        WriteOutcome::Wrote(sent as usize)
+    }
+
+    /// Bytes of the file not yet sent to the client (written or not).
+    fn file_unsent(&self) -> u64 {
+        self.file.as_ref().map_or(0, |spool| spool.queued - spool.sent.min(spool.queued))
+    }
+
+    /// Drops the copies the writer has confirmed; and if the writer failed,
+    /// its unconfirmed copies become the tail (they follow what the file did
+    /// get), and the file takes nothing more. Runs wherever the spool is
+    /// looked at: a slow reader may not drain the file for a long time, and
+    /// its copies must not pile up meanwhile.
+    fn notice_failure(&mut self) {
+        let Some(spool) = &mut self.file else { return };
+        if !self.file_failed {
+            spool.forget_confirmed();
+        }
+        if self.file_failed || !spool.progress.failed() {
+            return;
+        }
+        self.file_failed = true;
+        self.max_file = 0;
+        self.file_error = spool.progress.take_error();
+        let written = spool.progress.written().min(spool.queued);
+        for (offset, data) in spool.unconfirmed.drain(..) {
+            let skip = written.saturating_sub(offset).min(data.len() as u64) as usize;
+            self.tail.push(&data[skip..]);
+        }
+        spool.queued = written;
     }
 
     fn append_to_file(&mut self, data: &[u8]) -> io::Result<()> {
         let spool = match &mut self.file {
             Some(spool) => spool,
-            None => self.file.insert(SpoolFile { file: tempfile::tempfile_in(&self.temp_path)?, written: 0, sent: 0 }),
+            None => self.file.insert(SpoolFile {
+                file: Arc::new(tempfile::tempfile_in(&self.temp_path)?),
+                queued: 0,
+                sent: 0,
+                progress: Arc::new(WriteProgress::default()),
+                unconfirmed: VecDeque::new(),
+            }),
         };
-        spool.file.write_all(data)?;
-        spool.written += data.len() as u64;
+        let offset = spool.queued;
+        match &self.writer {
+            Some((writer, owner)) => {
+                let copy: Arc<[u8]> = Arc::from(data);
+                spool.unconfirmed.push_back((offset, Arc::clone(&copy)));
+                writer.write(Arc::clone(&spool.file), offset, copy, Arc::clone(&spool.progress), *owner);
+            }
+            None => {
+                spool.file.write_all_at(data, offset)?;
+                spool.progress.advance_to(offset + data.len() as u64);
+            }
+        }
+        spool.queued += data.len() as u64;
         Ok(())
     }
 }
 
 impl ResponseSink for ResponseSpool {
-    /// Appends response bytes. Never fails: if the file cannot take them,
-    /// they stay in memory (beyond its budget by this once) and the file is
-    /// not used again, so the worker simply waits for the client.
+    /// Appends response bytes. Never fails: bytes the file cannot take stay
+    /// in memory (beyond its budget by this once) and the file is not used
+    /// again, so the worker simply waits for the client.
     fn push(&mut self, data: &[u8]) {
+        self.notice_failure();
         if data.is_empty() {
             return;
         }
-        if !self.file_pending() && (self.memory.room() >= data.len() || self.max_file == 0) {
+        if self.file_failed {
+            self.tail.push(data);
+            return;
+        }
+        if self.file_unsent() == 0 && (self.memory.room() >= data.len() || self.max_file == 0) {
             self.memory.push(data);
             return;
         }
         if let Err(error) = self.append_to_file(data) {
             self.file_error.get_or_insert(error);
+            self.file_failed = true;
             self.max_file = 0;
-            self.memory.push(data);
+            self.tail.push(data);
         }
     }
 }
@@ -139,6 +254,11 @@ mod tests {
     use super::*;
     use std::io::Read;
     use std::os::unix::net::UnixStream;
+    use std::sync::Mutex;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use crate::spool_writer::WrittenSink;
 
     fn pair() -> (ClientStream, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
@@ -146,41 +266,66 @@ mod tests {
         (ClientStream::Unix(mio::net::UnixStream::from_std(ours)), theirs)
     }
 
+    /// Sends everything to the peer, waiting for the writer when needed.
     fn drain(spool: &mut ResponseSpool, client: &mut ClientStream, peer: &mut UnixStream) -> Vec<u8> {
         let mut received = Vec::new();
         let mut buf = [0; 4096];
-        while !spool.is_empty() {
-            assert!(matches!(spool.write_to(client), WriteOutcome::Wrote(_)));
-            peer.set_nonblocking(true).unwrap();
+        peer.set_nonblocking(true).unwrap();
+        for _ in 0..100_000 {
+            if spool.is_empty() {
+                break;
+            }
+            match spool.write_to(client) {
+                WriteOutcome::Wrote(0) => std::thread::sleep(Duration::from_millis(1)),
+                WriteOutcome::Wrote(_) | WriteOutcome::WouldBlock => {}
+                other => panic!("unexpected {other:?}"),
+            }
             while let Ok(n) = peer.read(&mut buf) {
                 received.extend_from_slice(&buf[..n]);
             }
         }
+        assert!(spool.is_empty(), "drained");
         received
+    }
+
+    struct Channel(Mutex<mpsc::Sender<Waiter>>);
+
+    impl WrittenSink for Channel {
+        fn written(&self, owner: Waiter) {
+            let _ = self.0.lock().unwrap().send(owner);
+        }
+    }
+
+    fn threaded(dir: &std::path::Path, memory: usize) -> ResponseSpool {
+        let (tell, _heard) = mpsc::channel();
+        let writer = SpoolWriter::start("test-writer".into(), Channel(Mutex::new(tell))).unwrap();
+        let owner = Waiter { loop_index: 0, slot: 0, serial: 1 };
+        ResponseSpool::new(memory, dir.into(), 1 << 20, Some((writer, owner)))
     }
 
     #[test]
     fn overflow_goes_to_a_file_and_comes_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = ResponseSpool::new(8, dir.path().into(), 1 << 20);
-        let mut expected = Vec::new();
-        for i in 0..50u8 {
-            let piece = [i; 5];
-            assert!(spool.room() >= piece.len());
-            spool.push(&piece);
-            expected.extend_from_slice(&piece);
+        for mut spool in [ResponseSpool::new(8, dir.path().into(), 1 << 20, None), threaded(dir.path(), 8)] {
+            let mut expected = Vec::new();
+            for i in 0..50u8 {
+                let piece = [i; 5];
+                assert!(spool.room() >= piece.len());
+                spool.push(&piece);
+                expected.extend_from_slice(&piece);
+            }
+            assert!(spool.file_bytes() > 0, "what did not fit in memory waits in the file");
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the file has no name");
+            let (mut client, mut peer) = pair();
+            assert_eq!(drain(&mut spool, &mut client, &mut peer), expected);
+            assert_eq!(spool.file_bytes(), 0);
         }
-        assert!(spool.file_bytes() > 0, "what did not fit in memory waits in the file");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the file has no name");
-        let (mut client, mut peer) = pair();
-        assert_eq!(drain(&mut spool, &mut client, &mut peer), expected);
-        assert_eq!(spool.file_bytes(), 0);
     }
 
     #[test]
     fn bytes_arriving_while_the_file_drains_stay_behind_it() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = ResponseSpool::new(4, dir.path().into(), 1 << 20);
+        let mut spool = ResponseSpool::new(4, dir.path().into(), 1 << 20, None);
         spool.push(b"abcd");
         spool.push(b"efgh");
         let (mut client, mut peer) = pair();
@@ -192,13 +337,13 @@ mod tests {
     #[test]
     fn file_limit_and_disabled_file_make_the_worker_wait() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = ResponseSpool::new(4, dir.path().into(), 10);
+        let mut spool = ResponseSpool::new(4, dir.path().into(), 10, None);
         assert_eq!(spool.room(), 14);
         spool.push(b"abcd");
         spool.push(&[b'x'; 10]);
         assert_eq!(spool.room(), 0, "max_temp_file_size reached");
 
-        let mut unbuffered = ResponseSpool::new(4, dir.path().into(), 10);
+        let mut unbuffered = ResponseSpool::new(4, dir.path().into(), 10, None);
         unbuffered.disable_file();
         assert_eq!(unbuffered.room(), 4);
         unbuffered.push(b"abcd");
@@ -207,12 +352,50 @@ mod tests {
 
     #[test]
     fn a_file_that_cannot_be_made_turns_into_back_pressure() {
-        let mut spool = ResponseSpool::new(4, "/nonexistent/nightmare".into(), 1 << 20);
+        let mut spool = ResponseSpool::new(4, "/nonexistent/nightmare".into(), 1 << 20, None);
         spool.push(b"abcd");
         spool.push(b"efgh");
         assert!(spool.take_file_error().is_some());
-        assert_eq!(spool.room(), 0, "nothing more is read until the client drains");
         let (mut client, mut peer) = pair();
         assert_eq!(drain(&mut spool, &mut client, &mut peer), b"abcdefgh", "nothing is lost");
+    }
+
+    #[test]
+    fn confirmed_copies_are_dropped_even_if_the_client_takes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = threaded(dir.path(), 4);
+        spool.push(b"abcd");
+        for _ in 0..200 {
+            for _ in 0..1000 {
+                if spool.room() >= 4096 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            spool.push(&[7; 4096]);
+        }
+        let held: usize = spool.file.as_ref().unwrap().unconfirmed.iter().map(|(_, data)| data.len()).sum();
+        assert!(held as u64 <= MAX_UNCONFIRMED + 4096, "{held} bytes of copies held");
+    }
+
+    #[test]
+    fn a_disk_that_fails_under_the_writer_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = threaded(dir.path(), 4);
+        spool.push(b"abcd");
+        // The spool's file is one that cannot be written, as a full disk.
+        spool.file = Some(SpoolFile {
+            file: Arc::new(File::options().write(true).open("/dev/full").unwrap()),
+            queued: 0,
+            sent: 0,
+            progress: Arc::new(WriteProgress::default()),
+            unconfirmed: VecDeque::new(),
+        });
+        spool.push(b"efgh");
+        spool.push(b"ijkl");
+        let (mut client, mut peer) = pair();
+        assert_eq!(drain(&mut spool, &mut client, &mut peer), b"abcdefghijkl");
+        assert_eq!(spool.take_file_error().and_then(|e| e.raw_os_error()), Some(libc::ENOSPC));
+        assert!(spool.take_file_error().is_none(), "reported once");
     }
 }

@@ -11,6 +11,7 @@ use mio::Waker;
 use crate::config::FrontConfig;
 use crate::dispatch::{Dispatcher, GrantSink, Waiter};
 use crate::log::Log;
+use crate::spool_writer::WrittenSink;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopMode {
@@ -23,16 +24,22 @@ pub enum StopMode {
 
 pub struct Mailbox {
     grants: Mutex<Vec<Waiter>>,
+    /// Connections whose spool writer finished a write.
+    written: Mutex<Vec<Waiter>>,
     waker: Waker,
 }
 
 impl Mailbox {
     pub fn new(waker: Waker) -> Self {
-        Mailbox { grants: Mutex::new(Vec::new()), waker }
+        Mailbox { grants: Mutex::new(Vec::new()), written: Mutex::new(Vec::new()), waker }
     }
 
     pub fn take_grants(&self) -> Vec<Waiter> {
         std::mem::take(&mut *self.grants.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn take_written(&self) -> Vec<Waiter> {
+        std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn wake(&self) {
@@ -48,6 +55,20 @@ impl GrantSink for Arc<Mailboxes> {
     fn deliver(&self, waiter: Waiter) {
         if let Some(mailbox) = self.0.get(waiter.loop_index) {
             mailbox.grants.lock().unwrap_or_else(|p| p.into_inner()).push(waiter);
+            mailbox.wake();
+        }
+    }
+}
+
+impl WrittenSink for Arc<Mailboxes> {
+    fn written(&self, owner: Waiter) {
+        if let Some(mailbox) = self.0.get(owner.loop_index) {
+            let mut written = mailbox.written.lock().unwrap_or_else(|p| p.into_inner());
+            // Many writes for one connection need one wakeup.
+            if written.last() != Some(&owner) {
+                written.push(owner);
+            }
+            drop(written);
             mailbox.wake();
         }
     }
