@@ -29,6 +29,25 @@ class SupervisionTest < Minitest::Test
     refute_match(/worker=unknown/, @server.log, "the front's death is not reported as a worker's")
   end
 
+  def test_a_worker_respawned_while_the_front_restarts_still_goes_through_the_front
+    # A front that dies within a second of starting is restarted after a
+    # pause; a worker forked in that pause must not serve the listeners.
+    Process.kill(:KILL, @server.front_pid)
+    @server.wait_until("a fresh front", 10) { @server.log.scan("nightmare front ready").size == 2 }
+    front = @server.front_pid # less than a second old: its death counts as quick
+    old_worker = @server.worker_pids.first
+    Process.kill(:KILL, front)
+    Process.kill(:KILL, old_worker)
+    @server.wait_until("the worker's replacement", 10) do
+      @server.worker_pids.size == 2 && !@server.worker_pids.include?(old_worker)
+    end
+    @server.worker_pids.each do |worker|
+      assert_equal 0, listening_sockets(worker), "worker #{worker} holds a public listener"
+    end
+    @server.wait_until("the new front", 10) { @server.front_pid && @server.front_pid != front }
+    assert_equal 200, get("/").status
+  end
+
   def test_front_exits_when_its_master_is_gone
     front = @server.front_pid
     workers = @server.worker_pids
@@ -37,6 +56,15 @@ class SupervisionTest < Minitest::Test
     @server.wait_until("front to exit after its master", 10) { !File.exist?("/proc/#{front}") }
   ensure
     workers&.each { |pid| Process.kill(:KILL, pid) rescue nil } # rubocop:disable Style/RescueModifier
+  end
+
+  def listening_sockets(pid)
+    listening = File.readlines("/proc/net/tcp").filter_map { |line| (f = line.split)[3] == "0A" && f[9] }
+    Dir.glob("/proc/#{pid}/fd/*").count do |fd|
+      listening.include?(File.readlink(fd)[/\Asocket:\[(\d+)\]\z/, 1])
+    rescue Errno::ENOENT
+      false
+    end
   end
 
   def test_front_logs_through_unicorns_logger

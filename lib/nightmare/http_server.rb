@@ -86,11 +86,12 @@ module Nightmare
     private
 
     # A worker takes requests from the front only: the public listeners it
-    # inherited are closed (ones its after_fork hook opened are kept). With
-    # nightmare turned off by a reload, a worker serves the listeners again,
-    # and still takes what a front that is finishing up hands it.
+    # inherited are closed (ones its after_fork hook opened are kept), even
+    # while no front runs (one being restarted): the channel outlives fronts.
+    # With nightmare turned off by a reload, a worker serves the listeners
+    # again, and still takes what a front that is finishing up hands it.
     def init_worker_process(worker)
-      return super unless @nightmare_front&.alive?
+      return super unless @nightmare_front && (@nightmare || @nightmare_front.alive?)
 
       inherited = Unicorn::HttpServer::LISTENERS.dup
       acceptor = @nightmare_front.acceptor_for_worker
