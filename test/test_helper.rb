@@ -59,6 +59,11 @@ class UnicornServer
       (!@wait_for_front || text.include?("nightmare front ready"))
   end
 
+  # Takes over a master started outside #start (still this process's child).
+  def adopt_child(pid)
+    @pid = pid
+  end
+
   # Takes over a master this process did not start (one USR2 exec'd).
   def adopt(pid)
     @adopted = pid

@@ -117,15 +117,19 @@ module Nightmare
       end
     end
 
-    # In the new front process: let go of what belongs to the master. Returns
-    # the signal queue, which the master's handlers fill until the front
-    # traps signals itself.
+    # In the new front process: let go of what belongs to the master, and of
+    # root if the config names a `user` (the front is what reads untrusted
+    # input). Returns the signal queue, which the master's handlers fill
+    # until the front traps signals itself.
     def nightmare_leave_master
       @self_pipe.each(&:close).clear
       @workers.each_value(&:close)
       @workers.clear
       @ready_pipe = @ready_pipe.close if @ready_pipe
       proc_name "nightmare front"
+      # Unicorn's own privilege drop (groups, log ownership), as a worker's;
+      # it needs no worker state, hence no Worker#initialize (no raindrop).
+      Unicorn::Worker.allocate.user(*user) if user.is_a?(Array)
       @sig_queue
     end
   end
