@@ -28,6 +28,35 @@ class SignalsTest < Minitest::Test
     assert_match(/master complete/, log)
   end
 
+  def test_quit_lets_a_slow_upload_finish
+    body = "s" * 30_000
+    socket = connect(@server.port)
+    socket.write("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: #{body.bytesize}\r\n\r\n#{body[0, 10_000]}")
+    sleep 0.3
+    Process.kill(:QUIT, @server.pid)
+    sleep 0.5 # the front has stopped accepting by now; this client is already in
+    socket.write(body[10_000, 10_000])
+    sleep 0.3
+    socket.write(body[20_000..])
+    response = read_response(socket, 15)
+    assert_equal "#{body.bytesize} #{Digest::SHA256.hexdigest(body)}", response.body
+    assert_equal "close", response.headers["connection"], "no keep-alive while stopping"
+    Timeout.timeout(20) { Process.waitpid(@server.pid) }
+  ensure
+    socket&.close
+  end
+
+  def test_winch_holds_requests_in_the_front_until_workers_return
+    Process.kill(:WINCH, @server.pid)
+    @server.wait_until("no workers", 10) { @server.worker_pids.empty? }
+    @server.wait_until("the front to know", 10) { @server.log.include?("nightmare front dispatching to 0 workers") }
+    waiting = Thread.new { get("/env", {}, timeout: 20) }
+    sleep 0.5
+    assert waiting.alive?, "no worker: the request waits in the front"
+    Process.kill(:TTIN, @server.pid)
+    assert_equal 200, waiting.value.status, "the queued request is served when a worker returns"
+  end
+
   def test_term_stops_everything_at_once
     slow = Thread.new { get(hold(20), {}, timeout: 25) rescue :cut } # rubocop:disable Style/RescueModifier
     @server.wait_until("the request to reach a worker", 5) { held_worker }

@@ -46,7 +46,9 @@ class UnicornServer
   def start
     @pid = Process.spawn({ "RUBYLIB" => File.join(ROOT, "lib"), "RACK_ENV" => "none" },
                          RbConfig.ruby, UNICORN_BIN, "-c", config_path, "config.ru",
-                         chdir: @dir, out: File.join(@dir, "stdout.log"), err: File.join(@dir, "launch.log"))
+                         # not a tty, or Unicorn ignores WINCH
+                         in: File::NULL, chdir: @dir, out: File.join(@dir, "stdout.log"),
+                         err: File.join(@dir, "launch.log"))
     wait_until("unicorn ready (#{log_path})", READY_TIMEOUT) { ready? }
     self
   end
