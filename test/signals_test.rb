@@ -46,6 +46,27 @@ class SignalsTest < Minitest::Test
     socket&.close
   end
 
+  def test_quit_lets_a_slow_reader_get_its_whole_response
+    size = 3_000_000
+    socket = connect(@server.port)
+    socket.setsockopt(Socket::SOL_SOCKET, Socket::SO_RCVBUF, 65_536)
+    socket.write("GET /bytes?#{size} HTTP/1.1\r\nHost: t\r\n\r\n")
+    received = socket.readpartial(100_000).bytesize
+    Process.kill(:QUIT, @server.pid)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 20
+    while Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
+      chunk = socket.read_nonblock(100_000, exception: false)
+      break if chunk.nil?
+
+      received += chunk.bytesize if chunk.is_a?(String)
+      sleep 0.1 # about 1 MB/s: the front finishes sending after QUIT
+    end
+    assert_operator received, :>, size, "head and all #{size} body bytes arrived"
+    Timeout.timeout(20) { Process.waitpid(@server.pid) }
+  ensure
+    socket&.close
+  end
+
   def test_winch_holds_requests_in_the_front_until_workers_return
     Process.kill(:WINCH, @server.pid)
     @server.wait_until("no workers", 10) { @server.worker_pids.empty? }

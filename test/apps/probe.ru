@@ -27,6 +27,9 @@ run lambda { |env|
       size += chunk.bytesize
     end
     [200, { "content-type" => "text/plain" }, ["#{size} #{digest.hexdigest}"]]
+  when "/bytes"
+    size = Integer(env["QUERY_STRING"])
+    [200, { "content-type" => "application/octet-stream", "content-length" => size.to_s }, ["b" * size]]
   when "/count"
     # Run with one worker: how many requests reached the app.
     [200, { "content-type" => "text/plain" }, [requests_seen.to_s]]
