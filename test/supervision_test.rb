@@ -48,12 +48,18 @@ class SupervisionTest < Minitest::Test
     assert_equal 200, get("/").status
   end
 
-  def test_front_exits_when_its_master_is_gone
+  def test_front_and_workers_exit_when_their_master_is_gone
     front = @server.front_pid
     workers = @server.worker_pids
     Process.kill(:KILL, @server.pid)
     Process.waitpid(@server.pid)
     @server.wait_until("front to exit after its master", 10) { !File.exist?("/proc/#{front}") }
+    # Unicorn's workers notice too (their pipe from the master closes): the
+    # front must not be holding that pipe open.
+    running = -> { workers.select { |pid| File.exist?("/proc/#{pid}") && !File.read("/proc/#{pid}/stat").include?(") Z ") } }
+    @server.wait_until("workers to exit after their master", 30) { running.call.empty? }
+    refute File.exist?("/proc/#{front}"), "the front is gone"
+    assert_empty running.call, "the workers are gone"
   ensure
     workers&.each { |pid| Process.kill(:KILL, pid) rescue nil } # rubocop:disable Style/RescueModifier
   end
