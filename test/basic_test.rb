@@ -4,15 +4,7 @@ require_relative "test_helper"
 
 # The everyday path: requests go through the front to a worker and back.
 class BasicTest < Minitest::Test
-  include HttpHelpers
-
-  def setup
-    @server = UnicornServer.new(workers: 2).start
-  end
-
-  def teardown
-    @server.stop
-  end
+  include TwoWorkerServer
 
   def test_get_post_and_head_work
     response = get("/")

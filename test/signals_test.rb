@@ -167,15 +167,7 @@ end
 
 # A binary upgrade (USR2, then QUIT to the old master) loses no request.
 class UpgradeTest < Minitest::Test
-  include HttpHelpers
-
-  def setup
-    @server = UnicornServer.new(workers: 2).start
-  end
-
-  def teardown
-    @server.stop
-  end
+  include TwoWorkerServer
 
   def test_usr2_then_quit_of_the_old_master_loses_nothing
     old_master = @server.pid

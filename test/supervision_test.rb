@@ -4,15 +4,7 @@ require_relative "test_helper"
 
 # The master looks after the front as it looks after workers.
 class SupervisionTest < Minitest::Test
-  include HttpHelpers
-
-  def setup
-    @server = UnicornServer.new(workers: 2).start
-  end
-
-  def teardown
-    @server.stop
-  end
+  include TwoWorkerServer
 
   def test_killed_front_is_replaced_and_clients_wait_in_the_backlog
     old_front = @server.front_pid

@@ -277,3 +277,16 @@ end
 Response = Struct.new(:status, :headers, :body, :raw_head) do
   def json = JSON.parse(body)
 end
+
+# A fresh two-worker server with the front, per test.
+module TwoWorkerServer
+  include HttpHelpers
+
+  def setup
+    @server = UnicornServer.new(workers: 2).start
+  end
+
+  def teardown
+    @server.stop
+  end
+end

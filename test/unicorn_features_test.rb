@@ -5,15 +5,7 @@ require "etc"
 
 # The rest of what Unicorn users rely on, with the front in place.
 class UpgradeBackOutTest < Minitest::Test
-  include HttpHelpers
-
-  def setup
-    @server = UnicornServer.new(workers: 2).start
-  end
-
-  def teardown
-    @server.stop
-  end
+  include TwoWorkerServer
 
   def test_quitting_the_new_master_keeps_the_old_one_serving
     old_master = @server.pid
