@@ -136,6 +136,18 @@ class ReloadTest < Minitest::Test
     assert_nil get("/env").json["HTTP_X_REQUEST_START"], "workers answer directly again"
   end
 
+  def test_a_listener_added_on_reload_is_served_through_a_new_front
+    port = LocalProcesses.free_port
+    File.write(@server.config_path, File.read(@server.config_path) + "listen \"127.0.0.1:#{port}\"\n")
+    Process.kill(:HUP, @server.pid)
+    @server.wait_until("a front for the new listener", 20) do
+      @server.log.include?("retiring: the listeners changed") && @server.log.scan("nightmare front ready").size == 2
+    end
+    env = get("/env", {}, port: port).json
+    refute_nil env["HTTP_X_REQUEST_START"], "the new port is served through the front"
+    assert_equal 200, get("/").status, "and the old one still is"
+  end
+
   private
 
   def upload

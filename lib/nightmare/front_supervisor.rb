@@ -16,7 +16,7 @@ module Nightmare
     QUICK_DEATH = 1.0
     RESPAWN_DELAY = 0.5
 
-    Front = Struct.new(:pid, :control, :options, :started_at)
+    Front = Struct.new(:pid, :control, :options, :listeners, :started_at)
 
     def initialize(logger)
       @logger = logger
@@ -48,19 +48,19 @@ module Nightmare
     # is being waited out). The block runs in the new process before the
     # front starts: the master uses it to drop what only the master may hold.
     def maintain(options, listeners, workers, &in_child)
+      names = listeners.map { |io| Unicorn::SocketHelper.sock_name(io) }
       retire("its settings changed") if @current && @current.options != options
+      retire("the listeners changed") if @current && @current.listeners != names
       return if running? || now < @not_before
 
       control_reader, control_writer = IO.pipe
-      pid = fork do
-        control_writer.close
-        @worker_end.close
-        early_signals = in_child&.call || []
-        FrontProcess.new(logger: @logger, options: options, listeners: listeners, channel: @front_end,
-                         control: control_reader, workers: workers, early_signals: early_signals).run
+      begin
+        pid = fork { run_front(options, listeners, workers, control_reader, control_writer, &in_child) }
+      ensure
+        control_reader.close
+        control_writer.close unless pid
       end
-      control_reader.close
-      @current = Front.new(pid, control_writer, options, now)
+      @current = Front.new(pid, control_writer, options, names, now)
       @logger.info "nightmare front spawned pid=#{pid}"
     end
 
@@ -134,6 +134,20 @@ module Nightmare
     end
 
     private
+
+    # In the new front process. Whatever fails here must not return into the
+    # master's code (nor run its at_exit hooks): exit! instead.
+    def run_front(options, listeners, workers, control_reader, control_writer)
+      control_writer.close
+      @worker_end.close
+      @retiring.each_value { |front| front.control.close }
+      early_signals = yield || []
+      FrontProcess.new(logger: @logger, options: options, listeners: listeners, channel: @front_end,
+                       control: control_reader, workers: workers, early_signals: early_signals).run
+    rescue Exception => e # rubocop:disable Lint/RescueException
+      @logger.error "nightmare front could not start: #{e.message} (#{e.class})"
+      exit!(1)
+    end
 
     def fronts
       [@current, *@retiring.values].compact

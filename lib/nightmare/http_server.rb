@@ -72,9 +72,12 @@ module Nightmare
     # The front stops first, finishing what it accepted while the workers
     # are still there to answer; then Unicorn stops the workers.
     def stop(graceful = true)
+      # Before anything: stop's own reaping must not start a front again.
+      @nightmare_stopping = true
       if @nightmare_front&.alive?
-        @nightmare_stopping = true
-        @nightmare_front.shutdown(graceful, timeout)
+        # Long enough for the front's own drain (shutdown_timeout), at least.
+        wait = [timeout, (@nightmare ? @nightmare[:shutdown_timeout] : 0) + 5].max
+        @nightmare_front.shutdown(graceful, wait)
       end
       super
     end

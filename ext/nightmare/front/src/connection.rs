@@ -465,9 +465,9 @@ impl Connection {
             ));
         }
         match pumped {
-            Pump::Working { client_took } => {
+            Pump::Working { client_kept_up } => {
                 // send_timeout runs only while the client has bytes it isn't taking.
-                self.deadline = match (exchange.has_pending_response(), client_took, self.deadline) {
+                self.deadline = match (exchange.has_pending_response(), client_kept_up, self.deadline) {
                     (false, _, _) => None,
                     (true, false, Some(deadline)) => Some(deadline),
                     (true, _, _) => Some(ctx.now + ctx.shared.config.send_timeout),

@@ -92,8 +92,9 @@ pub struct ForwardedRequest {
 /// Where an exchange stands after being pumped.
 #[derive(Debug)]
 pub enum Pump {
-    /// Still going; `client_took` says whether the client took bytes.
-    Working { client_took: bool },
+    /// Still going; `client_kept_up` is false when the client is what holds
+    /// the response back (it took nothing, and the disk is not the reason).
+    Working { client_kept_up: bool },
     /// The whole response reached the client.
     Finished { keep_alive: bool },
     /// The worker's answer cannot be passed on. If the client has had none
@@ -218,7 +219,7 @@ impl Exchange {
         if self.worker_finished() && self.response.is_empty() {
             return Pump::Finished { keep_alive: self.framer.keep_alive() };
         }
-        Pump::Working { client_took }
+        Pump::Working { client_kept_up: client_took || self.response.waiting_for_disk() }
     }
 
     /// After the client went away: drop whatever the worker still writes,

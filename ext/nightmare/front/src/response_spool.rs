@@ -40,6 +40,12 @@ struct SpoolFile {
     unconfirmed: VecDeque<(u64, Arc<[u8]>)>,
 }
 
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        self.progress.cancel();
+    }
+}
+
 impl SpoolFile {
     fn forget_confirmed(&mut self) {
         let written = self.progress.written();
@@ -164,6 +170,14 @@ impl ResponseSpool {
             spool.sent = 0;
         }
         WriteOutcome::Wrote(sent as usize)
+    }
+
+    /// Bytes handed to the writer that the client cannot have yet: while
+    /// they are all that is left, any wait is the disk's, not the client's.
+    pub fn waiting_for_disk(&self) -> bool {
+        self.memory.is_empty()
+            && self.file.as_ref().is_some_and(|spool| spool.sent >= spool.progress.written().min(spool.queued))
+            && self.file_unsent() > 0
     }
 
     /// Bytes of the file not yet sent to the client (written or not).

@@ -18,6 +18,8 @@ use crate::dispatch::Waiter;
 pub struct WriteProgress {
     written: AtomicU64,
     failed: AtomicBool,
+    /// The spool is gone (its client left): its queued writes are skipped.
+    cancelled: AtomicBool,
     error: Mutex<Option<io::Error>>,
 }
 
@@ -38,6 +40,10 @@ impl WriteProgress {
     /// Starts over at offset 0 (the spool truncated a drained file).
     pub fn reset(&self) {
         self.written.store(0, Ordering::Release);
+    }
+
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
     }
 
     /// Records bytes written in place, without the writer thread.
@@ -91,7 +97,7 @@ fn run(queue: mpsc::Receiver<Job>, sink: impl WrittenSink) {
     for job in queue {
         // A spool already dropped (its client left) needs no more writes,
         // and after a failure the spool keeps the rest itself.
-        if Arc::strong_count(&job.progress) == 1 || job.progress.failed() {
+        if job.progress.cancelled.load(Ordering::Acquire) || job.progress.failed() {
             continue;
         }
         match job.file.write_all_at(&job.data, job.offset) {

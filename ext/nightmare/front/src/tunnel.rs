@@ -1,9 +1,10 @@
 //! A connection that switched protocols (a 101, e.g. a WebSocket served
 //! through rack.hijack): bytes pass both ways between client and worker,
-//! each way with back-pressure. A client's EOF becomes a write shutdown
-//! toward the worker; the tunnel ends when the worker has closed and its
-//! last bytes have reached the client. The worker is busy (it holds the
-//! hijacked socket) until it closes, and its slot is given back then.
+//! each way with back-pressure. An EOF from one side becomes a write
+//! shutdown toward the other. A worker that closed its socket entirely is
+//! free (its slot is given back at once) and the tunnel ends when its last
+//! bytes have reached the client; a worker that only shut down its writing
+//! still reads, so the tunnel then lasts until the client is done too.
 
 use std::net::Shutdown;
 
@@ -29,8 +30,12 @@ pub struct Tunnel {
     to_worker: RelayBuffer,
     to_client: ResponseSpool,
     client_done: bool,
+    /// The worker will send nothing more (EOF).
     worker_done: bool,
+    /// The worker closed its socket entirely: it reads nothing either.
+    worker_gone: bool,
     upstream_shut: bool,
+    client_shut: bool,
 }
 
 impl Tunnel {
@@ -55,12 +60,19 @@ impl Tunnel {
             to_client,
             client_done: false,
             worker_done: false,
+            worker_gone: false,
             upstream_shut: false,
+            client_shut: false,
         }
     }
 
     pub fn note_upstream_event(&mut self, event: &mio::event::Event) {
         self.upstream_ready.note(event);
+        // A UNIX socket whose peer closed reports a hang-up; one whose peer
+        // only shut down its writing reports a read hang-up alone.
+        if event.is_write_closed() {
+            self.worker_gone = true;
+        }
     }
 
     /// Moves what can move, both ways; `moved` says whether anything did.
@@ -68,7 +80,11 @@ impl Tunnel {
         let mut moved = false;
         loop {
             let Some(progress) = self.step(client, client_ready, scratch) else { return TunnelStep::Closed };
-            if self.worker_done && self.to_client.is_empty() {
+            if self.worker_gone && self.worker_done {
+                self.slot = None;
+            }
+            let worker_finished = self.worker_done && (self.worker_gone || self.client_done);
+            if worker_finished && self.to_client.is_empty() {
                 return TunnelStep::Closed;
             }
             moved |= progress;
@@ -81,7 +97,7 @@ impl Tunnel {
     /// One round in each direction; `None` when either side failed.
     fn step(&mut self, client: &mut ClientStream, client_ready: &mut Readiness, scratch: &mut [u8]) -> Option<bool> {
         let mut progress = false;
-        if !self.client_done && client_ready.readable && self.to_worker.room() > 0 {
+        if !self.client_done && !self.worker_gone && client_ready.readable && self.to_worker.room() > 0 {
             let room = self.to_worker.room().min(scratch.len());
             match read_some(client, &mut scratch[..room]) {
                 ReadOutcome::Data(n) => {
@@ -103,7 +119,15 @@ impl Tunnel {
                     progress = true;
                 }
                 WriteOutcome::WouldBlock => self.upstream_ready.writable = false,
-                WriteOutcome::Gone | WriteOutcome::Failed(_) => return None,
+                // The worker closed: what the client sends has nowhere to
+                // go, but what the worker wrote still goes to the client.
+                WriteOutcome::Gone => {
+                    self.worker_gone = true;
+                    self.client_done = true;
+                    self.to_worker = RelayBuffer::new(0);
+                    progress = true;
+                }
+                WriteOutcome::Failed(_) => return None,
             }
         }
         if self.client_done && self.to_worker.is_empty() && !self.upstream_shut {
@@ -118,13 +142,18 @@ impl Tunnel {
                     progress = true;
                 }
                 ReadOutcome::WouldBlock => self.upstream_ready.readable = false,
-                ReadOutcome::Eof => {
+                // A reset from a worker that closed with our bytes unread
+                // ends its output like an EOF; what it wrote still goes out.
+                ReadOutcome::Eof | ReadOutcome::Gone => {
                     self.worker_done = true;
-                    self.slot = None;
                     progress = true;
                 }
-                ReadOutcome::Gone | ReadOutcome::Failed(_) => return None,
+                ReadOutcome::Failed(_) => return None,
             }
+        }
+        if self.worker_done && self.to_client.is_empty() && !self.client_shut {
+            let _ = client.shutdown(Shutdown::Write);
+            self.client_shut = true;
         }
         if !self.to_client.is_empty() && client_ready.writable {
             match self.to_client.write_to(client) {
