@@ -3,7 +3,8 @@
 
 use std::cell::RefCell;
 use std::os::fd::{AsFd, IntoRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use magnus::{Error, ExceptionClass, RHash, RModule, Ruby, TryConvert, function, method, prelude::*};
@@ -165,7 +166,7 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
         config.shutdown_timeout = timeout;
     }
     if let Some(path) = convert::<String>(get("temp_path"))? {
-        config.temp_path = PathBuf::from(path);
+        config.temp_path = Arc::from(Path::new(&path));
     }
     if let Some(limit) = convert::<usize>(get("max_connections"))? {
         config.max_connections = limit;

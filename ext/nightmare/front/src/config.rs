@@ -1,7 +1,8 @@
 //! The front's settings, already validated by the Ruby configurator; the
 //! checks here only guard against values that would break the front itself.
 
-use std::path::PathBuf;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Limits on a request head, in the spirit of nginx's
@@ -42,7 +43,8 @@ pub struct FrontConfig {
     pub keepalive_requests: usize,
     /// How long a switched-protocols tunnel may carry nothing either way.
     pub tunnel_timeout: Duration,
-    pub temp_path: PathBuf,
+    /// Shared, since every spool names it.
+    pub temp_path: Arc<Path>,
     /// Open client connections across all threads; beyond it new clients wait
     /// in the listen backlog.
     pub max_connections: usize,
@@ -69,7 +71,7 @@ impl Default for FrontConfig {
             keepalive_timeout: Duration::from_secs(75),
             keepalive_requests: 1000,
             tunnel_timeout: Duration::from_secs(60),
-            temp_path: std::env::temp_dir(),
+            temp_path: Arc::from(std::env::temp_dir()),
             max_connections: 10_000,
             shutdown_timeout: Duration::from_secs(30),
             proxy_buffer_size: 32 * 1024,
@@ -130,7 +132,8 @@ mod tests {
 
     #[test]
     fn missing_temp_path_is_named() {
-        let config = FrontConfig { temp_path: "/nonexistent/nightmare".into(), ..FrontConfig::default() };
+        let config =
+            FrontConfig { temp_path: Arc::from(Path::new("/nonexistent/nightmare")), ..FrontConfig::default() };
         assert!(config.check().unwrap_err().contains("temp_path /nonexistent/nightmare"));
     }
 }

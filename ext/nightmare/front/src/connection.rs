@@ -157,10 +157,6 @@ impl Connection {
         self.id.serial
     }
 
-    pub fn client_mut(&mut self) -> &mut ClientStream {
-        &mut self.client
-    }
-
     pub fn on_client_event(&mut self, event: &mio::event::Event, ctx: &mut LoopContext) -> Verdict {
         self.client_ready.note(event);
         self.drive(ctx)
@@ -189,11 +185,6 @@ impl Connection {
                 Verdict::Keep
             }
         }
-    }
-
-    /// The spool writer has written more of this connection's response.
-    pub fn on_spool_written(&mut self, ctx: &mut LoopContext) -> Verdict {
-        self.drive(ctx)
     }
 
     /// Deadlines, retries and graceful stops, called every loop tick.
@@ -418,7 +409,13 @@ impl Connection {
         let forwarded =
             ForwardedRequest { head: head.upstream_head(body_length, &facts), body, terms, interim, leftover };
         let writer = (ctx.writer.clone(), self.id);
-        let exchange = Exchange::prepare(front_end, slot, forwarded, config, writer);
+        let mut exchange = Exchange::prepare(front_end, slot, forwarded, config, writer);
+        // Watched before any worker has its end: if watching fails, no
+        // worker runs a request whose client was told 503.
+        if let Err(error) = exchange.register(ctx.registry, upstream_token(self.id.slot)) {
+            ctx.shared.log.error(format!("cannot watch a worker socket: {error}"));
+            return self.reply_with(Rejection::new(503, "no socket for a worker"), true, ctx);
+        }
         let record = HandoffRecord { client_addr: self.peer.clone(), scheme: self.scheme, arrived_usec };
         self.send_handoff(Box::new(exchange), worker_end, record, ctx)
     }
@@ -427,7 +424,7 @@ impl Connection {
     /// channel is retried on the next tick.
     fn send_handoff(
         &mut self,
-        mut exchange: Box<Exchange>,
+        exchange: Box<Exchange>,
         worker_end: OwnedFd,
         record: HandoffRecord,
         ctx: &mut LoopContext,
@@ -443,16 +440,8 @@ impl Connection {
             }
         }
         drop(worker_end);
-        match exchange.register(ctx.registry, upstream_token(self.id.slot)) {
-            Ok(()) => {
-                ctx.shared.requests_handed_off.fetch_add(1, Ordering::Relaxed);
-                State::Exchanging(exchange)
-            }
-            Err(error) => {
-                ctx.shared.log.error(format!("cannot watch a worker socket: {error}"));
-                self.reply_with(Rejection::new(503, "no socket for a worker"), true, ctx)
-            }
-        }
+        ctx.shared.requests_handed_off.fetch_add(1, Ordering::Relaxed);
+        State::Exchanging(exchange)
     }
 
     fn exchange(&mut self, mut exchange: Box<Exchange>, ctx: &mut LoopContext) -> (State, Step) {

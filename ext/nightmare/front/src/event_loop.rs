@@ -117,18 +117,31 @@ impl EventLoop {
     }
 
     fn connection_event(&mut self, slot: usize, upstream: bool, event: &mio::event::Event, now: Instant) {
-        let (mut ctx, connections) = self.context(now);
         // Events are hints: one for a connection that just closed is dropped.
-        let Some(connection) = connections.get_mut(slot) else {
-            return;
-        };
-        let verdict = guarded(&mut ctx, |ctx| {
+        self.run_connection(slot, None, now, |connection, ctx| {
             if upstream { connection.on_upstream_event(event, ctx) } else { connection.on_client_event(event, ctx) }
         });
-        if verdict == Verdict::Close {
+    }
+
+    /// Runs `handler` on the connection in `slot` (if it is still the one
+    /// with `serial`, when given), closing it when the handler says so.
+    /// Returns false when there is no such connection.
+    fn run_connection(
+        &mut self,
+        slot: usize,
+        serial: Option<u64>,
+        now: Instant,
+        handler: impl FnOnce(&mut Connection, &mut LoopContext) -> Verdict,
+    ) -> bool {
+        let (mut ctx, connections) = self.context(now);
+        let Some(connection) = connections.get_mut(slot).filter(|c| serial.is_none_or(|s| c.serial() == s)) else {
+            return false;
+        };
+        if guarded(&mut ctx, |ctx| handler(connection, ctx)) == Verdict::Close {
             connections.remove(slot);
             self.resume_accepting(now);
         }
+        true
     }
 
     fn accept_clients(&mut self, listener_index: usize, now: Instant) {
@@ -190,26 +203,14 @@ impl EventLoop {
         let id = Waiter { loop_index: self.index, slot, serial: self.next_serial };
         let connection = Connection::new(id, client, peer, scheme, permit, deadline);
         self.connections.insert(connection);
-        let (mut ctx, connections) = self.context(now);
-        if let Some(connection) = connections.get_mut(slot)
-            && guarded(&mut ctx, |ctx| connection.drive(ctx)) == Verdict::Close
-        {
-            connections.remove(slot);
-        }
+        self.run_connection(slot, None, now, Connection::drive);
     }
 
     /// Connections whose temp file has more written: they may send it now.
     fn deliver_written(&mut self, now: Instant) {
         let written = self.shared.mailboxes.0[self.index].take_written();
         for owner in written {
-            let (mut ctx, connections) = self.context(now);
-            if let Some(connection) = connections.get_mut(owner.slot)
-                && connection.serial() == owner.serial
-                && guarded(&mut ctx, |ctx| connection.on_spool_written(ctx)) == Verdict::Close
-            {
-                connections.remove(owner.slot);
-                self.resume_accepting(now);
-            }
+            self.run_connection(owner.slot, Some(owner.serial), now, Connection::drive);
         }
     }
 
@@ -227,16 +228,9 @@ impl EventLoop {
 
     fn handle_grants(&mut self, grants: Vec<Waiter>, now: Instant) {
         for waiter in grants {
-            let (mut ctx, connections) = self.context(now);
-            match connections.get_mut(waiter.slot) {
-                Some(connection) if connection.serial() == waiter.serial => {
-                    if guarded(&mut ctx, |ctx| connection.on_grant(ctx)) == Verdict::Close {
-                        connections.remove(waiter.slot);
-                        self.resume_accepting(now);
-                    }
-                }
+            if !self.run_connection(waiter.slot, Some(waiter.serial), now, Connection::on_grant) {
                 // The waiter left before its turn came: pass the slot on.
-                _ => drop(self.shared.dispatcher.claim()),
+                drop(self.shared.dispatcher.claim());
             }
         }
     }

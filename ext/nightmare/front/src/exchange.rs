@@ -133,7 +133,7 @@ impl Exchange {
         let ForwardedRequest { head, body, terms, interim, leftover } = request;
         let mut response = ResponseSpool::new(
             config.proxy_buffer_size,
-            config.temp_path.clone(),
+            std::sync::Arc::clone(&config.temp_path),
             config.max_temp_file_size,
             Some(writer),
         );
@@ -149,7 +149,7 @@ impl Exchange {
             leftover,
         };
         // Nothing can fail yet: the worker's end is still open in this process.
-        let _ = exchange.send_request(&mut false);
+        let _ = exchange.send_request();
         exchange
     }
 
@@ -192,12 +192,11 @@ impl Exchange {
 
     /// Moves every byte that can move now, in both directions.
     pub fn pump(&mut self, client: &mut ClientStream, client_ready: &mut Readiness, scratch: &mut [u8]) -> Pump {
-        let mut progressed = false;
         let mut client_took = false;
-        if let Some(broken) = self.send_request(&mut progressed) {
+        if let Some(broken) = self.send_request() {
             return broken;
         }
-        if let Some(broken) = self.read_response(scratch, &mut progressed) {
+        if let Some(broken) = self.read_response(scratch) {
             return broken;
         }
         while !self.response.is_empty() && client_ready.writable {
@@ -212,7 +211,7 @@ impl Exchange {
                 WriteOutcome::Gone | WriteOutcome::Failed(_) => return Pump::ClientGone,
             }
             // Room was made: the worker may have more for us.
-            if let Some(broken) = self.read_response(scratch, &mut progressed) {
+            if let Some(broken) = self.read_response(scratch) {
                 return broken;
             }
         }
@@ -227,9 +226,7 @@ impl Exchange {
     pub fn discard(&mut self, scratch: &mut [u8]) -> bool {
         self.outbound = None;
         // Nobody will read it: the temp file goes now, not when the worker ends.
-        if !self.response.is_empty() {
-            self.response = ResponseSpool::new(0, Default::default(), 0, None);
-        }
+        self.response.discard_all();
         while let Some(upstream) = &mut self.upstream
             && self.upstream_ready.readable
         {
@@ -242,17 +239,14 @@ impl Exchange {
         self.worker_finished()
     }
 
-    fn send_request(&mut self, progressed: &mut bool) -> Option<Pump> {
+    fn send_request(&mut self) -> Option<Pump> {
         let (Some(outbound), Some(upstream)) = (&mut self.outbound, &mut self.upstream) else {
             return None;
         };
         if !self.upstream_ready.writable {
             return None;
         }
-        let before = (outbound.sent, outbound.file_sent);
-        let result = outbound.send(upstream);
-        *progressed |= before != (outbound.sent, outbound.file_sent);
-        match result {
+        match outbound.send(upstream) {
             // Dropping the outbound request also frees its temp file now.
             SendResult::Done | SendResult::WorkerGone => self.outbound = None,
             SendResult::Blocked => self.upstream_ready.writable = false,
@@ -261,12 +255,14 @@ impl Exchange {
         None
     }
 
-    fn read_response(&mut self, scratch: &mut [u8], progressed: &mut bool) -> Option<Pump> {
+    fn read_response(&mut self, scratch: &mut [u8]) -> Option<Pump> {
         while let Some(upstream) = &mut self.upstream
             && self.upstream_ready.readable
-            && self.response.room() > 0
         {
             let room = self.response.room().min(scratch.len());
+            if room == 0 {
+                break; // the worker waits for the client (or the disk)
+            }
             let framed = match read_some(upstream, &mut scratch[..room]) {
                 ReadOutcome::Data(n) => {
                     let framed = self.framer.feed(&scratch[..n], &mut self.response);
@@ -285,7 +281,6 @@ impl Exchange {
                 }
                 ReadOutcome::Failed(error) => return Some(self.broken(format!("reading the response: {error}"))),
             };
-            *progressed = true;
             if let Err(error) = framed {
                 return Some(self.broken(error.describe().to_owned()));
             }

@@ -16,7 +16,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::dispatch::Waiter;
@@ -61,7 +61,7 @@ pub struct ResponseSpool {
     file: Option<SpoolFile>,
     /// Bytes that came after the file's written part once the file failed.
     tail: RelayBuffer,
-    temp_path: PathBuf,
+    temp_path: Arc<Path>,
     /// Bytes the file may hold (nginx's proxy_max_temp_file_size); 0 means
     /// no file: the worker waits for the client instead.
     max_file: u64,
@@ -73,7 +73,7 @@ pub struct ResponseSpool {
 }
 
 impl ResponseSpool {
-    pub fn new(memory: usize, temp_path: PathBuf, max_file: u64, writer: Option<(SpoolWriter, Waiter)>) -> Self {
+    pub fn new(memory: usize, temp_path: Arc<Path>, max_file: u64, writer: Option<(SpoolWriter, Waiter)>) -> Self {
         ResponseSpool {
             memory: RelayBuffer::new(memory),
             file: None,
@@ -86,6 +86,14 @@ impl ResponseSpool {
         }
     }
 
+    /// Drops everything held (the client left): the temp file goes now.
+    pub fn discard_all(&mut self) {
+        self.memory = RelayBuffer::new(0);
+        self.tail = RelayBuffer::new(0);
+        self.file = None;
+        self.max_file = 0;
+    }
+
     /// This response is passed without a file (`X-Accel-Buffering: no`):
     /// the worker is read only as fast as the client reads.
     pub fn disable_file(&mut self) {
@@ -95,7 +103,7 @@ impl ResponseSpool {
     /// How many bytes may be read from the worker now; 0 means the worker
     /// must wait (for the client, or for the disk).
     pub fn room(&mut self) -> usize {
-        self.notice_failure();
+        self.catch_up_with_writer();
         if self.file_failed {
             return if self.file_unsent() > 0 { 0 } else { self.tail.room() };
         }
@@ -111,25 +119,26 @@ impl ResponseSpool {
     }
 
     pub fn is_empty(&mut self) -> bool {
-        self.notice_failure();
+        self.catch_up_with_writer();
         self.memory.is_empty() && self.file_unsent() == 0 && self.tail.is_empty()
     }
 
-    /// Bytes waiting in the file (for the tests and the logs).
-    pub fn file_bytes(&self) -> u64 {
+    /// Bytes waiting in the file.
+    #[cfg(test)]
+    fn file_bytes(&self) -> u64 {
         self.file_unsent()
     }
 
     /// The error that stopped the file being used, once.
     pub fn take_file_error(&mut self) -> Option<io::Error> {
-        self.notice_failure();
+        self.catch_up_with_writer();
         self.file_error.take()
     }
 
     /// Writes what the client takes now: memory, then the file as far as
     /// it is written, then the tail. `Wrote(0)` means waiting for the disk.
     pub fn write_to(&mut self, client: &mut ClientStream) -> WriteOutcome {
-        self.notice_failure();
+        self.catch_up_with_writer();
         if !self.memory.is_empty() {
             let outcome = write_some(client, self.memory.pending());
             if let WriteOutcome::Wrote(n) = outcome {
@@ -190,7 +199,7 @@ impl ResponseSpool {
     /// get), and the file takes nothing more. Runs wherever the spool is
     /// looked at: a slow reader may not drain the file for a long time, and
     /// its copies must not pile up meanwhile.
-    fn notice_failure(&mut self) {
+    fn catch_up_with_writer(&mut self) {
         let Some(spool) = &mut self.file else { return };
         if !self.file_failed {
             spool.forget_confirmed();
@@ -242,7 +251,7 @@ impl ResponseSink for ResponseSpool {
     /// in memory (beyond its budget by this once) and the file is not used
     /// again, so the worker simply waits for the client.
     fn push(&mut self, data: &[u8]) {
-        self.notice_failure();
+        self.catch_up_with_writer();
         if data.is_empty() {
             return;
         }
@@ -314,13 +323,13 @@ mod tests {
         let (tell, _heard) = mpsc::channel();
         let writer = SpoolWriter::start("test-writer".into(), Channel(Mutex::new(tell))).unwrap();
         let owner = Waiter { loop_index: 0, slot: 0, serial: 1 };
-        ResponseSpool::new(memory, dir.into(), 1 << 20, Some((writer, owner)))
+        ResponseSpool::new(memory, Arc::from(dir), 1 << 20, Some((writer, owner)))
     }
 
     #[test]
     fn overflow_goes_to_a_file_and_comes_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        for mut spool in [ResponseSpool::new(8, dir.path().into(), 1 << 20, None), threaded(dir.path(), 8)] {
+        for mut spool in [ResponseSpool::new(8, Arc::from(dir.path()), 1 << 20, None), threaded(dir.path(), 8)] {
             let mut expected = Vec::new();
             for i in 0..50u8 {
                 let piece = [i; 5];
@@ -339,7 +348,7 @@ mod tests {
     #[test]
     fn bytes_arriving_while_the_file_drains_stay_behind_it() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = ResponseSpool::new(4, dir.path().into(), 1 << 20, None);
+        let mut spool = ResponseSpool::new(4, Arc::from(dir.path()), 1 << 20, None);
         spool.push(b"abcd");
         spool.push(b"efgh");
         let (mut client, mut peer) = pair();
@@ -351,13 +360,13 @@ mod tests {
     #[test]
     fn file_limit_and_disabled_file_make_the_worker_wait() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = ResponseSpool::new(4, dir.path().into(), 10, None);
+        let mut spool = ResponseSpool::new(4, Arc::from(dir.path()), 10, None);
         assert_eq!(spool.room(), 14);
         spool.push(b"abcd");
         spool.push(&[b'x'; 10]);
         assert_eq!(spool.room(), 0, "max_temp_file_size reached");
 
-        let mut unbuffered = ResponseSpool::new(4, dir.path().into(), 10, None);
+        let mut unbuffered = ResponseSpool::new(4, Arc::from(dir.path()), 10, None);
         unbuffered.disable_file();
         assert_eq!(unbuffered.room(), 4);
         unbuffered.push(b"abcd");
@@ -366,7 +375,7 @@ mod tests {
 
     #[test]
     fn a_file_that_cannot_be_made_turns_into_back_pressure() {
-        let mut spool = ResponseSpool::new(4, "/nonexistent/nightmare".into(), 1 << 20, None);
+        let mut spool = ResponseSpool::new(4, Arc::from(Path::new("/nonexistent/nightmare")), 1 << 20, None);
         spool.push(b"abcd");
         spool.push(b"efgh");
         assert!(spool.take_file_error().is_some());

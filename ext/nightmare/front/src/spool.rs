@@ -4,7 +4,8 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Debug)]
 pub struct BodySpool {
@@ -12,7 +13,7 @@ pub struct BodySpool {
     file: Option<File>,
     length: u64,
     memory_limit: usize,
-    temp_path: PathBuf,
+    temp_path: Arc<Path>,
 }
 
 /// A finished body, ready to be sent to a worker.
@@ -42,7 +43,7 @@ impl SpooledBody {
 impl BodySpool {
     /// `expected` is the Content-Length when known: a body that will not fit
     /// in memory goes straight to a file instead of being copied there later.
-    pub fn new(memory_limit: usize, temp_path: &Path, expected: Option<u64>) -> Self {
+    pub fn new(memory_limit: usize, temp_path: &Arc<Path>, expected: Option<u64>) -> Self {
         let initial = match expected {
             Some(length) if length <= memory_limit as u64 => length as usize,
             _ => 0,
@@ -52,14 +53,20 @@ impl BodySpool {
             file: None,
             length: 0,
             memory_limit,
-            temp_path: temp_path.to_owned(),
+            temp_path: Arc::clone(temp_path),
         }
     }
 
     /// A spool that writes to `file` from the start; tests use it to reach
     /// a real ENOSPC (`/dev/full`).
     pub fn with_file(file: File) -> Self {
-        BodySpool { memory: Vec::new(), file: Some(file), length: 0, memory_limit: 0, temp_path: PathBuf::new() }
+        BodySpool {
+            memory: Vec::new(),
+            file: Some(file),
+            length: 0,
+            memory_limit: 0,
+            temp_path: Arc::from(Path::new("")),
+        }
     }
 
     pub fn len(&self) -> u64 {
@@ -70,7 +77,8 @@ impl BodySpool {
         self.length == 0
     }
 
-    pub fn is_on_disk(&self) -> bool {
+    #[cfg(test)]
+    fn is_on_disk(&self) -> bool {
         self.file.is_some()
     }
 
@@ -123,7 +131,7 @@ mod tests {
     #[test]
     fn small_body_stays_in_memory() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = BodySpool::new(16, dir.path(), None);
+        let mut spool = BodySpool::new(16, &Arc::from(dir.path()), None);
         spool.write(b"hello ").unwrap();
         spool.write(b"world").unwrap();
         assert!(!spool.is_on_disk());
@@ -133,7 +141,7 @@ mod tests {
     #[test]
     fn growing_body_moves_to_an_unlinked_file() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = BodySpool::new(16, dir.path(), None);
+        let mut spool = BodySpool::new(16, &Arc::from(dir.path()), None);
         let mut expected = Vec::new();
         for i in 0..100u8 {
             let piece = [i; 7];
@@ -149,10 +157,10 @@ mod tests {
     #[test]
     fn known_large_body_goes_straight_to_a_file() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = BodySpool::new(16, dir.path(), Some(1000));
+        let mut spool = BodySpool::new(16, &Arc::from(dir.path()), Some(1000));
         spool.write(&[1; 17]).unwrap();
         assert!(spool.is_on_disk());
-        let mut spool = BodySpool::new(16, dir.path(), Some(10));
+        let mut spool = BodySpool::new(16, &Arc::from(dir.path()), Some(10));
         spool.write(&[1; 10]).unwrap();
         assert!(!spool.is_on_disk());
     }
@@ -167,7 +175,7 @@ mod tests {
 
     #[test]
     fn missing_temp_path_is_an_error() {
-        let mut spool = BodySpool::new(4, Path::new("/nonexistent/nightmare"), None);
+        let mut spool = BodySpool::new(4, &Arc::from(Path::new("/nonexistent/nightmare")), None);
         assert!(spool.write(b"more than four").is_err());
     }
 }
