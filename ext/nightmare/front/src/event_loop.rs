@@ -69,6 +69,7 @@ impl EventLoop {
     }
 
     pub fn run(mut self) {
+        self.shared.mailboxes.0[self.index].claim_for_this_thread();
         let mut events = Events::with_capacity(1024);
         loop {
             if let Err(error) = self.poll.poll(&mut events, Some(TICK)) {
@@ -94,8 +95,10 @@ impl EventLoop {
                 self.last_tick = now;
                 self.tick(now);
             }
-            self.deliver_grants(now);
             self.deliver_written(now);
+            // Last before polling: grants this thread posted to itself came
+            // without a wakeup.
+            self.deliver_grants(now);
             if self.should_exit(now) {
                 break;
             }

@@ -2,6 +2,7 @@
 //! handoff channel, the log, and a mailbox per loop for work another thread
 //! hands it (a worker slot granted to one of its queued connections).
 
+use std::cell::Cell;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,13 @@ pub enum StopMode {
     Immediate,
 }
 
+thread_local! {
+    /// The mailbox whose loop runs on this thread, by address: a grant
+    /// posted there from its own thread is picked up before the loop next
+    /// polls, so it needs no wakeup (an eventfd write and a context switch).
+    static OWN_MAILBOX: Cell<*const Mailbox> = const { Cell::new(std::ptr::null()) };
+}
+
 pub struct Mailbox {
     grants: Mutex<Vec<Waiter>>,
     /// Connections whose spool writer finished a write.
@@ -32,6 +40,15 @@ pub struct Mailbox {
 impl Mailbox {
     pub fn new(waker: Waker) -> Self {
         Mailbox { grants: Mutex::new(Vec::new()), written: Mutex::new(Vec::new()), waker }
+    }
+
+    /// Called by the loop thread that drains this mailbox.
+    pub fn claim_for_this_thread(&self) {
+        OWN_MAILBOX.with(|own| own.set(self));
+    }
+
+    fn is_drained_by_this_thread(&self) -> bool {
+        OWN_MAILBOX.with(|own| std::ptr::eq(own.get(), self))
     }
 
     pub fn take_grants(&self) -> Vec<Waiter> {
@@ -55,7 +72,9 @@ impl GrantSink for Arc<Mailboxes> {
     fn deliver(&self, waiter: Waiter) {
         if let Some(mailbox) = self.0.get(waiter.loop_index) {
             mailbox.grants.lock().unwrap_or_else(|p| p.into_inner()).push(waiter);
-            mailbox.wake();
+            if !mailbox.is_drained_by_this_thread() {
+                mailbox.wake();
+            }
         }
     }
 }
@@ -147,5 +166,35 @@ impl ConnectionPermit {
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
         self.shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Events, Poll, Token};
+    use std::time::Duration;
+
+    fn woken(poll: &mut Poll) -> bool {
+        let mut events = Events::with_capacity(4);
+        poll.poll(&mut events, Some(Duration::ZERO)).expect("poll");
+        !events.is_empty()
+    }
+
+    #[test]
+    fn a_grant_from_the_loops_own_thread_skips_the_wakeup_and_others_wake_it() {
+        let mut poll = Poll::new().expect("poll");
+        let waker = Waker::new(poll.registry(), Token(0)).expect("waker");
+        let mailboxes = Arc::new(Mailboxes(vec![Mailbox::new(waker)]));
+        let waiter = |slot| Waiter { loop_index: 0, slot, serial: 1 };
+
+        mailboxes.0[0].claim_for_this_thread();
+        mailboxes.deliver(waiter(1));
+        assert!(!woken(&mut poll), "the loop's own grant must not wake it");
+
+        let from_elsewhere = Arc::clone(&mailboxes);
+        std::thread::spawn(move || from_elsewhere.deliver(waiter(2))).join().expect("thread");
+        assert!(woken(&mut poll), "another thread's grant must wake the loop");
+        assert_eq!(mailboxes.0[0].take_grants(), vec![waiter(1), waiter(2)]);
     }
 }
