@@ -36,9 +36,13 @@ module Bench
 
     private
 
+    # Servers start outside the project's bundle (`rake bench` may run
+    # under `bundle exec`, and puma is not in the Gemfile), as a user would
+    # start them.
     def spawn(*command, env: {}, log: "server.log")
-      pid = Process.spawn(env, *command, chdir: @dir, out: File.join(@dir, log), err: %i[child out],
-                                         pgroup: true)
+      base = defined?(Bundler) ? Bundler.unbundled_env : ENV.to_h
+      pid = Process.spawn(base.merge(env), *command, chdir: @dir, out: File.join(@dir, log), err: %i[child out],
+                                                     pgroup: true, unsetenv_others: true)
       @pids << pid
       pid
     end
