@@ -78,6 +78,22 @@ class SignalsTest < Minitest::Test
     assert_equal 200, waiting.value.status, "the queued request is served when a worker returns"
   end
 
+  def test_a_queued_request_whose_client_left_never_reaches_a_worker
+    Process.kill(:WINCH, @server.pid)
+    @server.wait_until("the front to know", 10) { @server.log.include?("nightmare front dispatching to 0 workers") }
+    gone = connect(@server.port)
+    gone.write("GET #{hold(0)} HTTP/1.1\r\nHost: t\r\n\r\n")
+    sleep 0.3 # queued in the front
+    gone.setsockopt(Socket::SOL_SOCKET, Socket::SO_LINGER, [1, 0].pack("ii")) # reset, not FIN
+    gone.close
+    sleep 0.3
+    waiting = Thread.new { get("/env", {}, timeout: 20) }
+    sleep 0.3
+    Process.kill(:TTIN, @server.pid)
+    assert_equal 200, waiting.value.status, "the request queued behind it is served"
+    assert_nil held_worker, "the departed client's request, first in the queue, was dropped"
+  end
+
   def test_term_stops_everything_at_once
     slow = Thread.new { get(hold(20), {}, timeout: 25) rescue :cut } # rubocop:disable Style/RescueModifier
     @server.wait_until("the request to reach a worker", 5) { held_worker }

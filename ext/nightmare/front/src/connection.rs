@@ -51,7 +51,6 @@ pub struct LoopContext<'a> {
     pub registry: &'a Registry,
     /// The loop's read buffer, shared by its connections in turn.
     pub scratch: &'a mut [u8],
-    pub loop_index: usize,
     pub now: Instant,
     /// Writes this loop's response temp files.
     pub writer: &'a SpoolWriter,
@@ -158,6 +157,13 @@ impl Connection {
     }
 
     pub fn on_client_event(&mut self, event: &mio::event::Event, ctx: &mut LoopContext) -> Verdict {
+        // A client that is gone while its request waits for a worker must
+        // not cost a worker later, nor hold its connection and temp file
+        // meanwhile. (A half-close alone may still want the answer.)
+        let gone = event.is_error() || (event.is_read_closed() && event.is_write_closed());
+        if gone && matches!(self.state, State::Queued(_) | State::HandoffPending(_)) {
+            return Verdict::Close;
+        }
         self.client_ready.note(event);
         self.drive(ctx)
     }

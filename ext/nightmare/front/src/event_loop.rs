@@ -112,7 +112,6 @@ impl EventLoop {
             shared: &self.shared,
             registry: self.poll.registry(),
             scratch: &mut self.scratch,
-            loop_index: self.index,
             now,
             writer: &self.writer,
         };

@@ -30,6 +30,8 @@ thread_local! {
     static OWN_MAILBOX: Cell<*const Mailbox> = const { Cell::new(std::ptr::null()) };
 }
 
+/// The loop takes each list whole, every turn: only the entry that makes a
+/// list non-empty needs to wake it, later ones are taken with it.
 pub struct Mailbox {
     grants: Mutex<Vec<Waiter>>,
     /// Connections whose spool writer finished a write.
@@ -71,8 +73,11 @@ pub struct Mailboxes(pub Vec<Mailbox>);
 impl GrantSink for Arc<Mailboxes> {
     fn deliver(&self, waiter: Waiter) {
         if let Some(mailbox) = self.0.get(waiter.loop_index) {
-            mailbox.grants.lock().unwrap_or_else(|p| p.into_inner()).push(waiter);
-            if !mailbox.is_drained_by_this_thread() {
+            let mut grants = mailbox.grants.lock().unwrap_or_else(|p| p.into_inner());
+            let was_empty = grants.is_empty();
+            grants.push(waiter);
+            drop(grants);
+            if was_empty && !mailbox.is_drained_by_this_thread() {
                 mailbox.wake();
             }
         }
@@ -83,12 +88,14 @@ impl WrittenSink for Arc<Mailboxes> {
     fn written(&self, owner: Waiter) {
         if let Some(mailbox) = self.0.get(owner.loop_index) {
             let mut written = mailbox.written.lock().unwrap_or_else(|p| p.into_inner());
-            // Many writes for one connection need one wakeup.
+            let was_empty = written.is_empty();
             if written.last() != Some(&owner) {
                 written.push(owner);
             }
             drop(written);
-            mailbox.wake();
+            if was_empty {
+                mailbox.wake();
+            }
         }
     }
 }
@@ -191,10 +198,11 @@ mod tests {
         mailboxes.0[0].claim_for_this_thread();
         mailboxes.deliver(waiter(1));
         assert!(!woken(&mut poll), "the loop's own grant must not wake it");
+        assert_eq!(mailboxes.0[0].take_grants(), vec![waiter(1)], "the loop drains it before polling");
 
         let from_elsewhere = Arc::clone(&mailboxes);
         std::thread::spawn(move || from_elsewhere.deliver(waiter(2))).join().expect("thread");
         assert!(woken(&mut poll), "another thread's grant must wake the loop");
-        assert_eq!(mailboxes.0[0].take_grants(), vec![waiter(1), waiter(2)]);
+        assert_eq!(mailboxes.0[0].take_grants(), vec![waiter(2)]);
     }
 }
