@@ -150,19 +150,6 @@ class SignalsTest < Minitest::Test
   private
 
   # A request that stays in the app for +seconds+, and says so.
-  def hold(seconds)
-    "/hold?seconds=#{seconds}&mark=#{mark_path}"
-  end
-
-  def mark_path = File.join(@server.dir, "held-by")
-
-  # The pid of the worker inside a /hold request, or nil.
-  def held_worker
-    File.exist?(mark_path) ? Integer(File.read(mark_path)) : nil
-  rescue ArgumentError
-    nil # being written
-  end
-
   def server_side_inode(client_port)
     line = File.readlines("/proc/net/tcp").find do |entry|
       fields = entry.split

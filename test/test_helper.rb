@@ -93,6 +93,9 @@ class UnicornServer
 
   def descendants_seen = @descendants&.uniq
 
+  # The master's private socket, where the front hands requests to workers.
+  def worker_socket = log[/workers take requests from the front on (\S+)/, 1]
+
   def front_pid = children.find { |child| LocalProcesses.cmdline(child).include?("nightmare front") }
   def worker_pids = children.select { |child| LocalProcesses.cmdline(child).include?("worker[") }
 
@@ -174,6 +177,20 @@ module HttpHelpers
     running = false
     client.join
     [served, failures]
+  end
+
+  # A request that keeps a worker busy for +seconds+, marking which one.
+  def hold(seconds, mark = mark_path)
+    "/hold?seconds=#{seconds}&mark=#{mark}"
+  end
+
+  def mark_path = File.join(@server.dir, "held-by")
+
+  # The pid of the worker inside a /hold request, or nil.
+  def held_worker(mark = mark_path)
+    File.exist?(mark) ? Integer(File.read(mark)) : nil
+  rescue ArgumentError
+    nil # being written
   end
 
   # The server closed +socket+ (an EOF arrives within a few seconds).

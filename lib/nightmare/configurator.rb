@@ -23,7 +23,7 @@ module Nightmare
     def commit!(server, options = {}) # :nodoc:
       if set[:nightmare] && set[:worker_exec] == true
         raise ArgumentError, "nightmare cannot run with worker_exec true: an exec'd worker " \
-                             "cannot inherit the front's channel; drop one of the two"
+                             "cannot inherit the master's private listener; drop one of the two"
       end
       super
     end

@@ -12,11 +12,12 @@ module Nightmare
 
     # +early_signals+ is the queue the master's signal handlers fill: a
     # signal that arrives between fork and #trap_signals lands there.
-    def initialize(logger:, options:, listeners:, channel:, control:, workers:, early_signals: [])
+    def initialize(logger:, options:, listeners:, worker_socket:, secret:, control:, workers:, early_signals: [])
       @logger = logger
       @options = options
       @listeners = listeners
-      @channel = channel
+      @worker_socket = worker_socket
+      @secret = secret
       @control = control
       @workers = workers
       @signals = []
@@ -27,8 +28,8 @@ module Nightmare
       trap_signals
       raise_descriptor_limit
       log_reader, log_writer = IO.pipe
-      @front = Nightmare::Native::Front.start(@options.to_native, @listeners.map(&:fileno),
-                                              @channel.fileno, log_writer.fileno, @workers)
+      @front = Nightmare::Native::Front.start(@options.to_native, @listeners.map(&:fileno), @worker_socket,
+                                              @secret, log_writer.fileno, @workers)
       log_writer.close
       @logger.info "nightmare front ready: #{@options[:threads]} threads on " \
                    "#{@listeners.map { |io| Unicorn::SocketHelper.sock_name(io) }.join(', ')}, " \

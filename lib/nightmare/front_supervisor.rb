@@ -1,14 +1,12 @@
 # frozen_string_literal: true
 
-require "socket"
-
 module Nightmare
-  # The master's side of the front: owns the handoff channel (one
-  # SOCK_SEQPACKET pair for the master's whole life, so workers keep their
-  # end across front restarts), forks the front, and looks after it the way
-  # the master looks after workers. A front whose settings changed (HUP) is
-  # replaced: the new one starts, then the old one finishes what it accepted.
-  # Lives in the master only.
+  # The master's side of the front: owns the workers' private listener (for
+  # the master's whole life, so workers keep it across front restarts),
+  # forks the front, and looks after it the way the master looks after
+  # workers. A front whose settings or listeners changed (HUP) is replaced:
+  # the new one starts, then the old one finishes what it accepted. Lives in
+  # the master only.
   class FrontSupervisor
     # A front that dies within QUICK_DEATH of starting is restarted after
     # RESPAWN_DELAY, so a front that cannot start does not fork in a tight
@@ -18,9 +16,11 @@ module Nightmare
 
     Front = Struct.new(:pid, :control, :options, :listeners, :started_at)
 
-    def initialize(logger)
+    # +owner+ is Unicorn's `user` setting, which the front switches to.
+    def initialize(logger, owner)
       @logger = logger
-      @front_end, @worker_end = Socket.pair(:UNIX, :SEQPACKET)
+      @private_listener = PrivateListener.new(owner)
+      @logger.info "nightmare: workers take requests from the front on #{@private_listener.path}"
       @current = nil
       @retiring = {}
       @not_before = 0.0
@@ -48,9 +48,9 @@ module Nightmare
     # is being waited out). The block runs in the new process before the
     # front starts: the master uses it to drop what only the master may hold.
     def maintain(options, listeners, workers, &in_child)
-      names = listeners.map { |io| Unicorn::SocketHelper.sock_name(io) }
+      identities = listeners.map { |io| identity(io) }
       retire("its settings changed") if @current && @current.options != options
-      retire("the listeners changed") if @current && @current.listeners != names
+      retire("the listeners changed") if @current && @current.listeners != identities
       return if running? || now < @not_before
 
       control_reader, control_writer = IO.pipe
@@ -60,7 +60,7 @@ module Nightmare
         control_reader.close
         control_writer.close unless pid
       end
-      @current = Front.new(pid, control_writer, options, names, now)
+      @current = Front.new(pid, control_writer, options, identities, now)
       @logger.info "nightmare front spawned pid=#{pid}"
     end
 
@@ -126,11 +126,15 @@ module Nightmare
       fronts.each { |front| signal(front.pid, name) }
     end
 
-    # In a new worker: the worker keeps only its end of the channel.
+    # In a new worker: it accepts the front's requests on the private listener.
     def acceptor_for_worker
-      @front_end.close
       fronts.each { |front| front.control.close }
-      HandoffAcceptor.new(@worker_end)
+      HandoffAcceptor.new(@private_listener.io, @private_listener.secret, @logger)
+    end
+
+    # When the master exits.
+    def remove_private_listener
+      @private_listener.remove
     end
 
     private
@@ -139,10 +143,12 @@ module Nightmare
     # master's code (nor run its at_exit hooks): exit! instead.
     def run_front(options, listeners, workers, control_reader, control_writer)
       control_writer.close
-      @worker_end.close
+      # The front reaches the workers by the socket's path, as a client.
+      @private_listener.io.close
       @retiring.each_value { |front| front.control.close }
       early_signals = yield || []
-      FrontProcess.new(logger: @logger, options: options, listeners: listeners, channel: @front_end,
+      FrontProcess.new(logger: @logger, options: options, listeners: listeners,
+                       worker_socket: @private_listener.path, secret: @private_listener.secret,
                        control: control_reader, workers: workers, early_signals: early_signals).run
     rescue Exception => e # rubocop:disable Lint/RescueException
       @logger.error "nightmare front could not start: #{e.message} (#{e.class})"
@@ -151,6 +157,14 @@ module Nightmare
 
     def fronts
       [@current, *@retiring.values].compact
+    end
+
+    # A listener Unicorn re-created under the same name (its UNIX socket
+    # file was deleted, then HUP) is a different socket: by name alone the
+    # front would go on accepting on the old one.
+    def identity(io)
+      stat = io.stat
+      [io.fileno, stat.dev, stat.ino]
     end
 
     def signal(pid, name)

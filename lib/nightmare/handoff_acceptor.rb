@@ -3,30 +3,41 @@
 require "kgio"
 
 module Nightmare
-  # Stands in a worker's list of listeners, as Unicorn::Worker does for its
-  # signal pipe: IO.select watches #to_io, and #kgio_tryaccept yields the
-  # next request the front buffered, as a Kgio::Socket whose kgio_addr (and
-  # so REMOTE_ADDR) is the real client's address.
+  # Stands in a worker's list of listeners in place of the public ones: the
+  # master's private listener, through which the front hands over buffered
+  # requests. #kgio_tryaccept answers as a listener does (a client, or nil
+  # when there is none), after reading the front's preamble, so that
+  # kgio_addr (and so REMOTE_ADDR) is the real client's address. Unicorn's
+  # process_client then reads the request as it would from nginx.
   class HandoffAcceptor
-    def initialize(channel)
-      @channel = channel
+    def initialize(listener, secret, logger)
+      @listener = listener
+      @preamble = Nightmare::Native::PreambleReader.new(secret)
+      @logger = logger
     end
 
     def to_io
-      @channel
+      @listener
     end
 
-    # nil when another worker took the request first.
+    # nil when another worker took the request first, or when the
+    # connection did not come from this master's front (it is dropped).
     def kgio_tryaccept
-      fd, client_addr, = Nightmare::Native.receive_handoff(@channel.fileno)
-      fd or return
-      client = Kgio::Socket.for_fd(fd)
-      client.kgio_addr = client_addr
+      client = @listener.kgio_tryaccept or return
+      client.kgio_addr = @preamble.read(client.fileno)
       client
+    rescue Nightmare::PreambleRefused => e
+      client.close
+      @logger.warn "nightmare: dropped a connection to the workers' private socket: #{e.message}"
+      nil
+    rescue Nightmare::Error => e
+      client.close
+      @logger.error "nightmare: #{e.message}"
+      nil
     end
 
     def close
-      @channel.close unless @channel.closed?
+      @listener.close unless @listener.closed?
     end
   end
 end

@@ -80,6 +80,7 @@ module Nightmare
         @nightmare_front.shutdown(graceful, wait)
       end
       super
+      @nightmare_front&.remove_private_listener
     end
 
     def nightmare_front_reaped?(status) # :nodoc:
@@ -88,11 +89,12 @@ module Nightmare
 
     private
 
-    # A worker takes requests from the front only: the public listeners it
-    # inherited are closed (ones its after_fork hook opened are kept), even
-    # while no front runs (one being restarted): the channel outlives fronts.
-    # With nightmare turned off by a reload, a worker serves the listeners
-    # again, and still takes what a front that is finishing up hands it.
+    # A worker takes requests from the front only, on the master's private
+    # listener: the public listeners it inherited are closed (ones its
+    # after_fork hook opened are kept), even while no front runs (one being
+    # restarted): the private listener outlives fronts. With nightmare
+    # turned off by a reload, a worker serves the public listeners again,
+    # and still takes what a front that is finishing up hands it.
     def init_worker_process(worker)
       return super unless @nightmare_front && (@nightmare || @nightmare_front.alive?)
 
@@ -111,7 +113,7 @@ module Nightmare
       return if @worker_data || @nightmare_stopping
 
       if @nightmare
-        @nightmare_front ||= Nightmare::FrontSupervisor.new(logger)
+        @nightmare_front ||= Nightmare::FrontSupervisor.new(logger, user)
         @nightmare_front.maintain(@nightmare, Unicorn::HttpServer::LISTENERS.dup, worker_processes) do
           nightmare_leave_master
         end

@@ -16,8 +16,9 @@ module Nightmare
 
     # name => [kind, default, minimum]
     SETTINGS = {
-      # Event loop threads in the front; one per core by default.
-      threads: [:count, -> { Etc.nprocessors }, 1],
+      # Event loop threads in the front: one per four cores by default, since
+      # the Ruby workers need the cores more (one measured fastest on two).
+      threads: [:count, -> { [Etc.nprocessors / 4, 1].max }, 1],
       # Whole request head, from the connection's first byte (408 after).
       client_header_timeout: [:time, 60],
       # Longest pause between two reads of a request body (408 after).
@@ -52,6 +53,14 @@ module Nightmare
       max_temp_file_size: [:size, "1024m", 0],
       # How long QUIT waits for requests in progress.
       shutdown_timeout: [:time, 30],
+      # Requests handed to the workers' accept queue per worker; the rest
+      # wait in the front, first come first served (HAProxy's maxconn).
+      in_flight_per_worker: [:count, 4, 1],
+      # Requests that may wait in the front for a worker; more get 503.
+      max_queued_requests: [:count, 1024, 1],
+      # How long a request may wait in the front for a worker; 503 after
+      # (HAProxy's timeout queue).
+      queue_timeout: [:time, 60],
     }.freeze
 
     attr_reader :values

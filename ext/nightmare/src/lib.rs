@@ -2,13 +2,14 @@
 //! front's Rust types; every decision lives in the `nightmare-front` crate.
 
 use std::cell::RefCell;
-use std::os::fd::{AsFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use magnus::{Error, ExceptionClass, RHash, RModule, Ruby, TryConvert, function, method, prelude::*};
-use nightmare_front::{Front, FrontConfig, descriptors, handoff};
+use magnus::{Error, ExceptionClass, RHash, RModule, RString, Ruby, TryConvert, function, method, prelude::*};
+use nightmare_front::proxy_header::{self, Secret};
+use nightmare_front::{Front, FrontConfig, descriptors};
 
 /// The front as Ruby holds it. Ruby 3.1 frees wrapped objects at exit in
 /// every process, forked children included, so the pid of the process that
@@ -39,22 +40,24 @@ impl RubyFront {
         ruby: &Ruby,
         options: RHash,
         listener_fds: Vec<RawFd>,
-        channel_fd: RawFd,
+        worker_socket: String,
+        secret: RString,
         log_fd: RawFd,
         workers: usize,
     ) -> Result<RubyFront, Error> {
         let config = front_config(ruby, options)?;
+        let secret = secret_from(ruby, secret)?;
         let listeners = listener_fds.into_iter().map(|fd| duplicate(ruby, fd)).collect::<Result<Vec<_>, _>>()?;
-        let channel = duplicate(ruby, channel_fd)?;
         let log = duplicate(ruby, log_fd)?;
         descriptors::set_nonblocking(log.as_fd()).map_err(|e| io_error(ruby, "log pipe", e))?;
-        let front = Front::start(config, listeners, channel, log, workers).map_err(|error| {
-            if error.kind() == std::io::ErrorKind::InvalidInput {
-                Error::new(ruby.exception_arg_error(), error.to_string())
-            } else {
-                io_error(ruby, "cannot start the front", error)
-            }
-        })?;
+        let front =
+            Front::start(config, listeners, Path::new(&worker_socket), secret, log, workers).map_err(|error| {
+                if error.kind() == std::io::ErrorKind::InvalidInput {
+                    Error::new(ruby.exception_arg_error(), error.to_string())
+                } else {
+                    io_error(ruby, "cannot start the front", error)
+                }
+            })?;
         Ok(RubyFront { front: RefCell::new(Some(front)), owner_pid: std::process::id() })
     }
 
@@ -96,7 +99,8 @@ impl RubyFront {
         let hash = ruby.hash_new();
         hash.aset(ruby.to_symbol("open_connections"), stats.open_connections)?;
         hash.aset(ruby.to_symbol("requests_handed_off"), stats.requests_handed_off)?;
-        hash.aset(ruby.to_symbol("workers"), stats.dispatch.limit)?;
+        hash.aset(ruby.to_symbol("workers"), stats.dispatch.workers)?;
+        hash.aset(ruby.to_symbol("in_flight_limit"), stats.dispatch.limit)?;
         hash.aset(ruby.to_symbol("in_flight"), stats.dispatch.in_flight)?;
         hash.aset(ruby.to_symbol("queued"), stats.dispatch.queued)?;
         hash.aset(ruby.to_symbol("log_lines_dropped"), stats.log_lines_dropped)?;
@@ -104,21 +108,40 @@ impl RubyFront {
     }
 }
 
-/// Takes one request from the handoff channel, in a worker:
-/// `[fd, client_addr, scheme, arrived_usec]`, or nil when another worker
-/// took it first. The caller owns the descriptor.
-fn receive_handoff(ruby: &Ruby, channel_fd: RawFd) -> Result<Option<(RawFd, String, &'static str, u64)>, Error> {
-    // SAFETY: the caller passes `IO#fileno` of the channel it holds, which
-    // raises for a closed IO, so the descriptor is open for this call. (No
-    // check here: this runs once per request in every worker.)
-    let channel = unsafe { std::os::fd::BorrowedFd::borrow_raw(channel_fd) };
-    match handoff::receive(channel) {
-        Ok(Some((socket, record))) => {
-            Ok(Some((socket.into_raw_fd(), record.client_addr, record.scheme.as_str(), record.arrived_usec)))
-        }
-        Ok(None) => Ok(None),
-        Err(error) => Err(io_error(ruby, "handoff channel", error)),
+/// Reads the preamble the front writes ahead of each request, in a worker.
+#[magnus::wrap(class = "Nightmare::Native::PreambleReader", free_immediately, size)]
+struct PreambleReader {
+    secret: Secret,
+}
+
+impl PreambleReader {
+    fn new(ruby: &Ruby, secret: RString) -> Result<PreambleReader, Error> {
+        Ok(PreambleReader { secret: secret_from(ruby, secret)? })
     }
+
+    /// The client's address as Unicorn reports it. Raises
+    /// Nightmare::PreambleRefused, saying why, for a connection that is not
+    /// a request from this master's front.
+    fn read(ruby: &Ruby, rb_self: &Self, fd: RawFd) -> Result<String, Error> {
+        // SAFETY: the caller passes `IO#fileno` of the socket it just
+        // accepted and holds, which is open for this call.
+        let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        match proxy_header::read(socket, &rb_self.secret, proxy_header::WORKER_PATIENCE) {
+            // Local is shown as what Unicorn reports for UNIX-socket clients.
+            Ok(Ok(client)) => Ok(client.to_string()),
+            Ok(Err(refusal)) => Err(Error::new(nightmare_class(ruby, "PreambleRefused"), refusal.describe())),
+            Err(error) => Err(io_error(ruby, "reading a request's preamble", error)),
+        }
+    }
+}
+
+fn secret_from(ruby: &Ruby, secret: RString) -> Result<Secret, Error> {
+    // SAFETY: the bytes are copied out before Ruby runs again.
+    let bytes = unsafe { secret.as_slice() };
+    bytes.try_into().map_err(|_| {
+        let message = format!("the front's secret must be {} bytes", proxy_header::SECRET_LEN);
+        Error::new(ruby.exception_arg_error(), message)
+    })
 }
 
 fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
@@ -177,6 +200,15 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     if let Some(size) = convert::<u64>(get("max_temp_file_size"))? {
         config.max_temp_file_size = size;
     }
+    if let Some(count) = convert::<usize>(get("in_flight_per_worker"))? {
+        config.in_flight_per_worker = count;
+    }
+    if let Some(count) = convert::<usize>(get("max_queued_requests"))? {
+        config.max_queued_requests = count;
+    }
+    if let Some(timeout) = seconds(convert::<f64>(get("queue_timeout"))?) {
+        config.queue_timeout = timeout;
+    }
     Ok(config)
 }
 
@@ -187,9 +219,13 @@ fn duplicate(ruby: &Ruby, fd: RawFd) -> Result<OwnedFd, Error> {
 }
 
 fn nightmare_error(ruby: &Ruby) -> ExceptionClass {
+    nightmare_class(ruby, "Error")
+}
+
+fn nightmare_class(ruby: &Ruby, name: &str) -> ExceptionClass {
     ruby.class_object()
         .const_get::<_, RModule>("Nightmare")
-        .and_then(|module| module.const_get::<_, ExceptionClass>("Error"))
+        .and_then(|module| module.const_get::<_, ExceptionClass>(name))
         .unwrap_or_else(|_| ruby.exception_runtime_error())
 }
 
@@ -201,9 +237,11 @@ fn io_error(ruby: &Ruby, context: &str, error: std::io::Error) -> Error {
 fn init(ruby: &Ruby) -> Result<(), Error> {
     let nightmare = ruby.define_module("Nightmare")?;
     let native = nightmare.define_module("Native")?;
-    native.define_module_function("receive_handoff", function!(receive_handoff, 1))?;
+    let reader = native.define_class("PreambleReader", ruby.class_object())?;
+    reader.define_singleton_method("new", function!(PreambleReader::new, 1))?;
+    reader.define_method("read", method!(PreambleReader::read, 1))?;
     let front = native.define_class("Front", ruby.class_object())?;
-    front.define_singleton_method("start", function!(RubyFront::start, 5))?;
+    front.define_singleton_method("start", function!(RubyFront::start, 6))?;
     front.define_method("worker_count=", method!(RubyFront::set_worker_count, 1))?;
     front.define_method("stop", method!(RubyFront::stop, 1))?;
     front.define_method("stopping?", method!(RubyFront::is_stopping, 0))?;

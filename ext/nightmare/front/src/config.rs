@@ -56,12 +56,20 @@ pub struct FrontConfig {
     /// Bytes of one response a temp file may hold before the worker is made
     /// to wait for the client (nginx's proxy_max_temp_file_size); 0: no file.
     pub max_temp_file_size: u64,
+    /// Requests handed to the workers' accept queue per worker before the
+    /// rest wait in the front (HAProxy's per-server maxconn).
+    pub in_flight_per_worker: usize,
+    /// Requests waiting in the front for a worker, at most; more get 503.
+    pub max_queued_requests: usize,
+    /// How long a request may wait in the front for a worker (HAProxy's
+    /// `timeout queue`); 503 after.
+    pub queue_timeout: Duration,
 }
 
 impl Default for FrontConfig {
     fn default() -> Self {
         FrontConfig {
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: default_threads(),
             head_limits: HeadLimits::default(),
             client_body_buffer_size: 16 * 1024,
             client_max_body_size: 1024 * 1024,
@@ -76,8 +84,18 @@ impl Default for FrontConfig {
             shutdown_timeout: Duration::from_secs(30),
             proxy_buffer_size: 32 * 1024,
             max_temp_file_size: 1024 * 1024 * 1024,
+            in_flight_per_worker: 4,
+            max_queued_requests: 1024,
+            queue_timeout: Duration::from_secs(60),
         }
     }
+}
+
+/// One loop thread per four cores: the front shares the machine with the
+/// Ruby workers, which need the cores more, and a second loop on a small
+/// box measured slower (its threads hand grants to each other).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get() / 4).max(1)
 }
 
 impl FrontConfig {
@@ -91,6 +109,7 @@ impl FrontConfig {
             ("max_connections", self.max_connections),
             ("proxy_buffer_size", self.proxy_buffer_size),
             ("keepalive_requests", self.keepalive_requests),
+            ("in_flight_per_worker", self.in_flight_per_worker),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(format!("{name} must be positive"));
@@ -104,6 +123,7 @@ impl FrontConfig {
             ("send_timeout", self.send_timeout),
             ("keepalive_timeout", self.keepalive_timeout),
             ("tunnel_timeout", self.tunnel_timeout),
+            ("queue_timeout", self.queue_timeout),
         ];
         if let Some((name, _)) = timeouts.iter().find(|(_, value)| value.is_zero()) {
             return Err(format!("{name} must be positive"));

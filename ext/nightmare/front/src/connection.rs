@@ -4,7 +4,6 @@
 //! consumes the old state and returns the next.
 
 use std::net::Shutdown;
-use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,8 +13,8 @@ use mio::{Registry, Token};
 use crate::dispatch::{Admission, Slot, Waiter};
 use crate::error_response::Rejection;
 use crate::exchange::{Exchange, ForwardedRequest, Pump};
-use crate::handoff::{self, HandoffRecord, Scheme};
-use crate::listener::ClientStream;
+use crate::listener::{ClientStream, Scheme};
+use crate::proxy_header::{self, ClientAddress};
 use crate::request_body::{BodyFeed, BodyPlan, BodyRead};
 use crate::request_head::{BodyFraming, ForwardingFacts, HeadReader, RequestHead};
 use crate::response::ClientTerms;
@@ -24,6 +23,7 @@ use crate::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, write_so
 use crate::spool::SpooledBody;
 use crate::spool_writer::SpoolWriter;
 use crate::tunnel::{Tunnel, TunnelStep};
+use crate::upstream::ConnectError;
 
 /// A canned reply must not keep a connection open for long.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,6 +33,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// it (nginx's lingering close).
 const LINGER_TOTAL: Duration = Duration::from_secs(10);
 const LINGER_IDLE: Duration = Duration::from_secs(2);
+/// What a 503 for overload (queue full, or waited too long) tells clients.
+const RETRY_AFTER_SECONDS: u32 = 5;
 
 /// Client sockets have even tokens, their worker sockets the odd one after.
 pub const FIRST_CONNECTION_TOKEN: usize = 1024;
@@ -80,14 +82,6 @@ struct BufferedRequest {
     leftover: Vec<u8>,
 }
 
-/// A prepared exchange whose socket could not be passed yet (channel full).
-#[derive(Debug)]
-struct PendingHandoff {
-    exchange: Box<Exchange>,
-    worker_end: OwnedFd,
-    record: HandoffRecord,
-}
-
 #[derive(Debug)]
 struct Reply {
     bytes: Vec<u8>,
@@ -99,10 +93,8 @@ struct Reply {
 enum State {
     ReadingHead(HeadReader),
     ReadingBody(Box<BodyRead>),
-    /// Complete, waiting for a worker to be free.
+    /// Complete, waiting in the front's queue for room with the workers.
     Queued(Box<BufferedRequest>),
-    /// A slot is ours but the channel was full; retried on the next tick.
-    HandoffPending(Box<PendingHandoff>),
     Exchanging(Box<Exchange>),
     /// The client left while its worker was busy: wait for the worker to
     /// finish so its slot is given back when it really is free.
@@ -121,7 +113,7 @@ pub struct Connection {
     id: Waiter,
     client: ClientStream,
     client_ready: Readiness,
-    peer: String,
+    peer: ClientAddress,
     scheme: Scheme,
     state: State,
     deadline: Option<Instant>,
@@ -133,7 +125,7 @@ impl Connection {
     pub fn new(
         id: Waiter,
         client: ClientStream,
-        peer: String,
+        peer: ClientAddress,
         scheme: Scheme,
         permit: ConnectionPermit,
         deadline: Instant,
@@ -161,7 +153,7 @@ impl Connection {
         // not cost a worker later, nor hold its connection and temp file
         // meanwhile. (A half-close alone may still want the answer.)
         let gone = event.is_error() || (event.is_read_closed() && event.is_write_closed());
-        if gone && matches!(self.state, State::Queued(_) | State::HandoffPending(_)) {
+        if gone && matches!(self.state, State::Queued(_)) {
             return Verdict::Close;
         }
         self.client_ready.note(event);
@@ -182,7 +174,7 @@ impl Connection {
         let slot = ctx.shared.dispatcher.claim();
         match std::mem::replace(&mut self.state, State::Closed) {
             State::Queued(request) => {
-                self.state = self.hand_off(*request, slot, ctx);
+                self.state = self.hand_off(request, slot, ctx);
                 self.drive(ctx)
             }
             other => {
@@ -193,15 +185,8 @@ impl Connection {
         }
     }
 
-    /// Deadlines, retries and graceful stops, called every loop tick.
+    /// Deadlines and graceful stops, called every loop tick.
     pub fn on_tick(&mut self, ctx: &mut LoopContext) -> Verdict {
-        if let State::HandoffPending(_) = self.state
-            && let State::HandoffPending(pending) = std::mem::replace(&mut self.state, State::Closed)
-        {
-            let PendingHandoff { exchange, worker_end, record } = *pending;
-            self.state = self.send_handoff(exchange, worker_end, record, ctx);
-            return self.drive(ctx);
-        }
         if self.is_idle() && ctx.shared.stop_mode() != StopMode::Running {
             return Verdict::Close;
         }
@@ -250,7 +235,7 @@ impl Connection {
             State::Tunneling(tunnel) => self.tunnel(tunnel, ctx),
             State::Replying(reply) => self.reply(reply, ctx),
             State::Lingering { until } => self.linger(until, ctx),
-            waiting @ (State::Queued(_) | State::HandoffPending(_) | State::Closed) => (waiting, Step::Wait),
+            waiting @ (State::Queued(_) | State::Closed) => (waiting, Step::Wait),
         }
     }
 
@@ -386,20 +371,51 @@ impl Connection {
         let arrived_usec = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
         let request = BufferedRequest { head, body, arrived_usec, interim, leftover };
         match ctx.shared.dispatcher.admit(self.id) {
-            Admission::Granted(slot) => self.hand_off(request, slot, ctx),
-            Admission::Queued => State::Queued(Box::new(request)),
+            Admission::Granted(slot) => self.hand_off(Box::new(request), slot, ctx),
+            Admission::Queued => self.queue(Box::new(request), ctx),
+            Admission::Full => {
+                let limit = ctx.shared.config.max_queued_requests;
+                ctx.shared.log.warn(format!(
+                    "request of client {} refused: {limit} requests already wait for a worker \
+                     (max_queued_requests); answered 503",
+                    self.peer
+                ));
+                let rejection = Rejection::new(503, "every worker is busy").retry_after(RETRY_AFTER_SECONDS);
+                self.reply_with(rejection, true, ctx)
+            }
         }
     }
 
-    fn hand_off(&mut self, request: BufferedRequest, slot: Slot, ctx: &mut LoopContext) -> State {
-        let (front_end, worker_end) = match handoff::request_socket_pair() {
-            Ok(pair) => pair,
-            Err(error) => {
-                ctx.shared.log.error(format!("cannot create a socket pair for a worker: {error}"));
-                return self.reply_with(Rejection::new(503, "no socket for a worker"), true, ctx);
+    fn queue(&mut self, request: Box<BufferedRequest>, ctx: &LoopContext) -> State {
+        self.deadline = Some(ctx.now + ctx.shared.config.queue_timeout);
+        State::Queued(request)
+    }
+
+    /// Connects to the workers and starts the exchange; a full accept queue
+    /// puts the request back at the head of the front's queue.
+    fn hand_off(&mut self, request: Box<BufferedRequest>, slot: Slot, ctx: &mut LoopContext) -> State {
+        let upstream = match ctx.shared.workers.connect() {
+            Ok(upstream) => upstream,
+            Err(ConnectError::Busy) => {
+                slot.requeue_at_head(self.id);
+                return self.queue(request, ctx);
+            }
+            Err(ConnectError::Absent(error)) => {
+                ctx.shared.log.error(format!(
+                    "no workers listen on {} ({error}): is the master gone? answered 503",
+                    ctx.shared.workers.path().display()
+                ));
+                return self.reply_with(Rejection::new(503, "no workers are running"), true, ctx);
+            }
+            Err(ConnectError::Failed(error)) => {
+                ctx.shared.log.error(format!(
+                    "cannot connect to the workers on {}: {error}; answered 503",
+                    ctx.shared.workers.path().display()
+                ));
+                return self.reply_with(Rejection::new(503, "the workers are unreachable"), true, ctx);
             }
         };
-        let BufferedRequest { head, body, arrived_usec, interim, leftover } = request;
+        let BufferedRequest { head, body, arrived_usec, interim, leftover } = *request;
         let config = &ctx.shared.config;
         let terms = ClientTerms {
             head_request: head.is_head_method(),
@@ -410,44 +426,22 @@ impl Connection {
             upgrade: head.upgrade.is_some(),
         };
         let body_length = (head.framing != BodyFraming::None).then(|| body.len());
-        let facts =
-            ForwardingFacts { client_addr: &self.peer, scheme: self.scheme.as_str(), request_start_usec: arrived_usec };
-        let forwarded =
-            ForwardedRequest { head: head.upstream_head(body_length, &facts), body, terms, interim, leftover };
+        let facts = ForwardingFacts { https: self.scheme == Scheme::Https, request_start_usec: arrived_usec };
+        let mut bytes = proxy_header::encode(&self.peer, &ctx.shared.workers.secret).to_vec();
+        head.write_upstream_head(&mut bytes, body_length, &facts);
+        let forwarded = ForwardedRequest { head: bytes, body, terms, interim, leftover };
         let writer = (ctx.writer.clone(), self.id);
-        let mut exchange = Exchange::prepare(front_end, slot, forwarded, config, writer);
-        // Watched before any worker has its end: if watching fails, no
-        // worker runs a request whose client was told 503.
-        if let Err(error) = exchange.register(ctx.registry, upstream_token(self.id.slot)) {
-            ctx.shared.log.error(format!("cannot watch a worker socket: {error}"));
-            return self.reply_with(Rejection::new(503, "no socket for a worker"), true, ctx);
-        }
-        let record = HandoffRecord { client_addr: self.peer.clone(), scheme: self.scheme, arrived_usec };
-        self.send_handoff(Box::new(exchange), worker_end, record, ctx)
-    }
-
-    /// Passes the worker's end of the pair through the channel; a full
-    /// channel is retried on the next tick.
-    fn send_handoff(
-        &mut self,
-        exchange: Box<Exchange>,
-        worker_end: OwnedFd,
-        record: HandoffRecord,
-        ctx: &mut LoopContext,
-    ) -> State {
-        match handoff::send(ctx.shared.channel.as_fd(), worker_end.as_fd(), &record) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                return State::HandoffPending(Box::new(PendingHandoff { exchange, worker_end, record }));
+        let watch = (ctx.registry, upstream_token(self.id.slot));
+        match Exchange::start(upstream, slot, forwarded, config, writer, watch) {
+            Ok(exchange) => {
+                ctx.shared.requests_handed_off.fetch_add(1, Ordering::Relaxed);
+                State::Exchanging(Box::new(exchange))
             }
             Err(error) => {
-                ctx.shared.log.error(format!("cannot pass a request to the workers: {error}"));
-                return self.reply_with(Rejection::new(503, "workers unreachable"), true, ctx);
+                ctx.shared.log.error(format!("cannot watch a connection to the workers: {error}"));
+                self.reply_with(Rejection::new(503, "no socket for a worker"), true, ctx)
             }
         }
-        drop(worker_end);
-        ctx.shared.requests_handed_off.fetch_add(1, Ordering::Relaxed);
-        State::Exchanging(exchange)
     }
 
     fn exchange(&mut self, mut exchange: Box<Exchange>, ctx: &mut LoopContext) -> (State, Step) {
@@ -618,6 +612,19 @@ impl Connection {
             // A worker still busy long after its client left: stop waiting,
             // which gives its slot back (the worker fails on its next write).
             State::Replying(_) | State::Lingering { .. } | State::Draining(_) => State::Closed,
+            State::Queued(_) => {
+                // Out of the queue before anything else: a grant already on
+                // its way finds the connection no longer queued and passes
+                // the slot on.
+                ctx.shared.dispatcher.cancel(self.id);
+                let limit = config.queue_timeout.as_secs_f64();
+                ctx.shared.log.warn(format!(
+                    "request of client {} waited queue_timeout ({limit}s) for a worker; answered 503",
+                    self.peer
+                ));
+                let rejection = Rejection::new(503, "no worker was free in time").retry_after(RETRY_AFTER_SECONDS);
+                self.reply_with(rejection, true, ctx)
+            }
             State::Tunneling(_) => {
                 let limit = config.tunnel_timeout.as_secs_f64();
                 ctx.shared

@@ -1,7 +1,8 @@
-//! Keeps at most one request in flight per worker and queues the rest,
-//! first come first served, across all loop threads. Knowing the queue is
-//! what lets the front say how long a request waited, and tell when every
-//! worker is busy.
+//! Caps the requests in flight to the workers at a few per worker and
+//! queues the rest, first come first served, across all loop threads. The
+//! cap keeps a worker's accept queue from running dry (each finds its next
+//! request already waiting) while the queue stays here, where the front
+//! knows how long a request waited and when every worker is busy.
 //!
 //! A slot is held by a `Slot` value and given back when it is dropped, so no
 //! path through a connection's life can leak one.
@@ -25,13 +26,24 @@ pub trait GrantSink: Send + Sync {
 
 #[derive(Debug, Default)]
 struct State {
-    limit: usize,
+    workers: usize,
     in_flight: usize,
     queue: VecDeque<Waiter>,
+    /// The workers' accept queue was found full: grant nothing more until a
+    /// request in flight ends and makes room.
+    held_back: bool,
+}
+
+/// How many requests may be in flight per worker, and queued in all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DispatchLimits {
+    pub per_worker: usize,
+    pub max_queued: usize,
 }
 
 pub struct Dispatcher {
     state: Mutex<State>,
+    limits: DispatchLimits,
     sink: Box<dyn GrantSink>,
 }
 
@@ -52,8 +64,23 @@ impl Drop for Slot {
     }
 }
 
+impl Slot {
+    /// The workers' accept queue was full: the waiter goes back to the head
+    /// of the queue, and its slot is held back (not granted to anyone) until
+    /// a request in flight ends.
+    pub fn requeue_at_head(self, waiter: Waiter) {
+        let dispatcher = Arc::clone(&self.dispatcher);
+        std::mem::forget(self);
+        let mut state = dispatcher.lock();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        state.queue.push_front(waiter);
+        state.held_back = true;
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DispatchStats {
+    pub workers: usize,
     pub limit: usize,
     pub in_flight: usize,
     pub queued: usize,
@@ -62,11 +89,17 @@ pub struct DispatchStats {
 pub enum Admission {
     Granted(Slot),
     Queued,
+    /// The queue is at its cap.
+    Full,
 }
 
 impl Dispatcher {
-    pub fn new(limit: usize, sink: Box<dyn GrantSink>) -> Arc<Self> {
-        Arc::new(Dispatcher { state: Mutex::new(State { limit, ..State::default() }), sink })
+    pub fn new(workers: usize, limits: DispatchLimits, sink: Box<dyn GrantSink>) -> Arc<Self> {
+        Arc::new(Dispatcher { state: Mutex::new(State { workers, ..State::default() }), limits, sink })
+    }
+
+    fn limit(&self, state: &State) -> usize {
+        state.workers.saturating_mul(self.limits.per_worker)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -79,9 +112,11 @@ impl Dispatcher {
     /// the waiter joins the queue and later gets a grant through the sink.
     pub fn admit(self: &Arc<Self>, waiter: Waiter) -> Admission {
         let mut state = self.lock();
-        if state.in_flight < state.limit && state.queue.is_empty() {
+        if state.in_flight < self.limit(&state) && state.queue.is_empty() && !state.held_back {
             state.in_flight += 1;
             Admission::Granted(Slot { dispatcher: Arc::clone(self) })
+        } else if state.queue.len() >= self.limits.max_queued {
+            Admission::Full
         } else {
             state.queue.push_back(waiter);
             Admission::Queued
@@ -106,18 +141,38 @@ impl Dispatcher {
         }
     }
 
-    pub fn set_limit(&self, limit: usize) {
+    pub fn set_worker_count(&self, workers: usize) {
         let granted = {
             let mut state = self.lock();
-            state.limit = limit;
-            Self::grant_free_slots(&mut state)
+            state.workers = workers;
+            self.grant_free_slots(&mut state)
+        };
+        granted.into_iter().for_each(|waiter| self.sink.deliver(waiter));
+    }
+
+    /// A full accept queue with nothing in flight has no release coming to
+    /// lift the hold (strangers filled it, or the workers were replaced):
+    /// the loops call this on their tick.
+    pub fn retry_if_stuck(&self) {
+        let granted = {
+            let mut state = self.lock();
+            if !state.held_back || state.in_flight > 0 {
+                return;
+            }
+            state.held_back = false;
+            self.grant_free_slots(&mut state)
         };
         granted.into_iter().for_each(|waiter| self.sink.deliver(waiter));
     }
 
     pub fn stats(&self) -> DispatchStats {
         let state = self.lock();
-        DispatchStats { limit: state.limit, in_flight: state.in_flight, queued: state.queue.len() }
+        DispatchStats {
+            workers: state.workers,
+            limit: self.limit(&state),
+            in_flight: state.in_flight,
+            queued: state.queue.len(),
+        }
     }
 
     fn release(&self) {
@@ -125,14 +180,16 @@ impl Dispatcher {
             let mut state = self.lock();
             debug_assert!(state.in_flight > 0, "a slot was released twice");
             state.in_flight = state.in_flight.saturating_sub(1);
-            Self::grant_free_slots(&mut state)
+            // A request ended, so the accept queue has room again.
+            state.held_back = false;
+            self.grant_free_slots(&mut state)
         };
         granted.into_iter().for_each(|waiter| self.sink.deliver(waiter));
     }
 
-    fn grant_free_slots(state: &mut State) -> Vec<Waiter> {
+    fn grant_free_slots(&self, state: &mut State) -> Vec<Waiter> {
         let mut granted = Vec::new();
-        while state.in_flight < state.limit {
+        while state.in_flight < self.limit(state) && !state.held_back {
             let Some(waiter) = state.queue.pop_front() else {
                 break;
             };
@@ -160,9 +217,13 @@ mod tests {
         Waiter { loop_index: 0, slot, serial: slot as u64 }
     }
 
-    fn setup(limit: usize) -> (Arc<Dispatcher>, Arc<Recorder>) {
+    fn setup(workers: usize) -> (Arc<Dispatcher>, Arc<Recorder>) {
+        setup_with(workers, DispatchLimits { per_worker: 1, max_queued: 100 })
+    }
+
+    fn setup_with(workers: usize, limits: DispatchLimits) -> (Arc<Dispatcher>, Arc<Recorder>) {
         let recorder = Arc::new(Recorder::default());
-        (Dispatcher::new(limit, Box::new(Arc::clone(&recorder))), recorder)
+        (Dispatcher::new(workers, limits, Box::new(Arc::clone(&recorder))), recorder)
     }
 
     #[test]
@@ -175,7 +236,7 @@ mod tests {
         for slot in 3..6 {
             assert!(matches!(dispatcher.admit(waiter(slot)), Admission::Queued));
         }
-        assert_eq!(dispatcher.stats(), DispatchStats { limit: 2, in_flight: 2, queued: 3 });
+        assert_eq!(dispatcher.stats(), DispatchStats { workers: 2, limit: 2, in_flight: 2, queued: 3 });
 
         drop(first);
         assert_eq!(*recorder.0.lock().unwrap(), vec![waiter(3)]);
@@ -189,7 +250,7 @@ mod tests {
         let (dispatcher, _recorder) = setup(1);
         let held = dispatcher.admit(waiter(1));
         assert!(matches!(dispatcher.admit(waiter(2)), Admission::Queued));
-        dispatcher.set_limit(1);
+        dispatcher.set_worker_count(1);
         drop(held); // grants waiter 2
         assert!(matches!(dispatcher.admit(waiter(3)), Admission::Queued));
     }
@@ -214,8 +275,44 @@ mod tests {
         for slot in 1..4 {
             assert!(matches!(dispatcher.admit(waiter(slot)), Admission::Queued));
         }
-        dispatcher.set_limit(2);
+        dispatcher.set_worker_count(2);
         assert_eq!(*recorder.0.lock().unwrap(), vec![waiter(1), waiter(2)]);
         assert_eq!(dispatcher.stats().queued, 1);
+    }
+
+    #[test]
+    fn the_cap_is_per_worker_and_a_full_queue_says_so() {
+        let (dispatcher, _recorder) = setup_with(2, DispatchLimits { per_worker: 3, max_queued: 2 });
+        let held: Vec<_> = (0..6).map(|slot| dispatcher.admit(waiter(slot))).collect();
+        assert!(held.iter().all(|admission| matches!(admission, Admission::Granted(_))));
+        assert!(matches!(dispatcher.admit(waiter(6)), Admission::Queued));
+        assert!(matches!(dispatcher.admit(waiter(7)), Admission::Queued));
+        assert!(matches!(dispatcher.admit(waiter(8)), Admission::Full));
+        assert_eq!(dispatcher.stats(), DispatchStats { workers: 2, limit: 6, in_flight: 6, queued: 2 });
+    }
+
+    #[test]
+    fn a_full_accept_queue_holds_grants_back_until_a_request_ends() {
+        let (dispatcher, recorder) = setup(2);
+        let Admission::Granted(first) = dispatcher.admit(waiter(1)) else { panic!("a free slot") };
+        let Admission::Granted(second) = dispatcher.admit(waiter(2)) else { panic!("a free slot") };
+        second.requeue_at_head(waiter(2));
+        assert!(matches!(dispatcher.admit(waiter(3)), Admission::Queued), "a slot is free but held back");
+        assert_eq!(dispatcher.stats().in_flight, 1);
+        dispatcher.retry_if_stuck();
+        assert!(recorder.0.lock().unwrap().is_empty(), "a release is still coming");
+
+        drop(first);
+        assert_eq!(*recorder.0.lock().unwrap(), vec![waiter(2), waiter(3)], "the requeued waiter goes first");
+    }
+
+    #[test]
+    fn a_hold_with_nothing_in_flight_is_lifted_by_the_tick() {
+        let (dispatcher, recorder) = setup(1);
+        let Admission::Granted(slot) = dispatcher.admit(waiter(1)) else { panic!("a free slot") };
+        slot.requeue_at_head(waiter(1));
+        assert!(recorder.0.lock().unwrap().is_empty());
+        dispatcher.retry_if_stuck();
+        assert_eq!(*recorder.0.lock().unwrap(), vec![waiter(1)]);
     }
 }

@@ -7,19 +7,26 @@
 pub struct Rejection {
     pub status: u16,
     pub reason: &'static str,
+    /// Seconds a client should wait before trying again (503s for overload).
+    pub retry_after: Option<u32>,
 }
 
 impl Rejection {
     pub const fn new(status: u16, reason: &'static str) -> Self {
-        Rejection { status, reason }
+        Rejection { status, reason, retry_after: None }
+    }
+
+    pub const fn retry_after(self, seconds: u32) -> Self {
+        Rejection { retry_after: Some(seconds), ..self }
     }
 
     /// A full response: the connection is always closed after it, because
     /// after a framing error nothing that follows on the socket can be trusted.
     pub fn to_response(self) -> Vec<u8> {
         let body = format!("{} {}: {}\n", self.status, reason_phrase(self.status), self.reason);
+        let retry = self.retry_after.map(|seconds| format!("Retry-After: {seconds}\r\n")).unwrap_or_default();
         format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+            "HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{retry}Connection: close\r\n\r\n{}",
             self.status,
             reason_phrase(self.status),
             body.len(),
@@ -67,6 +74,14 @@ mod tests {
         assert!(head.contains("Connection: close"));
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
         assert_eq!(body, "413 Content Too Large: body larger than client_max_body_size\n");
+    }
+
+    #[test]
+    fn overload_replies_say_when_to_come_back() {
+        let text = String::from_utf8(Rejection::new(503, "busy").retry_after(5).to_response()).unwrap();
+        assert!(text.contains("\r\nRetry-After: 5\r\n"), "{text}");
+        let plain = String::from_utf8(Rejection::new(503, "busy").to_response()).unwrap();
+        assert!(!plain.contains("Retry-After"));
     }
 
     #[test]

@@ -11,8 +11,8 @@ use slab::Slab;
 
 use crate::connection::{Connection, FIRST_CONNECTION_TOKEN, LoopContext, Verdict, client_token};
 use crate::dispatch::Waiter;
-use crate::handoff::Scheme;
-use crate::listener::Listener;
+use crate::listener::{Listener, Scheme};
+use crate::proxy_header::ClientAddress;
 use crate::shared::{ConnectionPermit, Shared, StopMode};
 use crate::spool_writer::SpoolWriter;
 
@@ -189,7 +189,7 @@ impl EventLoop {
     fn add_connection(
         &mut self,
         mut client: crate::listener::ClientStream,
-        peer: String,
+        peer: ClientAddress,
         scheme: Scheme,
         permit: ConnectionPermit,
         now: Instant,
@@ -238,6 +238,7 @@ impl EventLoop {
     }
 
     fn tick(&mut self, now: Instant) {
+        self.shared.dispatcher.retry_if_stuck();
         let (mut ctx, connections) = self.context(now);
         connections.retain(|_, connection| guarded(&mut ctx, |ctx| connection.on_tick(ctx)) == Verdict::Keep);
         self.resume_accepting(now);

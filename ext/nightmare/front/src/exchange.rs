@@ -1,10 +1,10 @@
-//! One request's time with a worker: the buffered request goes out over the
-//! per-request socket pair, the response comes back as fast as the worker
-//! writes it and is framed for the client, and the worker's slot is given
-//! back the moment it closes its end.
+//! One request's time with a worker: the buffered request goes out over a
+//! fresh connection to the workers' private listener, the response comes
+//! back as fast as the worker writes it and is framed for the client, and
+//! the worker's slot is given back the moment its last byte has arrived.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 
 use mio::net::UnixStream;
 use mio::{Interest, Registry, Token};
@@ -23,7 +23,8 @@ use crate::tunnel::Tunnel;
 /// The request as the worker will read it.
 #[derive(Debug)]
 struct Outbound {
-    /// The head, followed by the body when the body is in memory.
+    /// The preamble and the head, followed by the body when the body is in
+    /// memory: one write for most requests.
     bytes: Vec<u8>,
     sent: usize,
     file: Option<(std::fs::File, u64)>,
@@ -79,7 +80,7 @@ impl Outbound {
 /// A request ready for its worker, and what the client side still needs.
 #[derive(Debug)]
 pub struct ForwardedRequest {
-    /// The head as the worker reads it.
+    /// The preamble and the head, as the worker reads them.
     pub head: Vec<u8>,
     pub body: SpooledBody,
     pub terms: ClientTerms,
@@ -120,16 +121,23 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// Sets up the exchange on a fresh pair and writes as much of the
-    /// request as the socket takes before the worker is told about it, so
-    /// the worker finds its request waiting instead of waiting for it.
-    pub fn prepare(
-        front_end: OwnedFd,
+    /// Starts the exchange on a fresh connection to the workers: watches it
+    /// for the response, then writes as much of the request as it takes
+    /// (usually all of it), so a worker finds its request waiting. Writes
+    /// are watched for only when the request did not fit: a worker taking
+    /// it would otherwise wake the loop for nothing.
+    pub fn start(
+        mut upstream: UnixStream,
         slot: Slot,
         request: ForwardedRequest,
         config: &FrontConfig,
         writer: (SpoolWriter, Waiter),
-    ) -> Exchange {
+        watch: (&Registry, Token),
+    ) -> io::Result<Exchange> {
+        let (registry, token) = watch;
+        // Watched before anything is written: if watching fails, no worker
+        // runs a request whose client is told 503.
+        registry.register(&mut upstream, token, Interest::READABLE)?;
         let ForwardedRequest { head, body, terms, interim, leftover } = request;
         let mut response = ResponseSpool::new(
             config.proxy_buffer_size,
@@ -139,7 +147,7 @@ impl Exchange {
         );
         response.push(interim);
         let mut exchange = Exchange {
-            upstream: Some(UnixStream::from_std(std::os::unix::net::UnixStream::from(front_end))),
+            upstream: Some(upstream),
             upstream_ready: Readiness { readable: false, writable: true },
             slot: Some(slot),
             outbound: Some(Outbound::new(head, body)),
@@ -148,17 +156,14 @@ impl Exchange {
             to_client: 0,
             leftover,
         };
-        // Nothing can fail yet: the worker's end is still open in this process.
+        // A failure shows again, and is handled, when the exchange is pumped.
         let _ = exchange.send_request();
-        exchange
-    }
-
-    /// Starts watching the worker's socket, once the worker has its end.
-    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        match &mut self.upstream {
-            Some(upstream) => registry.register(upstream, token, Interest::READABLE | Interest::WRITABLE),
-            None => Ok(()),
+        if exchange.outbound.is_some()
+            && let Some(upstream) = &mut exchange.upstream
+        {
+            registry.reregister(upstream, token, Interest::READABLE | Interest::WRITABLE)?;
         }
+        Ok(exchange)
     }
 
     pub fn note_upstream_event(&mut self, event: &mio::event::Event) {

@@ -1,7 +1,8 @@
 //! The Nightmare! front: accepts every client on Unicorn's listeners,
-//! buffers each request whole, hands it to an idle worker over a socket pair
-//! passed through a SOCK_SEQPACKET channel, and relays the response back.
-//! This crate knows nothing of Ruby; the gem's glue drives it through `Front`.
+//! buffers each request whole, hands it to the workers by connecting to
+//! their private listener (a PROXY protocol preamble, then the request), and
+//! relays the response back. This crate knows nothing of Ruby; the gem's
+//! glue drives it through `Front`.
 
 pub mod chunked;
 pub mod config;
@@ -11,9 +12,9 @@ pub mod dispatch;
 pub mod error_response;
 pub mod event_loop;
 pub mod exchange;
-pub mod handoff;
 pub mod listener;
 pub mod log;
+pub mod proxy_header;
 pub mod relay;
 pub mod request_body;
 pub mod request_head;
@@ -26,9 +27,11 @@ pub mod spool_writer;
 #[cfg(test)]
 mod test_support;
 pub mod tunnel;
+pub mod upstream;
 
 use std::io;
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -40,7 +43,9 @@ pub use dispatch::DispatchStats;
 use event_loop::{EventLoop, WAKER};
 use listener::Listener;
 use log::Log;
+use proxy_header::Secret;
 use shared::{Mailbox, Mailboxes, Shared, StopMode};
+use upstream::WorkerListener;
 
 /// A running front: its loop threads and what they share.
 pub struct Front {
@@ -58,12 +63,14 @@ pub struct FrontStats {
 
 impl Front {
     /// Starts `config.threads` event loops accepting on `listeners`, handing
-    /// requests to `workers` workers through `channel`, logging into `log`
-    /// (the non-blocking write end of a pipe).
+    /// requests to `workers` workers listening on `worker_socket` (each
+    /// preamble carries `secret`), logging into `log` (the non-blocking
+    /// write end of a pipe).
     pub fn start(
         config: FrontConfig,
         listeners: Vec<OwnedFd>,
-        channel: OwnedFd,
+        worker_socket: &Path,
+        secret: Secret,
         log: OwnedFd,
         workers: usize,
     ) -> io::Result<Front> {
@@ -72,12 +79,14 @@ impl Front {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listeners to accept on"));
         }
         let listeners = listeners.into_iter().map(Listener::from_inherited).collect::<io::Result<Vec<_>>>()?;
+        let worker_listener = WorkerListener::new(worker_socket, secret)?;
         let polls = (0..config.threads).map(|_| Poll::new()).collect::<io::Result<Vec<_>>>()?;
         let mailboxes = polls
             .iter()
             .map(|poll| Waker::new(poll.registry(), WAKER).map(Mailbox::new))
             .collect::<io::Result<Vec<_>>>()?;
-        let shared = Arc::new(Shared::new(config, workers, channel, Log::new(log), Arc::new(Mailboxes(mailboxes))));
+        let mailboxes = Arc::new(Mailboxes(mailboxes));
+        let shared = Arc::new(Shared::new(config, workers, worker_listener, Log::new(log), mailboxes));
 
         let mut threads = Vec::with_capacity(polls.len());
         for (index, poll) in polls.into_iter().enumerate() {
@@ -100,9 +109,9 @@ impl Front {
         Ok(Front { shared, threads })
     }
 
-    /// Workers now running; in flight requests never exceed it.
+    /// Workers now running; requests in flight follow it.
     pub fn set_worker_count(&self, workers: usize) {
-        self.shared.dispatcher.set_limit(workers);
+        self.shared.dispatcher.set_worker_count(workers);
     }
 
     pub fn stop(&self, graceful: bool) {

@@ -2,12 +2,30 @@
 //! TCP or UNIX), and the client connections they yield.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
+
+use crate::proxy_header::ClientAddress;
+
+/// What a listener's clients speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
 
 #[derive(Debug)]
 pub enum Listener {
@@ -42,7 +60,7 @@ impl Listener {
     }
 
     /// The next client and its address as the worker will see it.
-    pub fn accept(&self) -> io::Result<(ClientStream, String)> {
+    pub fn accept(&self) -> io::Result<(ClientStream, ClientAddress)> {
         match self {
             Listener::Tcp(listener) => {
                 let (stream, peer) = listener.accept()?;
@@ -50,10 +68,11 @@ impl Listener {
                 // would hold back the tail of each one. Failing that is no
                 // reason to drop the client.
                 let _ = stream.set_nodelay(true);
-                Ok((ClientStream::Tcp(stream), peer.ip().to_canonical().to_string()))
+                // An IPv4 client of a dual-stack listener is reported as IPv4.
+                let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+                Ok((ClientStream::Tcp(stream), ClientAddress::Ip(peer)))
             }
-            // Unicorn reports 127.0.0.1 for UNIX socket clients; so do we.
-            Listener::Unix(listener) => Ok((ClientStream::Unix(listener.accept()?.0), "127.0.0.1".into())),
+            Listener::Unix(listener) => Ok((ClientStream::Unix(listener.accept()?.0), ClientAddress::Local)),
         }
     }
 
@@ -219,6 +238,6 @@ mod tests {
         assert_eq!(listener.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock);
         let _client = std::net::TcpStream::connect(address).unwrap();
         let (_, peer) = listener.accept().unwrap();
-        assert_eq!(peer, "127.0.0.1");
+        assert_eq!(peer.to_string(), "127.0.0.1");
     }
 }

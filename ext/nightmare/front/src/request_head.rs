@@ -43,10 +43,11 @@ pub struct RequestHead {
     pub upgrade: Option<Vec<u8>>,
 }
 
-/// What the front vouches for when it passes a request on.
-pub struct ForwardingFacts<'a> {
-    pub client_addr: &'a str,
-    pub scheme: &'a str,
+/// What the front vouches for when it passes a request on. The client's
+/// address travels in the preamble, not in a header.
+pub struct ForwardingFacts {
+    pub https: bool,
+    /// When the request was complete in the front, in microseconds since the epoch.
     pub request_start_usec: u64,
 }
 
@@ -59,11 +60,15 @@ impl RequestHead {
         self.forwarded_headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
     }
 
-    /// The head the worker reads: always `Connection: close` (Unicorn answers
-    /// one request per connection), a Content-Length in place of chunked
-    /// framing, and forwarding headers the client could not have forged.
-    pub fn upstream_head(&self, body_length: Option<u64>, facts: &ForwardingFacts) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + self.forwarded_headers.len() * 48);
+    /// Appends the head the worker reads to `out`: always `Connection:
+    /// close` (Unicorn answers one request per connection), a Content-Length
+    /// in place of chunked framing, and only the forwarding headers the
+    /// application reads (X-Request-Start, X-Forwarded-Proto for HTTPS),
+    /// which the client could not have forged. Every byte counts against
+    /// Unicorn's own head limit.
+    pub fn write_upstream_head(&self, out: &mut Vec<u8>, body_length: Option<u64>, facts: &ForwardingFacts) {
+        use std::io::Write;
+        out.reserve(256 + self.forwarded_headers.len() * 48);
         out.extend_from_slice(self.method.as_bytes());
         out.push(b' ');
         out.extend_from_slice(self.target.as_bytes());
@@ -76,16 +81,14 @@ impl RequestHead {
             out.extend_from_slice(value);
             out.extend_from_slice(b"\r\n");
         }
+        // Writing into a Vec cannot fail.
         if let Some(length) = body_length {
-            out.extend_from_slice(format!("Content-Length: {length}\r\n").as_bytes());
+            let _ = write!(out, "Content-Length: {length}\r\n");
         }
-        out.extend_from_slice(
-            format!(
-                "X-Forwarded-For: {}\r\nX-Forwarded-Proto: {}\r\nX-Request-Start: t={}\r\n",
-                facts.client_addr, facts.scheme, facts.request_start_usec
-            )
-            .as_bytes(),
-        );
+        if facts.https {
+            out.extend_from_slice(b"X-Forwarded-Proto: https\r\n");
+        }
+        let _ = write!(out, "X-Request-Start: t={}\r\n", facts.request_start_usec);
         match &self.upgrade {
             // The worker may switch protocols (rack.hijack); the front then
             // tunnels the connection.
@@ -96,7 +99,6 @@ impl RequestHead {
             }
             None => out.extend_from_slice(b"Connection: close\r\n\r\n"),
         }
-        out
     }
 }
 
@@ -607,8 +609,9 @@ mod tests {
         let head =
             head_of(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n");
         assert_eq!(head.upgrade.as_deref(), Some(&b"websocket"[..]));
-        let facts = ForwardingFacts { client_addr: "1.2.3.4", scheme: "http", request_start_usec: 1 };
-        let text = String::from_utf8(head.upstream_head(None, &facts)).unwrap();
+        let mut out = Vec::new();
+        head.write_upstream_head(&mut out, None, &ForwardingFacts { https: false, request_start_usec: 1 });
+        let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with("Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n"), "{text}");
         let plain = head_of(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n");
         assert_eq!(plain.upgrade, None, "Upgrade without Connection: upgrade asks for nothing");
@@ -628,16 +631,24 @@ mod tests {
     fn upstream_head_replaces_what_the_client_may_not_say() {
         let head = head_of(
             b"POST /u HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\nX_Forwarded_For: 6.6.6.6\r\n\
-              X-Forwarded-Proto: https\r\nForwarded: for=6.6.6.6\r\nTransfer-Encoding: chunked\r\n\
-              Connection: keep-alive\r\nCookie: a=b\r\n\r\n",
+              X-Forwarded-Proto: https\r\nForwarded: for=6.6.6.6\r\n\
+              X-Request-Start: t=1\r\nConnection: keep-alive\r\nCookie: a=b\r\n\r\n",
         );
-        let facts = ForwardingFacts { client_addr: "10.0.0.7", scheme: "http", request_start_usec: 42 };
-        let text = String::from_utf8(head.upstream_head(Some(11), &facts)).unwrap();
+        let mut out = b"preamble".to_vec();
+        head.write_upstream_head(&mut out, Some(11), &ForwardingFacts { https: false, request_start_usec: 42 });
         assert_eq!(
-            text,
-            "POST /u HTTP/1.1\r\nHost: x\r\nCookie: a=b\r\nContent-Length: 11\r\n\
-             X-Forwarded-For: 10.0.0.7\r\nX-Forwarded-Proto: http\r\nX-Request-Start: t=42\r\n\
-             Connection: close\r\n\r\n"
+            String::from_utf8(out).unwrap(),
+            "preamblePOST /u HTTP/1.1\r\nHost: x\r\nCookie: a=b\r\nContent-Length: 11\r\n\
+             X-Request-Start: t=42\r\nConnection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn https_requests_say_so_to_the_worker() {
+        let head = head_of(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut out = Vec::new();
+        head.write_upstream_head(&mut out, None, &ForwardingFacts { https: true, request_start_usec: 7 });
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\r\nX-Forwarded-Proto: https\r\n"), "{text}");
     }
 }

@@ -1,18 +1,19 @@
 //! What every loop thread of one front shares: settings, the dispatcher, the
-//! handoff channel, the log, and a mailbox per loop for work another thread
-//! hands it (a worker slot granted to one of its queued connections).
+//! workers' private listener, the log, and a mailbox per loop for work
+//! another thread hands it (a worker slot granted to one of its queued
+//! connections).
 
 use std::cell::Cell;
-use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mio::Waker;
 
 use crate::config::FrontConfig;
-use crate::dispatch::{Dispatcher, GrantSink, Waiter};
+use crate::dispatch::{DispatchLimits, Dispatcher, GrantSink, Waiter};
 use crate::log::Log;
 use crate::spool_writer::WrittenSink;
+use crate::upstream::WorkerListener;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopMode {
@@ -103,8 +104,7 @@ impl WrittenSink for Arc<Mailboxes> {
 pub struct Shared {
     pub config: FrontConfig,
     pub dispatcher: Arc<Dispatcher>,
-    /// The front's end of the SOCK_SEQPACKET channel to the workers.
-    pub channel: OwnedFd,
+    pub workers: WorkerListener,
     pub log: Log,
     pub mailboxes: Arc<Mailboxes>,
     pub open_connections: AtomicUsize,
@@ -113,12 +113,19 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: FrontConfig, workers: usize, channel: OwnedFd, log: Log, mailboxes: Arc<Mailboxes>) -> Self {
-        let dispatcher = Dispatcher::new(workers, Box::new(Arc::clone(&mailboxes)));
+    pub fn new(
+        config: FrontConfig,
+        worker_count: usize,
+        workers: WorkerListener,
+        log: Log,
+        mailboxes: Arc<Mailboxes>,
+    ) -> Self {
+        let limits = DispatchLimits { per_worker: config.in_flight_per_worker, max_queued: config.max_queued_requests };
+        let dispatcher = Dispatcher::new(worker_count, limits, Box::new(Arc::clone(&mailboxes)));
         Shared {
             config,
             dispatcher,
-            channel,
+            workers,
             log,
             mailboxes,
             open_connections: AtomicUsize::new(0),

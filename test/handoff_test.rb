@@ -1,0 +1,152 @@
+# frozen_string_literal: true
+
+require_relative "test_helper"
+require "etc"
+
+# How requests reach the workers: the master's private socket, the
+# preamble that only the front can write, and the queue in the front.
+class HandoffTest < Minitest::Test
+  include HttpHelpers
+
+  def teardown
+    @server&.stop
+  end
+
+  def test_only_the_front_gets_a_request_through_the_private_socket
+    @server = UnicornServer.new(workers: 1).start
+    path = @server.worker_socket
+    assert path && File.socket?(path), "the master names its private socket in the log"
+    assert_equal "1", get("/count").body
+
+    if Process.euid.zero?
+      nobody = Etc.getpwnam("nobody")
+      pid = fork do
+        Process::Sys.setgid(nobody.gid)
+        Process::Sys.setuid(nobody.uid)
+        UNIXSocket.new(path).close
+        exit!(1)
+      rescue Errno::EACCES
+        exit!(0)
+      end
+      _, status = Process.waitpid2(pid)
+      assert status.success?, "another user cannot even reach the socket"
+    end
+
+    ["GET /count HTTP/1.1\r\nHost: t\r\n\r\n", preamble(secret: "x" * 16) + "GET /count HTTP/1.1\r\nHost: t\r\n\r\n"]
+      .each do |stranger_sends|
+        stranger = UNIXSocket.new(path)
+        stranger.write(stranger_sends)
+        assert stranger.wait_readable(5), "the worker drops the stranger"
+        answer = begin
+          stranger.read
+        rescue Errno::ECONNRESET
+          "" # closed with the stranger's request unread
+        end
+        assert_equal "", answer, "and answers nothing"
+        stranger.close
+      end
+    assert_equal "2", get("/count").body, "no stranger's request reached the app, and the worker carries on"
+    assert_equal 2, @server.log.scan("dropped a connection to the workers' private socket").size
+  end
+
+  def test_a_request_waiting_past_queue_timeout_gets_503_with_retry_after
+    @server = UnicornServer.new(workers: 1, nightmare: "in_flight_per_worker: 1, queue_timeout: 1").start
+    busy = Thread.new { get(hold(4), {}, timeout: 10) }
+    @server.wait_until("the only worker to be busy", 5) { held_worker }
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    response = get("/", {}, timeout: 10)
+    waited = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+    assert_equal 503, response.status
+    assert_equal "5", response.headers["retry-after"]
+    assert_operator waited, :>=, 0.9, "it waited its queue_timeout"
+    assert_operator waited, :<, 3.5, "and no longer"
+    assert_equal 200, busy.value.status
+    @server.wait_until("the log line", 5) { @server.log.include?("waited queue_timeout (1s) for a worker; answered 503") }
+  end
+
+  def test_a_full_queue_answers_503_at_once_and_the_queued_request_is_served
+    @server = UnicornServer.new(workers: 1, nightmare: "in_flight_per_worker: 1, max_queued_requests: 1").start
+    busy = Thread.new { get(hold(2), {}, timeout: 10) }
+    @server.wait_until("the only worker to be busy", 5) { held_worker }
+    queued = Thread.new { get("/", {}, timeout: 10) }
+    @server.wait_until("a request in the front's queue", 5) { queued.status == "sleep" }
+    sleep 0.2
+    response = get("/", {}, timeout: 1)
+    assert_equal 503, response.status, "the queue holds one request"
+    assert_equal "5", response.headers["retry-after"]
+    assert_equal 200, busy.value.status
+    assert_equal 200, queued.value.status
+    @server.wait_until("the log line", 5) { @server.log.include?("(max_queued_requests); answered 503") }
+  end
+
+  def test_a_worker_killed_mid_request_costs_only_that_request
+    @server = UnicornServer.new(workers: 2).start
+    doomed = Thread.new { get(hold(30), {}, timeout: 40) }
+    @server.wait_until("a worker inside the app", 5) { held_worker }
+    # More than the other worker takes at once: some wait in the accept
+    # queue, some in the front.
+    others = Array.new(12) { Thread.new { get("/sleep?0.2", {}, timeout: 30) } }
+    sleep 0.3
+    Process.kill(:KILL, held_worker)
+    assert_equal 502, doomed.value.status
+    assert_equal [200] * 12, others.map { |thread| thread.value.status }
+  end
+
+  def test_no_listener_on_the_private_socket_gives_503_and_a_log_line
+    @server = UnicornServer.new(workers: 1).start
+    File.unlink(@server.worker_socket)
+    response = get("/")
+    assert_equal 503, response.status
+    @server.wait_until("the log line", 5) { @server.log.match?(/no workers listen on \S+ .*answered 503/) }
+  end
+
+  def test_the_private_socket_goes_with_its_master_and_a_stale_one_does_not_matter
+    @server = UnicornServer.new(workers: 1).start
+    first = @server.worker_socket
+    @server.children # remembered, so that stop kills them too
+    Process.kill(:KILL, @server.pid)
+    Process.waitpid(@server.pid)
+    assert File.socket?(first), "a master killed outright leaves its socket behind"
+    @server.stop
+
+    @server = UnicornServer.new(workers: 1).start
+    refute File.exist?(first), "the next master removes the stale socket"
+    second = @server.worker_socket
+    assert_equal 200, get("/").status
+    @server.stop
+    @server = nil
+    refute File.exist?(second), "a master removes its own socket when it exits"
+  end
+
+  def test_a_unix_listener_recreated_on_hup_is_served
+    public_path = File.join(Dir.mktmpdir("nightmare-public"), "public.sock")
+    @server = UnicornServer.new(workers: 1, config: %(listen "#{public_path}")).start
+    assert_equal 200, unix_get(public_path).status
+    # Unicorn re-creates a UNIX listener whose file is gone on HUP: the
+    # front must follow the new socket, not the old one of the same name.
+    File.unlink(public_path)
+    Process.kill(:HUP, @server.pid)
+    @server.wait_until("a front for the new socket", 10) { @server.log.scan("nightmare front ready").size == 2 }
+    assert_match(/retiring: the listeners changed/, @server.log)
+    assert_equal 200, unix_get(public_path).status
+  ensure
+    FileUtils.rm_rf(File.dirname(public_path)) if public_path
+  end
+
+  private
+
+  def unix_get(path)
+    socket = UNIXSocket.new(path)
+    socket.write("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    read_response(socket, 5)
+  ensure
+    socket&.close
+  end
+
+  # A PROXY protocol v2 preamble as the front writes it, with +secret+.
+  def preamble(secret:)
+    addresses = [127, 0, 0, 1, 0, 0, 0, 0].pack("C8") + [1234, 0].pack("nn")
+    "\r\n\r\n\0\r\nQUIT\n\x21\x11".b + [55].pack("n") + addresses +
+      [0xE0, 16].pack("Cn") + secret + [0x04, 21].pack("Cn") + ("\0" * 21)
+  end
+end
