@@ -34,6 +34,12 @@ module Bench
     # Peak resident memory (KiB) of the process serving clients directly.
     def front_peak_rss_kib = nil
 
+    # Processes that face clients in front of the Ruby workers, if any.
+    def front_pids = []
+
+    # The processes that run the application.
+    def worker_pids = LocalProcesses.children_of(@pids.first)
+
     private
 
     # Servers start outside the project's bundle (`rake bench` may run
@@ -135,7 +141,8 @@ module Bench
       self
     end
 
-    def front_peak_rss_kib = LocalProcesses.children_of(@nginx).sum { |pid| LocalProcesses.peak_rss_kib(pid) }
+    def front_peak_rss_kib = front_pids.sum { |pid| LocalProcesses.peak_rss_kib(pid) }
+    def front_pids = LocalProcesses.children_of(@nginx)
   end
 
   class UnicornNightmare < Target
@@ -152,9 +159,12 @@ module Bench
     end
 
     def front_peak_rss_kib
-      front = LocalProcesses.children_of(@master).find { |pid| LocalProcesses.cmdline(pid).include?("nightmare front") }
+      front = front_pids.first
       front && LocalProcesses.peak_rss_kib(front)
     end
+
+    def front_pids = LocalProcesses.children_of(@master).select { |pid| LocalProcesses.cmdline(pid).include?("nightmare front") }
+    def worker_pids = LocalProcesses.children_of(@master).select { |pid| LocalProcesses.cmdline(pid).include?("worker[") }
   end
 
   class Puma < Target

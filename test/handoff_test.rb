@@ -97,7 +97,7 @@ class HandoffTest < Minitest::Test
     File.unlink(@server.worker_socket)
     response = get("/")
     assert_equal 503, response.status
-    @server.wait_until("the log line", 5) { @server.log.match?(/no workers listen on \S+ .*answered 503/) }
+    @server.wait_until("the log line", 5) { @server.log.match?(/no workers listen on \S+ .*answering 503/) }
   end
 
   def test_the_private_socket_goes_with_its_master_and_a_stale_one_does_not_matter

@@ -16,9 +16,9 @@ module Nightmare
 
     # name => [kind, default, minimum]
     SETTINGS = {
-      # Event loop threads in the front: one per four cores by default, since
-      # the Ruby workers need the cores more (one measured fastest on two).
-      threads: [:count, -> { [Etc.nprocessors / 4, 1].max }, 1],
+      # Event loop threads in the front, one per core by default: a single
+      # loop serves events one after another, and the workers wait for it.
+      threads: [:count, -> { Etc.nprocessors }, 1],
       # Whole request head, from the connection's first byte (408 after).
       client_header_timeout: [:time, 60],
       # Longest pause between two reads of a request body (408 after).
@@ -55,7 +55,7 @@ module Nightmare
       shutdown_timeout: [:time, 30],
       # Requests handed to the workers' accept queue per worker; the rest
       # wait in the front, first come first served (HAProxy's maxconn).
-      in_flight_per_worker: [:count, 4, 1],
+      in_flight_per_worker: [:count, 16, 1],
       # Requests that may wait in the front for a worker; more get 503.
       max_queued_requests: [:count, 1024, 1],
       # How long a request may wait in the front for a worker; 503 after

@@ -84,18 +84,17 @@ impl Default for FrontConfig {
             shutdown_timeout: Duration::from_secs(30),
             proxy_buffer_size: 32 * 1024,
             max_temp_file_size: 1024 * 1024 * 1024,
-            in_flight_per_worker: 4,
+            in_flight_per_worker: 16,
             max_queued_requests: 1024,
             queue_timeout: Duration::from_secs(60),
         }
     }
 }
 
-/// One loop thread per four cores: the front shares the machine with the
-/// Ruby workers, which need the cores more, and a second loop on a small
-/// box measured slower (its threads hand grants to each other).
+/// One loop thread per core: a single loop serves its events one after
+/// another, and while it does the workers' accept queue runs dry.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get() / 4).max(1)
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl FrontConfig {

@@ -401,17 +401,21 @@ impl Connection {
                 return self.queue(request, ctx);
             }
             Err(ConnectError::Absent(error)) => {
-                ctx.shared.log.error(format!(
-                    "no workers listen on {} ({error}): is the master gone? answered 503",
-                    ctx.shared.workers.path().display()
-                ));
+                if ctx.shared.unreachable_workers.allows(ctx.now) {
+                    ctx.shared.log.error(format!(
+                        "no workers listen on {} ({error}): is the master gone? answering 503",
+                        ctx.shared.workers.path().display()
+                    ));
+                }
                 return self.reply_with(Rejection::new(503, "no workers are running"), true, ctx);
             }
             Err(ConnectError::Failed(error)) => {
-                ctx.shared.log.error(format!(
-                    "cannot connect to the workers on {}: {error}; answered 503",
-                    ctx.shared.workers.path().display()
-                ));
+                if ctx.shared.unreachable_workers.allows(ctx.now) {
+                    ctx.shared.log.error(format!(
+                        "cannot connect to the workers on {}: {error}; answering 503",
+                        ctx.shared.workers.path().display()
+                    ));
+                }
                 return self.reply_with(Rejection::new(503, "the workers are unreachable"), true, ctx);
             }
         };

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
@@ -71,6 +72,33 @@ impl Log {
     }
 }
 
+/// Lets one message through per `interval`, for a failure that hits every
+/// request alike (no workers listening): one line a second says as much as
+/// thousands, and cannot flood the log.
+#[derive(Debug)]
+pub struct Throttle {
+    started: Instant,
+    interval: Duration,
+    /// Milliseconds since `started` of the last message let through, plus one.
+    last: AtomicU64,
+}
+
+impl Throttle {
+    pub fn new(interval: Duration) -> Self {
+        Throttle { started: Instant::now(), interval, last: AtomicU64::new(0) }
+    }
+
+    /// True if a message may go out now; at most one caller per interval gets true.
+    pub fn allows(&self, now: Instant) -> bool {
+        let now_ms = now.saturating_duration_since(self.started).as_millis() as u64 + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        if last != 0 && now_ms.saturating_sub(last) < self.interval.as_millis() as u64 {
+            return false;
+        }
+        self.last.compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -93,6 +121,16 @@ pub(crate) mod tests {
         let mut text = String::new();
         read.read_to_string(&mut text).unwrap_or_default();
         assert_eq!(text, "Iclient 10.0.0.1 timed out\nEtemp_path full: ENOSPC\n");
+    }
+
+    #[test]
+    fn a_throttle_lets_one_message_through_per_interval() {
+        let throttle = Throttle::new(Duration::from_secs(1));
+        let start = Instant::now();
+        assert!(throttle.allows(start));
+        assert!(!throttle.allows(start + Duration::from_millis(500)));
+        assert!(throttle.allows(start + Duration::from_millis(1100)));
+        assert!(!throttle.allows(start + Duration::from_millis(1200)));
     }
 
     #[test]

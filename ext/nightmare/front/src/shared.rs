@@ -11,7 +11,7 @@ use mio::Waker;
 
 use crate::config::FrontConfig;
 use crate::dispatch::{DispatchLimits, Dispatcher, GrantSink, Waiter};
-use crate::log::Log;
+use crate::log::{Log, Throttle};
 use crate::spool_writer::WrittenSink;
 use crate::upstream::WorkerListener;
 
@@ -106,6 +106,8 @@ pub struct Shared {
     pub dispatcher: Arc<Dispatcher>,
     pub workers: WorkerListener,
     pub log: Log,
+    /// For "the workers cannot be reached", which every request would say.
+    pub unreachable_workers: Throttle,
     pub mailboxes: Arc<Mailboxes>,
     pub open_connections: AtomicUsize,
     pub requests_handed_off: AtomicU64,
@@ -127,6 +129,7 @@ impl Shared {
             dispatcher,
             workers,
             log,
+            unreachable_workers: Throttle::new(std::time::Duration::from_secs(1)),
             mailboxes,
             open_connections: AtomicUsize::new(0),
             requests_handed_off: AtomicU64::new(0),
