@@ -79,6 +79,29 @@ class HandoffTest < Minitest::Test
     @server.wait_until("the log line", 5) { @server.log.include?("(max_queued_requests); answered 503") }
   end
 
+  # The private listener's backlog is 1024: allowed more in flight than
+  # that, the front finds the accept queue full, keeps the rest queued
+  # itself, and hands them over as requests end, with none lost.
+  def test_a_full_accept_queue_keeps_requests_waiting_in_the_front
+    clients = 1100
+    soft, hard = Process.getrlimit(:NOFILE)
+    Process.setrlimit(:NOFILE, [clients + 200, hard].min, hard) if soft < clients + 200
+    @server = UnicornServer.new(workers: 1, nightmare: "in_flight_per_worker: 2000").start
+    busy = Thread.new { get(hold(3), {}, timeout: 30) }
+    @server.wait_until("the only worker to be busy", 5) { held_worker }
+    sockets = Array.new(clients) do
+      connect(@server.port).tap { |socket| socket.write("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n") }
+    end
+    @server.wait_until("the front to find the queue full", 10) do
+      @server.log.include?("the workers' accept queue is full")
+    end
+    assert_equal 200, busy.value.status
+    statuses = sockets.map { |socket| read_response(socket, 60).status }
+    assert_equal [200] * clients, statuses, "every request was served, those that waited in the front too"
+  ensure
+    sockets&.each(&:close)
+  end
+
   def test_a_worker_killed_mid_request_costs_only_that_request
     @server = UnicornServer.new(workers: 2).start
     doomed = Thread.new { get(hold(30), {}, timeout: 40) }

@@ -397,6 +397,13 @@ impl Connection {
         let upstream = match ctx.shared.workers.connect() {
             Ok(upstream) => upstream,
             Err(ConnectError::Busy) => {
+                if ctx.shared.full_accept_queue.allows(ctx.now) {
+                    let in_flight = ctx.shared.dispatcher.stats().in_flight;
+                    ctx.shared.log.info(format!(
+                        "the workers' accept queue is full ({in_flight} requests in flight); \
+                         requests wait in the front until one ends"
+                    ));
+                }
                 slot.requeue_at_head(self.id);
                 return self.queue(request, ctx);
             }

@@ -108,6 +108,8 @@ pub struct Shared {
     pub log: Log,
     /// For "the workers cannot be reached", which every request would say.
     pub unreachable_workers: Throttle,
+    /// For "the workers' accept queue is full", likewise.
+    pub full_accept_queue: Throttle,
     pub mailboxes: Arc<Mailboxes>,
     pub open_connections: AtomicUsize,
     pub requests_handed_off: AtomicU64,
@@ -130,6 +132,7 @@ impl Shared {
             workers,
             log,
             unreachable_workers: Throttle::new(std::time::Duration::from_secs(1)),
+            full_accept_queue: Throttle::new(std::time::Duration::from_secs(1)),
             mailboxes,
             open_connections: AtomicUsize::new(0),
             requests_handed_off: AtomicU64::new(0),
