@@ -80,6 +80,9 @@ struct BufferedRequest {
     interim: &'static [u8],
     /// What the client sent after this request (pipelining).
     leftover: Vec<u8>,
+    /// When it first joined the front's queue: its queue_timeout runs from
+    /// then, however often a full accept queue sends it back.
+    queued_since: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -369,25 +372,28 @@ impl Connection {
     ) -> State {
         self.deadline = None;
         let arrived_usec = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        let request = BufferedRequest { head, body, arrived_usec, interim, leftover };
+        let request = BufferedRequest { head, body, arrived_usec, interim, leftover, queued_since: None };
         match ctx.shared.dispatcher.admit(self.id) {
             Admission::Granted(slot) => self.hand_off(Box::new(request), slot, ctx),
             Admission::Queued => self.queue(Box::new(request), ctx),
             Admission::Full => {
-                let limit = ctx.shared.config.max_queued_requests;
-                ctx.shared.log.warn(format!(
-                    "request of client {} refused: {limit} requests already wait for a worker \
-                     (max_queued_requests); answered 503",
-                    self.peer
-                ));
+                if ctx.shared.overload.allows(ctx.now) {
+                    let limit = ctx.shared.config.max_queued_requests;
+                    ctx.shared.log.warn(format!(
+                        "request of client {} refused: {limit} requests already wait for a worker \
+                         (max_queued_requests); answered 503 (at most one such line a second)",
+                        self.peer
+                    ));
+                }
                 let rejection = Rejection::new(503, "every worker is busy").retry_after(RETRY_AFTER_SECONDS);
                 self.reply_with(rejection, true, ctx)
             }
         }
     }
 
-    fn queue(&mut self, request: Box<BufferedRequest>, ctx: &LoopContext) -> State {
-        self.deadline = Some(ctx.now + ctx.shared.config.queue_timeout);
+    fn queue(&mut self, mut request: Box<BufferedRequest>, ctx: &LoopContext) -> State {
+        let since = *request.queued_since.get_or_insert(ctx.now);
+        self.deadline = Some(since + ctx.shared.config.queue_timeout);
         State::Queued(request)
     }
 
@@ -426,7 +432,7 @@ impl Connection {
                 return self.reply_with(Rejection::new(503, "the workers are unreachable"), true, ctx);
             }
         };
-        let BufferedRequest { head, body, arrived_usec, interim, leftover } = *request;
+        let BufferedRequest { head, body, arrived_usec, interim, leftover, .. } = *request;
         let config = &ctx.shared.config;
         let terms = ClientTerms {
             head_request: head.is_head_method(),
@@ -628,11 +634,14 @@ impl Connection {
                 // its way finds the connection no longer queued and passes
                 // the slot on.
                 ctx.shared.dispatcher.cancel(self.id);
-                let limit = config.queue_timeout.as_secs_f64();
-                ctx.shared.log.warn(format!(
-                    "request of client {} waited queue_timeout ({limit}s) for a worker; answered 503",
-                    self.peer
-                ));
+                if ctx.shared.overload.allows(ctx.now) {
+                    let limit = config.queue_timeout.as_secs_f64();
+                    ctx.shared.log.warn(format!(
+                        "request of client {} waited queue_timeout ({limit}s) for a worker; answered 503 \
+                         (at most one such line a second)",
+                        self.peer
+                    ));
+                }
                 let rejection = Rejection::new(503, "no worker was free in time").retry_after(RETRY_AFTER_SECONDS);
                 self.reply_with(rejection, true, ctx)
             }

@@ -110,6 +110,8 @@ pub struct Shared {
     pub unreachable_workers: Throttle,
     /// For "the workers' accept queue is full", likewise.
     pub full_accept_queue: Throttle,
+    /// For requests refused because the workers cannot keep up.
+    pub overload: Throttle,
     pub mailboxes: Arc<Mailboxes>,
     pub open_connections: AtomicUsize,
     pub requests_handed_off: AtomicU64,
@@ -133,6 +135,7 @@ impl Shared {
             log,
             unreachable_workers: Throttle::new(std::time::Duration::from_secs(1)),
             full_accept_queue: Throttle::new(std::time::Duration::from_secs(1)),
+            overload: Throttle::new(std::time::Duration::from_secs(1)),
             mailboxes,
             open_connections: AtomicUsize::new(0),
             requests_handed_off: AtomicU64::new(0),
