@@ -137,7 +137,7 @@ impl Connection {
             id,
             client,
             // A new connection often has its request waiting already.
-            client_ready: Readiness { readable: true, writable: true },
+            client_ready: Readiness { readable: true, writable: true, hung_up: false },
             peer,
             scheme,
             state: State::ReadingHead(HeadReader::default()),
@@ -252,6 +252,7 @@ impl Connection {
         let room = reader.room(&ctx.shared.config.head_limits).min(ctx.scratch.len());
         match read_some(&mut self.client, &mut ctx.scratch[..room]) {
             ReadOutcome::Data(n) => {
+                self.client_ready.note_short_read(n, room);
                 if reader.is_empty() && self.requests_served > 0 {
                     // A kept-alive connection starts its next request: the
                     // head now has client_header_timeout to arrive.

@@ -148,7 +148,7 @@ impl Exchange {
         response.push(interim);
         let mut exchange = Exchange {
             upstream: Some(upstream),
-            upstream_ready: Readiness { readable: false, writable: true },
+            upstream_ready: Readiness { readable: false, writable: true, hung_up: false },
             slot: Some(slot),
             outbound: Some(Outbound::new(head, body)),
             framer: ResponseFramer::new(terms, config.proxy_buffer_size),

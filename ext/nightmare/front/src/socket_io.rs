@@ -6,19 +6,33 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// What the kernel last said about one socket. Sockets are registered
-/// edge-triggered for both directions once; these flags remember the hints
-/// until a syscall answers `WouldBlock`.
+/// edge-triggered; these flags remember the hints until a syscall answers
+/// `WouldBlock`, or a read shows the socket drained.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Readiness {
     pub readable: bool,
     pub writable: bool,
+    /// The peer hung up or the socket failed: no further edge will come,
+    /// so reading must go on until it says so itself.
+    pub hung_up: bool,
 }
 
 impl Readiness {
     pub fn note(&mut self, event: &mio::event::Event) {
         let failed = event.is_error();
+        self.hung_up |= event.is_read_closed() || failed;
         self.readable |= event.is_readable() || event.is_read_closed() || failed;
         self.writable |= event.is_writable() || event.is_write_closed() || failed;
+    }
+
+    /// A read filled less than it asked for: the socket is drained, and new
+    /// bytes will raise a new edge, so the read that would only say
+    /// `WouldBlock` is saved (nginx does the same). Not after a hang-up,
+    /// whose EOF is still to be read.
+    pub fn note_short_read(&mut self, got: usize, asked: usize) {
+        if got < asked && !self.hung_up {
+            self.readable = false;
+        }
     }
 }
 
@@ -110,6 +124,18 @@ pub fn send_file(socket: BorrowedFd, file: BorrowedFd, offset: &mut u64, count: 
 mod tests {
     use super::*;
     use std::io::Seek;
+
+    #[test]
+    fn a_short_read_drains_the_hint_unless_the_peer_hung_up() {
+        let mut ready = Readiness { readable: true, writable: true, hung_up: false };
+        ready.note_short_read(100, 100);
+        assert!(ready.readable, "a full read may leave more behind");
+        ready.note_short_read(10, 100);
+        assert!(!ready.readable);
+        let mut ending = Readiness { readable: true, writable: true, hung_up: true };
+        ending.note_short_read(10, 100);
+        assert!(ending.readable, "the EOF after the data must still be read");
+    }
     use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;
 
