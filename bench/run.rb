@@ -3,13 +3,15 @@
 
 # Side-by-side benchmark on loopback, two Ruby workers per server: unicorn
 # alone, nginx in front of unicorn, unicorn with Nightmare!, and puma, each
-# under the same loads in one run. Fast clients are first measured in
-# alternating rounds of nginx+unicorn and unicorn+nightmare (the machine
-# drifts between runs), with the CPU time and context switches each part
-# spends per request. Prints figures and the Nightmare/nginx ratios, and
-# writes them to bench/results/latest.md.
+# under the same loads in one run. nginx+unicorn and unicorn+nightmare take
+# turns in rounds of every phase (the machine drifts between runs), the
+# fast-client rounds with the CPU time and context switches each part spends
+# per request; unicorn alone and puma run each phase once, for context.
+# Prints figures and the Nightmare/nginx ratios, and writes them to
+# bench/results/latest.md.
 #
-#   rake bench     (BENCH_SECONDS=10 BENCH_ROUNDS=5 BENCH_ATTACKERS=500 by default)
+#   rake bench     (BENCH_SECONDS=10 BENCH_ROUNDS=5 BENCH_ATTACK_ROUNDS=3
+#                   BENCH_ATTACKERS=500 by default)
 require "tmpdir"
 require "etc"
 require "fileutils"
@@ -23,6 +25,7 @@ require_relative "process_cost"
 
 SECONDS = Integer(ENV.fetch("BENCH_SECONDS", "10"))
 ROUNDS = Integer(ENV.fetch("BENCH_ROUNDS", "5"))
+ATTACK_ROUNDS = Integer(ENV.fetch("BENCH_ATTACK_ROUNDS", "3"))
 ATTACKERS = Integer(ENV.fetch("BENCH_ATTACKERS", "500"))
 FAST_CONNECTIONS = 16
 UPLOAD_BYTES = 50 << 20
@@ -39,70 +42,103 @@ PEER = "nginx+unicorn"
   system("command -v #{tool} >/dev/null", exception: false) or abort "bench needs #{tool}: run script/bench"
 end
 
+# Attacks run beside wrk's fast clients; nil is the phase without one.
+PHASES = {
+  "fast clients" => nil,
+  "during slowloris" => ["-H", "/"],
+  "during slow bodies" => ["-B", "/upload"],
+  "during slow reads of 1 MiB" => ["-X", "/1m"],
+  "during slow reads of 8 MiB" => ["-X", "/8m"],
+}.freeze
+UPLOADS = 3
+
+def fast_clients(target)
+  Bench::Wrk.run(target.url, seconds: SECONDS, connections: FAST_CONNECTIONS)
+end
+
 def attack_phase(target, mode, path)
   log = File.join(target.dir, "slowhttptest#{mode}.log")
   attack = Bench::SlowAttack.new(mode, target.url(path), connections: ATTACKERS, seconds: SECONDS + 15, log: log).start
   sleep 5 # the attackers connect at 250 a second
-  Bench::Wrk.run(target.url, seconds: SECONDS, connections: FAST_CONNECTIONS)
+  fast_clients(target)
 ensure
   attack&.stop
   sleep 2 # let the server drop the attackers before the next phase
 end
+
+def run_phase(target, attack) = attack ? attack_phase(target, *attack) : fast_clients(target)
 
 def median(values)
   sorted = values.sort
   sorted.size.odd? ? sorted[sorted.size / 2] : (sorted[sorted.size / 2 - 1] + sorted[sorted.size / 2]) / 2.0
 end
 
-# Fast clients, nginx+unicorn and unicorn+nightmare in turn, ROUNDS times;
-# each round's order alternates so neither always runs on a warmer machine.
-def fast_rounds(root)
-  targets = [PEER, OURS].to_h { |name| [name, TARGETS.fetch(name).new("#{name} rounds", root).start] }
+# Rounds of one phase: the round with the median req/s stands for them,
+# with every round's requests and failures counted.
+def combine(results)
+  middle = results.sort_by(&:requests_per_second)[results.size / 2]
+  Bench::Result.new(requests_per_second: middle.requests_per_second, p99_ms: middle.p99_ms,
+                    requests: results.sum(&:requests), failed: results.sum(&:failed))
+end
+
+def uploads(target) = Array.new(UPLOADS) { Bench::Upload.run(target.port, UPLOAD_BYTES) }
+def median_upload(times) = times.all? ? median(times) : nil
+
+# nginx+unicorn and unicorn+nightmare side by side, taking turns in every
+# phase (the order swapped each round, so neither always runs on a warmer
+# machine). Fast-client rounds also record what each request cost.
+def paired_phases(root, results, memory)
+  targets = [PEER, OURS].to_h { |name| [name, TARGETS.fetch(name).new(name, root).start] }
   targets.each_value { |target| Bench::Wrk.run(target.url, seconds: 2, connections: FAST_CONNECTIONS) }
-  Array.new(ROUNDS) do |round|
-    order = round.even? ? [PEER, OURS] : [OURS, PEER]
-    order.to_h do |name|
-      result, cost = Bench::ProcessCost.per_request(targets[name]) do
-        Bench::Wrk.run(targets[name].url, seconds: SECONDS, connections: FAST_CONNECTIONS)
-      end
-      warn format("   round %d %-18s %s", round + 1, name, result)
-      [name, { result: result, cost: cost }]
+  in_turns = lambda do |rounds, &measure|
+    Array.new(rounds) do |round|
+      (round.even? ? [PEER, OURS] : [OURS, PEER]).to_h { |name| [name, measure.call(targets[name], name, round)] }
     end
   end
+  warn "== fast clients, #{ROUNDS} rounds"
+  fast = in_turns.call(ROUNDS) do |target, name, round|
+    result, cost = Bench::ProcessCost.per_request(target) { fast_clients(target) }
+    warn format("   round %d %-18s %s", round + 1, name, result)
+    { result: result, cost: cost }
+  end
+  [PEER, OURS].each { |name| results["fast clients"][name] = combine(fast.map { |round| round[name][:result] }) }
+  PHASES.each do |phase, attack|
+    next unless attack
+
+    warn "== #{phase}, #{ATTACK_ROUNDS} rounds"
+    rounds = in_turns.call(ATTACK_ROUNDS) do |target, name, round|
+      run_phase(target, attack).tap { |result| warn format("   round %d %-18s %s", round + 1, name, result) }
+    end
+    [PEER, OURS].each { |name| results[phase][name] = combine(rounds.map { |round| round[name] }) }
+  end
+  times = in_turns.call(UPLOADS) { |target, _, _| Bench::Upload.run(target.port, UPLOAD_BYTES) }
+  [PEER, OURS].each { |name| results["50 MiB upload"][name] = median_upload(times.map { |round| round[name] }) }
+  targets.each { |name, target| memory[name] = target.front_peak_rss_kib }
+  fast
 ensure
   targets&.each_value(&:stop)
+end
+
+# Unicorn alone and puma, for context: each phase once.
+def single_phases(root, name, results)
+  warn "== #{name}"
+  target = TARGETS.fetch(name).new(name, root).start
+  Bench::Wrk.run(target.url, seconds: 2, connections: FAST_CONNECTIONS) # warm-up
+  PHASES.each do |phase, attack|
+    results[phase][name] = run_phase(target, attack)
+    warn "   #{phase}: #{results[phase][name]}"
+  end
+  results["50 MiB upload"][name] = median_upload(uploads(target))
+ensure
+  target&.stop
 end
 
 results = Hash.new { |h, k| h[k] = {} }
 memory = {}
 rounds = nil
 Dir.mktmpdir("nightmare-bench") do |root|
-  warn "== fast clients, #{ROUNDS} alternating rounds"
-  rounds = fast_rounds(root)
-  TARGETS.each do |name, klass|
-    warn "== #{name}"
-    target = klass.new(name, root).start
-    begin
-      Bench::Wrk.run(target.url, seconds: 2, connections: FAST_CONNECTIONS) # warm-up
-      results["fast clients"][name] = Bench::Wrk.run(target.url, seconds: SECONDS, connections: FAST_CONNECTIONS)
-      warn "   fast:      #{results['fast clients'][name]}"
-      results["during slowloris"][name] = attack_phase(target, "-H", "/")
-      warn "   slowloris: #{results['during slowloris'][name]}"
-      results["during slow bodies"][name] = attack_phase(target, "-B", "/upload")
-      warn "   slow body: #{results['during slow bodies'][name]}"
-      results["during slow reads of 1 MiB"][name] = attack_phase(target, "-X", "/1m")
-      warn "   slow read 1 MiB: #{results['during slow reads of 1 MiB'][name]}"
-      results["during slow reads of 8 MiB"][name] = attack_phase(target, "-X", "/8m")
-      warn "   slow read 8 MiB: #{results['during slow reads of 8 MiB'][name]}"
-      # One upload varies by 20% from run to run: the median of three.
-      uploads = Array.new(3) { Bench::Upload.run(target.port, UPLOAD_BYTES) }
-      results["50 MiB upload"][name] = uploads.all? ? median(uploads) : nil
-      warn "   upload:    #{results['50 MiB upload'][name]&.round(2).inspect} s"
-      memory[name] = target.front_peak_rss_kib
-    ensure
-      target.stop
-    end
-  end
+  rounds = paired_phases(root, results, memory)
+  (TARGETS.keys - [PEER, OURS]).each { |name| single_phases(root, name, results) }
 end
 
 def cell(value)
@@ -159,12 +195,13 @@ lines << "|---|---|---|"
   lines << "| #{label} | #{figures.join(' | ')} |"
 end
 lines << ""
-lines << "Each server alone, one phase after another:"
+lines << "Every phase (nginx+unicorn and unicorn+nightmare: the median of #{ATTACK_ROUNDS} alternating rounds, " \
+         "#{ROUNDS} for fast clients, failures over all rounds; unicorn and puma: one run each):"
 lines << ""
 lines << "| phase | #{TARGETS.keys.join(' | ')} | nightmare/nginx |"
 lines << "|---|#{'---|' * TARGETS.size}---|"
 results.each do |phase, by_target|
-  label = phase == "50 MiB upload" ? "50 MiB upload (median of 3)" : phase
+  label = phase == "50 MiB upload" ? "50 MiB upload (median of #{UPLOADS})" : phase
   lines << "| #{label} | #{TARGETS.keys.map { |name| cell(by_target[name]) }.join(' | ')} | #{ratio(results, phase)} |"
 end
 lines << ""
