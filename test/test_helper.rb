@@ -279,7 +279,9 @@ class ResponseReader
 
     left = @deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
     raise Timeout::Error, "no complete response in time: #{@buffer.inspect[0, 300]}" if left <= 0
-    return unless @socket.wait_readable(left)
+    # A TLS socket may hold decrypted bytes its descriptor no longer shows.
+    decrypted = @socket.respond_to?(:pending) && @socket.pending.positive?
+    return unless decrypted || @socket.to_io.wait_readable(left)
 
     case chunk = @socket.read_nonblock(65_536, exception: false)
     when nil then @eof = true

@@ -21,11 +21,35 @@ module Nightmare
     end
 
     def commit!(server, options = {}) # :nodoc:
-      if set[:nightmare] && set[:worker_exec] == true
+      nightmare_on = set[:nightmare].is_a?(Nightmare::Options)
+      if nightmare_on && set[:worker_exec] == true
         raise ArgumentError, "nightmare cannot run with worker_exec true: an exec'd worker " \
                              "cannot inherit the master's private listener; drop one of the two"
       end
+      nightmare_check_tls(nightmare_on)
       super
+    end
+
+    # HUP reads the file anew: an ssl block removed since must not leave
+    # its settings on the listener (Unicorn keeps listener options).
+    def reload(merge_defaults = true) # :nodoc:
+      set[:listener_opts].each_value { |opts| opts.delete(:ssl_opts) } if Hash === set[:listener_opts]
+      super
+    end
+
+    private
+
+    # Every ssl block's files are read and parsed now, so a bad one stops
+    # the start (or, on HUP, keeps the running config) with its name.
+    def nightmare_check_tls(nightmare_on)
+      blocks = set[:listeners].filter_map { |address| set[:listener_opts].fetch(address, {})[:ssl_opts] }.uniq
+      return if blocks.empty?
+
+      unless nightmare_on
+        raise ArgumentError, "ssl needs the front: Unicorn alone has no TLS; add `nightmare true` " \
+                             "to the config (or remove the ssl block)"
+      end
+      blocks.each(&:check!)
     end
   end
 end

@@ -1,5 +1,7 @@
 # frozen_string_literal: true
 
+require "json"
+
 module Nightmare
   # Runs in the front process, forked from the master: starts the Rust event
   # loops, then spends its life in IO.select, passing their log lines to
@@ -12,10 +14,13 @@ module Nightmare
 
     # +early_signals+ is the queue the master's signal handlers fill: a
     # signal that arrives between fork and #trap_signals lands there.
-    def initialize(logger:, options:, listeners:, worker_socket:, secret:, control:, workers:, early_signals: [])
+    # +listeners+ are [io, ssl block index or nil] pairs, indexing +tls_blocks+.
+    def initialize(logger:, options:, listeners:, tls_blocks:, worker_socket:, secret:, control:, workers:,
+                   early_signals: [])
       @logger = logger
       @options = options
       @listeners = listeners
+      @tls_blocks = tls_blocks
       @worker_socket = worker_socket
       @secret = secret
       @control = control
@@ -28,11 +33,11 @@ module Nightmare
       trap_signals
       raise_descriptor_limit
       log_reader, log_writer = IO.pipe
-      @front = Nightmare::Native::Front.start(@options.to_native, @listeners.map(&:fileno), @worker_socket,
-                                              @secret, log_writer.fileno, @workers)
+      @front = Nightmare::Native::Front.start(@options.to_native, @listeners.map { |io, tls| [io.fileno, tls] },
+                                              @tls_blocks.map(&:to_native), @worker_socket, @secret,
+                                              log_writer.fileno, @workers)
       log_writer.close
-      @logger.info "nightmare front ready: #{@options[:threads]} threads on " \
-                   "#{@listeners.map { |io| Unicorn::SocketHelper.sock_name(io) }.join(', ')}, " \
+      @logger.info "nightmare front ready: #{@options[:threads]} threads on #{describe_listeners}, " \
                    "#{@workers} workers"
       supervise(log_reader)
       forward_log(log_reader)
@@ -45,6 +50,13 @@ module Nightmare
     end
 
     private
+
+    def describe_listeners
+      @listeners.map do |io, tls|
+        name = Unicorn::SocketHelper.sock_name(io)
+        tls ? "https://#{name}" : name
+      end.join(", ")
+    end
 
     def trap_signals
       @wake_reader, @wake_writer = IO.pipe
@@ -102,21 +114,41 @@ module Nightmare
       end
     end
 
-    # The master writes "workers N" lines; EOF means the master is gone,
-    # and a front without a master finishes what it has and exits.
+    # The master writes "workers N" and "tls [...]" lines; EOF means the
+    # master is gone, and a front without a master finishes what it has
+    # and exits.
     def read_control(readers)
-      case data = @control.read_nonblock(4096, exception: false)
+      case data = @control.read_nonblock(65_536, exception: false)
       when :wait_readable then nil
       when nil
         readers.delete(@control)
         @logger.warn "nightmare front: master is gone, finishing requests in progress"
         @front.stop(true)
       else
-        data.scan(/^workers (\d+)$/) do |(count)|
-          @front.worker_count = Integer(count)
-          @logger.info "nightmare front dispatching to #{count} workers"
+        @pending_control = (@pending_control || +"") << data
+        while (line = @pending_control.slice!(/\A[^\n]*\n/))
+          obey(line.chomp)
         end
       end
+    end
+
+    def obey(line)
+      case line
+      when /\Aworkers (\d+)\z/
+        @front.worker_count = Integer($1)
+        @logger.info "nightmare front dispatching to #{$1} workers"
+      when /\Atls (.*)\z/
+        reload_tls(JSON.parse($1, symbolize_names: true))
+      end
+    end
+
+    # A file that went bad between the master's check and now keeps the
+    # certificates in use.
+    def reload_tls(blocks)
+      @front.reload_tls(blocks)
+      @logger.info "nightmare front loaded new certificates"
+    rescue ArgumentError => e
+      @logger.error "nightmare front kept its certificates: #{e.message}"
     end
 
     # A loop thread only ends early if a bug took it down: stop the rest, and

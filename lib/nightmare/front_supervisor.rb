@@ -1,5 +1,7 @@
 # frozen_string_literal: true
 
+require "json"
+
 module Nightmare
   # The master's side of the front: owns the workers' private listener (for
   # the master's whole life, so workers keep it across front restarts),
@@ -14,7 +16,7 @@ module Nightmare
     QUICK_DEATH = 1.0
     RESPAWN_DELAY = 0.5
 
-    Front = Struct.new(:pid, :control, :options, :listeners, :started_at)
+    Front = Struct.new(:pid, :control, :options, :listeners, :tls_blocks, :started_at)
 
     # +owner+ is Unicorn's `user` setting, which the front switches to.
     def initialize(logger, owner)
@@ -45,22 +47,30 @@ module Nightmare
     end
 
     # Starts a front unless one with these settings runs (or a quick death
-    # is being waited out). The block runs in the new process before the
-    # front starts: the master uses it to drop what only the master may hold.
-    def maintain(options, listeners, workers, &in_child)
-      identities = listeners.map { |io| identity(io) }
+    # is being waited out). +tls+ has each listener's TlsSettings, or nil
+    # for plain HTTP. New certificates alone are loaded by the running
+    # front; other changes start a new one. The block runs in the new
+    # process before the front starts: the master uses it to drop what only
+    # the master may hold.
+    def maintain(options, listeners, tls, workers, &in_child)
+      blocks = tls.compact.uniq
+      identities = listeners.zip(tls).map { |io, settings| identity(io) << (settings && blocks.index(settings)) }
       retire("its settings changed") if @current && @current.options != options
       retire("the listeners changed") if @current && @current.listeners != identities
+      reload_tls(blocks) if @current && @current.tls_blocks != blocks
       return if running? || now < @not_before
 
       control_reader, control_writer = IO.pipe
       begin
-        pid = fork { run_front(options, listeners, workers, control_reader, control_writer, &in_child) }
+        pid = fork do
+          run_front(options, listeners.zip(identities.map(&:last)), blocks, workers, control_reader, control_writer,
+                    &in_child)
+        end
       ensure
         control_reader.close
         control_writer.close unless pid
       end
-      @current = Front.new(pid, control_writer, options, identities, now)
+      @current = Front.new(pid, control_writer, options, identities, blocks, now)
       @logger.info "nightmare front spawned pid=#{pid}"
     end
 
@@ -100,11 +110,7 @@ module Nightmare
 
     # Every running front dispatches to the same workers.
     def worker_count=(count)
-      fronts.each do |front|
-        front.control.write_nonblock("workers #{count}\n", exception: false)
-      rescue Errno::EPIPE
-        next # it died; its replacement starts with the right count
-      end
+      fronts.each { |front| tell(front, "workers #{count}") }
     end
 
     # Stops every front and waits for them, at most +timeout+ seconds each
@@ -139,15 +145,30 @@ module Nightmare
 
     private
 
+    # The same ssl blocks with new files (or new contents): the front loads
+    # them itself, keeping every connection, and says how it went.
+    def reload_tls(blocks)
+      @logger.info "nightmare front pid=#{@current.pid}: loading new certificates"
+      tls_message = "tls #{JSON.generate(blocks.map(&:to_native))}"
+      tell(@current, tls_message)
+      @current.tls_blocks = blocks
+    end
+
+    def tell(front, line)
+      front.control.write_nonblock("#{line}\n", exception: false)
+    rescue Errno::EPIPE
+      nil # it died; its replacement starts with the current settings
+    end
+
     # In the new front process. Whatever fails here must not return into the
     # master's code (nor run its at_exit hooks): exit! instead.
-    def run_front(options, listeners, workers, control_reader, control_writer)
+    def run_front(options, listeners, tls_blocks, workers, control_reader, control_writer)
       control_writer.close
       # The front reaches the workers by the socket's path, as a client.
       @private_listener.io.close
       @retiring.each_value { |front| front.control.close }
       early_signals = yield || []
-      FrontProcess.new(logger: @logger, options: options, listeners: listeners,
+      FrontProcess.new(logger: @logger, options: options, listeners: listeners, tls_blocks: tls_blocks,
                        worker_socket: @private_listener.path, secret: @private_listener.secret,
                        control: control_reader, workers: workers, early_signals: early_signals).run
     rescue Exception => e # rubocop:disable Lint/RescueException

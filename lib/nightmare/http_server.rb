@@ -114,12 +114,19 @@ module Nightmare
 
       if @nightmare
         @nightmare_front ||= Nightmare::FrontSupervisor.new(logger, user)
-        @nightmare_front.maintain(@nightmare, Unicorn::HttpServer::LISTENERS.dup, worker_processes) do
+        listeners = Unicorn::HttpServer::LISTENERS.dup
+        @nightmare_front.maintain(@nightmare, listeners, nightmare_tls_of(listeners), worker_processes) do
           nightmare_leave_master
         end
       elsif @nightmare_front&.running?
         @nightmare_front.retire("nightmare was turned off")
       end
+    end
+
+    # Each listener's ssl block settings (see Nightmare::SSLConfigurator),
+    # nil for plain HTTP.
+    def nightmare_tls_of(listeners)
+      listeners.map { |io| listener_opts.fetch(sock_name(io), {})[:ssl_opts] }
     end
 
     # In the new front process: let go of what belongs to the master, and of

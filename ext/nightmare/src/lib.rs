@@ -7,9 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use magnus::{Error, ExceptionClass, RHash, RModule, RString, Ruby, TryConvert, function, method, prelude::*};
+use magnus::{Error, ExceptionClass, RArray, RHash, RModule, RString, Ruby, TryConvert, function, method, prelude::*};
 use nightmare_front::proxy_header::{self, Secret};
-use nightmare_front::{Front, FrontConfig, descriptors};
+use nightmare_front::tls::{self, CertificatePair, TlsSettings, TlsVersion};
+use nightmare_front::{Front, FrontConfig, InheritedListener, descriptors};
 
 /// The front as Ruby holds it. Ruby 3.1 frees wrapped objects at exit in
 /// every process, forked children included, so the pid of the process that
@@ -36,10 +37,14 @@ impl Drop for RubyFront {
 }
 
 impl RubyFront {
+    /// `listeners` are `[fd, ssl block index or nil]` pairs, `tls` the
+    /// ssl blocks' settings (see `tls_settings`).
+    #[allow(clippy::too_many_arguments)]
     fn start(
         ruby: &Ruby,
         options: RHash,
-        listener_fds: Vec<RawFd>,
+        listeners: Vec<(RawFd, Option<usize>)>,
+        tls: RArray,
         worker_socket: String,
         secret: RString,
         log_fd: RawFd,
@@ -47,17 +52,21 @@ impl RubyFront {
     ) -> Result<RubyFront, Error> {
         let config = front_config(ruby, options)?;
         let secret = secret_from(ruby, secret)?;
-        let listeners = listener_fds.into_iter().map(|fd| duplicate(ruby, fd)).collect::<Result<Vec<_>, _>>()?;
+        let listeners = listeners
+            .into_iter()
+            .map(|(fd, tls)| Ok(InheritedListener { fd: duplicate(ruby, fd)?, tls }))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let tls = tls_settings_list(ruby, tls)?;
         let log = duplicate(ruby, log_fd)?;
         descriptors::set_nonblocking(log.as_fd()).map_err(|e| io_error(ruby, "log pipe", e))?;
-        let front =
-            Front::start(config, listeners, Path::new(&worker_socket), secret, log, workers).map_err(|error| {
-                if error.kind() == std::io::ErrorKind::InvalidInput {
-                    Error::new(ruby.exception_arg_error(), error.to_string())
-                } else {
-                    io_error(ruby, "cannot start the front", error)
-                }
-            })?;
+        let socket = Path::new(&worker_socket);
+        let front = Front::start(config, listeners, &tls, socket, secret, log, workers).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::InvalidInput {
+                Error::new(ruby.exception_arg_error(), error.to_string())
+            } else {
+                io_error(ruby, "cannot start the front", error)
+            }
+        })?;
         Ok(RubyFront { front: RefCell::new(Some(front)), owner_pid: std::process::id() })
     }
 
@@ -71,6 +80,14 @@ impl RubyFront {
 
     fn set_worker_count(ruby: &Ruby, rb_self: &Self, workers: usize) -> Result<(), Error> {
         Self::with_front(ruby, rb_self, |front| front.set_worker_count(workers))
+    }
+
+    /// New certificates for every ssl block; raises ArgumentError naming
+    /// the file at fault, and then the running ones stay.
+    fn reload_tls(ruby: &Ruby, rb_self: &Self, tls: RArray) -> Result<(), Error> {
+        let settings = tls_settings_list(ruby, tls)?;
+        Self::with_front(ruby, rb_self, |front| front.reload_tls(&settings))?
+            .map_err(|error| Error::new(ruby.exception_arg_error(), error.to_string()))
     }
 
     fn stop(ruby: &Ruby, rb_self: &Self, graceful: bool) -> Result<(), Error> {
@@ -133,6 +150,45 @@ impl PreambleReader {
             Err(error) => Err(io_error(ruby, "reading a request's preamble", error)),
         }
     }
+}
+
+/// `Nightmare::Native.check_tls(settings)`: reads and parses every file of
+/// one ssl block, as the master does when it loads the config; raises
+/// ArgumentError naming the directive and the file at fault.
+fn check_tls(ruby: &Ruby, settings: RHash) -> Result<(), Error> {
+    let settings = tls_settings(ruby, settings)?;
+    tls::check(&settings).map_err(|error| Error::new(ruby.exception_arg_error(), error.to_string()))
+}
+
+fn tls_settings_list(ruby: &Ruby, list: RArray) -> Result<Vec<TlsSettings>, Error> {
+    list.into_iter().map(|item| tls_settings(ruby, RHash::try_convert(item)?)).collect()
+}
+
+/// `{certificates: [[cert, key], ...], protocols: ["TLSv1.2", "TLSv1.3"],
+/// prefer_server_ciphers: bool}`, as Nightmare::TlsSettings#to_native makes it.
+fn tls_settings(ruby: &Ruby, hash: RHash) -> Result<TlsSettings, Error> {
+    let get = |key: &str| hash.get(ruby.to_symbol(key)).filter(|value| !value.is_nil());
+    let mut settings = TlsSettings::default();
+    if let Some(pairs) = get("certificates") {
+        settings.certificates = Vec::<(String, String)>::try_convert(pairs)?
+            .into_iter()
+            .map(|(certificate, key)| CertificatePair { certificate: certificate.into(), key: key.into() })
+            .collect();
+    }
+    if let Some(protocols) = get("protocols") {
+        settings.versions = Vec::<String>::try_convert(protocols)?
+            .iter()
+            .map(|name| match name.as_str() {
+                "TLSv1.2" => Ok(TlsVersion::Tls12),
+                "TLSv1.3" => Ok(TlsVersion::Tls13),
+                other => Err(Error::new(ruby.exception_arg_error(), format!("ssl_protocols: rustls has no {other}"))),
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(prefer) = get("prefer_server_ciphers") {
+        settings.prefer_server_ciphers = bool::try_convert(prefer)?;
+    }
+    Ok(settings)
 }
 
 fn secret_from(ruby: &Ruby, secret: RString) -> Result<Secret, Error> {
@@ -241,7 +297,9 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     reader.define_singleton_method("new", function!(PreambleReader::new, 1))?;
     reader.define_method("read", method!(PreambleReader::read, 1))?;
     let front = native.define_class("Front", ruby.class_object())?;
-    front.define_singleton_method("start", function!(RubyFront::start, 6))?;
+    native.define_singleton_method("check_tls", function!(check_tls, 1))?;
+    front.define_singleton_method("start", function!(RubyFront::start, 7))?;
+    front.define_method("reload_tls", method!(RubyFront::reload_tls, 1))?;
     front.define_method("worker_count=", method!(RubyFront::set_worker_count, 1))?;
     front.define_method("stop", method!(RubyFront::stop, 1))?;
     front.define_method("stopping?", method!(RubyFront::is_stopping, 0))?;

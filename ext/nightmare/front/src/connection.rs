@@ -3,6 +3,7 @@
 //! connection is kept alive. Each state owns what it needs; a transition
 //! consumes the old state and returns the next.
 
+use std::io;
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,10 +11,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::{Registry, Token};
 
+use crate::client_stream::ClientStream;
 use crate::dispatch::{Admission, Slot, Waiter};
 use crate::error_response::Rejection;
 use crate::exchange::{Exchange, ForwardedRequest, Pump};
-use crate::listener::{ClientStream, Scheme};
+use crate::listener::Scheme;
 use crate::proxy_header::{self, ClientAddress};
 use crate::request_body::{BodyFeed, BodyPlan, BodyRead};
 use crate::request_head::{BodyFraming, ForwardingFacts, HeadReader, RequestHead};
@@ -108,6 +110,8 @@ enum State {
     Lingering {
         until: Instant,
     },
+    /// Done, but for bytes a TLS session still holds for the socket.
+    Flushing,
     Closed,
 }
 
@@ -205,15 +209,45 @@ impl Connection {
 
     /// Runs the machine until it has to wait for I/O.
     pub fn drive(&mut self, ctx: &mut LoopContext) -> Verdict {
+        if !self.flush_client(ctx) {
+            return Verdict::Close;
+        }
         loop {
             let state = std::mem::replace(&mut self.state, State::Closed);
             let (next, step) = self.advance(state, ctx);
             self.state = next;
             if let State::Closed = self.state {
-                return Verdict::Close;
+                if !self.client.has_pending_output() {
+                    return Verdict::Close;
+                }
+                // Bytes already written (by TLS) still wait for the socket:
+                // closing now would cut the end of a response.
+                self.deadline = Some(ctx.now + ctx.shared.config.send_timeout.min(REPLY_TIMEOUT));
+                self.state = State::Flushing;
+                return Verdict::Keep;
             }
             if let Step::Wait = step {
                 return Verdict::Keep;
+            }
+        }
+    }
+
+    /// Sends what a TLS session holds for a socket that said it was full;
+    /// false when the client is gone, or when that was all it waited for.
+    fn flush_client(&mut self, ctx: &LoopContext) -> bool {
+        if !self.client.has_pending_output() || !self.client_ready.writable {
+            return true;
+        }
+        match self.client.flush_pending() {
+            WriteOutcome::Wrote(_) => !matches!(self.state, State::Flushing),
+            WriteOutcome::WouldBlock => {
+                self.client_ready.writable = false;
+                true
+            }
+            WriteOutcome::Gone => false,
+            WriteOutcome::Failed(error) => {
+                ctx.shared.log.info(format!("writing to client {}: {error}", self.peer));
+                false
             }
         }
     }
@@ -238,7 +272,7 @@ impl Connection {
             State::Tunneling(tunnel) => self.tunnel(tunnel, ctx),
             State::Replying(reply) => self.reply(reply, ctx),
             State::Lingering { until } => self.linger(until, ctx),
-            waiting @ (State::Queued(_) | State::Closed) => (waiting, Step::Wait),
+            waiting @ (State::Queued(_) | State::Flushing | State::Closed) => (waiting, Step::Wait),
         }
     }
 
@@ -252,7 +286,9 @@ impl Connection {
         let room = reader.room(&ctx.shared.config.head_limits).min(ctx.scratch.len());
         match read_some(&mut self.client, &mut ctx.scratch[..room]) {
             ReadOutcome::Data(n) => {
-                self.client_ready.note_short_read(n, room);
+                if !self.client.buffers_reads() {
+                    self.client_ready.note_short_read(n, room);
+                }
                 if reader.is_empty() && self.requests_served > 0 {
                     // A kept-alive connection starts its next request: the
                     // head now has client_header_timeout to arrive.
@@ -273,6 +309,12 @@ impl Connection {
                 }
                 (State::Closed, Step::Again)
             }
+            ReadOutcome::Failed(error) if error.kind() == io::ErrorKind::InvalidData => {
+                // A TLS failure is the client's (an old client, a scanner,
+                // a certificate it does not trust): info, and closed.
+                ctx.shared.log.info(format!("client {}: {error}; closed", self.peer));
+                (State::Closed, Step::Again)
+            }
             ReadOutcome::Failed(error) => {
                 ctx.shared.log.warn(format!("reading from client {}: {error}", self.peer));
                 (State::Closed, Step::Again)
@@ -283,6 +325,9 @@ impl Connection {
     fn poll_head(&mut self, mut reader: HeadReader, ctx: &mut LoopContext) -> State {
         match reader.poll(&ctx.shared.config.head_limits) {
             Ok(None) => State::ReadingHead(reader),
+            Ok(Some(_)) if self.client.spoke_plain_http() => {
+                self.reject(Rejection::new(400, "plain HTTP request sent to the HTTPS port"), ctx)
+            }
             Ok(Some((head, leftover))) => self.begin_body(head, leftover, ctx),
             Err(rejection) => self.reject(rejection, ctx),
         }
@@ -629,7 +674,7 @@ impl Connection {
             }
             // A worker still busy long after its client left: stop waiting,
             // which gives its slot back (the worker fails on its next write).
-            State::Replying(_) | State::Lingering { .. } | State::Draining(_) => State::Closed,
+            State::Replying(_) | State::Lingering { .. } | State::Draining(_) | State::Flushing => State::Closed,
             State::Queued(_) => {
                 // Out of the queue before anything else: a grant already on
                 // its way finds the connection no longer queued and passes

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::client_stream::ClientStream;
 use crate::connection::{Connection, FIRST_CONNECTION_TOKEN, LoopContext, Verdict, client_token};
 use crate::dispatch::Waiter;
 use crate::listener::{Listener, Scheme};
@@ -158,8 +159,12 @@ impl EventLoop {
                 });
                 return;
             };
-            match self.listeners[listener_index].accept() {
-                Ok((client, peer)) => self.add_connection(client, peer, Scheme::Http, permit, now),
+            let listener = &self.listeners[listener_index];
+            match listener.accept() {
+                Ok((client, peer)) => {
+                    let scheme = listener.scheme();
+                    self.add_connection(client, peer, scheme, permit, now)
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error)
                     if error.kind() == io::ErrorKind::Interrupted
@@ -188,7 +193,7 @@ impl EventLoop {
 
     fn add_connection(
         &mut self,
-        mut client: crate::listener::ClientStream,
+        mut client: ClientStream,
         peer: ClientAddress,
         scheme: Scheme,
         permit: ConnectionPermit,

@@ -9,9 +9,9 @@ use std::os::fd::AsFd;
 use mio::net::UnixStream;
 use mio::{Interest, Registry, Token};
 
+use crate::client_stream::ClientStream;
 use crate::config::FrontConfig;
 use crate::dispatch::{Slot, Waiter};
-use crate::listener::ClientStream;
 use crate::relay::ResponseSink;
 use crate::response::{ClientTerms, ResponseFramer};
 use crate::response_spool::ResponseSpool;

@@ -5,6 +5,7 @@
 //! glue drives it through `Front`.
 
 pub mod chunked;
+pub mod client_stream;
 pub mod config;
 pub mod connection;
 pub mod descriptors;
@@ -12,6 +13,7 @@ pub mod dispatch;
 pub mod error_response;
 pub mod event_loop;
 pub mod exchange;
+pub mod http_date;
 pub mod listener;
 pub mod log;
 pub mod proxy_header;
@@ -24,8 +26,10 @@ pub mod shared;
 pub mod socket_io;
 pub mod spool;
 pub mod spool_writer;
+pub mod static_files;
 #[cfg(test)]
 mod test_support;
+pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 
@@ -45,12 +49,22 @@ use listener::Listener;
 use log::Log;
 use proxy_header::Secret;
 use shared::{Mailbox, Mailboxes, Shared, StopMode};
+use tls::{TlsContext, TlsSettings, TlsSetupError};
 use upstream::WorkerListener;
 
 /// A running front: its loop threads and what they share.
 pub struct Front {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// One per `ssl` block, shared by its listeners on every loop.
+    tls: Vec<Arc<TlsContext>>,
+}
+
+/// A listening socket passed down by the master, and the `ssl` block (an
+/// index into the TLS settings) whose certificates it serves, if any.
+pub struct InheritedListener {
+    pub fd: OwnedFd,
+    pub tls: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,13 +76,14 @@ pub struct FrontStats {
 }
 
 impl Front {
-    /// Starts `config.threads` event loops accepting on `listeners`, handing
-    /// requests to `workers` workers listening on `worker_socket` (each
-    /// preamble carries `secret`), logging into `log` (the non-blocking
-    /// write end of a pipe).
+    /// Starts `config.threads` event loops accepting on `listeners` (TLS
+    /// ones with `tls` settings), handing requests to `workers` workers
+    /// listening on `worker_socket` (each preamble carries `secret`),
+    /// logging into `log` (the non-blocking write end of a pipe).
     pub fn start(
         config: FrontConfig,
-        listeners: Vec<OwnedFd>,
+        listeners: Vec<InheritedListener>,
+        tls: &[TlsSettings],
         worker_socket: &Path,
         secret: Secret,
         log: OwnedFd,
@@ -78,7 +93,24 @@ impl Front {
         if listeners.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listeners to accept on"));
         }
-        let listeners = listeners.into_iter().map(Listener::from_inherited).collect::<io::Result<Vec<_>>>()?;
+        let tls = tls
+            .iter()
+            .map(|settings| TlsContext::new(settings).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error.to_string()))?;
+        let listeners = listeners
+            .into_iter()
+            .map(|inherited| {
+                let listener = Listener::from_inherited(inherited.fd)?;
+                match inherited.tls {
+                    None => Ok(listener),
+                    Some(index) => match tls.get(index) {
+                        Some(context) => listener.with_tls(Arc::clone(context)),
+                        None => Err(io::Error::new(io::ErrorKind::InvalidInput, "a listener names no ssl block")),
+                    },
+                }
+            })
+            .collect::<io::Result<Vec<_>>>()?;
         let worker_listener = WorkerListener::new(worker_socket, secret)?;
         let polls = (0..config.threads).map(|_| Poll::new()).collect::<io::Result<Vec<_>>>()?;
         let mailboxes = polls
@@ -106,12 +138,31 @@ impl Front {
                 }
             }
         }
-        Ok(Front { shared, threads })
+        Ok(Front { shared, threads, tls })
     }
 
     /// Workers now running; requests in flight follow it.
     pub fn set_worker_count(&self, workers: usize) {
         self.shared.dispatcher.set_worker_count(workers);
+    }
+
+    /// Reloads every `ssl` block's certificates (HUP): all or none, so a
+    /// bad file keeps the running ones. Connections already open keep the
+    /// session they have.
+    pub fn reload_tls(&self, settings: &[TlsSettings]) -> Result<(), TlsSetupError> {
+        if settings.len() != self.tls.len() {
+            return Err(TlsSetupError::setting("ssl", "the number of ssl blocks changed; that needs a new front"));
+        }
+        let fresh = self
+            .tls
+            .iter()
+            .zip(settings)
+            .map(|(context, settings)| tls::server_config(settings, Some(&context.current())))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (context, config) in self.tls.iter().zip(fresh) {
+            context.replace(Arc::new(config));
+        }
+        Ok(())
     }
 
     pub fn stop(&self, graceful: bool) {

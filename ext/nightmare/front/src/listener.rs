@@ -1,15 +1,18 @@
 //! Unicorn's listening sockets as the front sees them (inherited descriptors,
-//! TCP or UNIX), and the client connections they yield.
+//! TCP or UNIX, plain or TLS), and the client connections they yield.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 use mio::event::Source;
-use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::net::{TcpListener, UnixListener};
 use mio::{Interest, Registry, Token};
 
+use crate::client_stream::ClientStream;
 use crate::proxy_header::ClientAddress;
+use crate::tls::{TlsContext, TlsStream};
 
 /// What a listener's clients speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,58 +31,67 @@ impl Scheme {
 }
 
 #[derive(Debug)]
-pub enum Listener {
+enum ListenSocket {
     Tcp(TcpListener),
     Unix(UnixListener),
+}
+
+#[derive(Debug)]
+pub struct Listener {
+    socket: ListenSocket,
+    /// Set for the listeners of an `ssl` block: their clients speak TLS.
+    tls: Option<Arc<TlsContext>>,
 }
 
 impl Listener {
     /// Takes a listening socket passed down by the master.
     pub fn from_inherited(fd: OwnedFd) -> io::Result<Listener> {
-        if socket_option(fd.as_fd(), libc::SO_ACCEPTCONN)? == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "descriptor is not a listening socket"));
+        Ok(Listener { socket: ListenSocket::from_inherited(fd)?, tls: None })
+    }
+
+    /// Its clients speak TLS, with `context`'s certificates; TCP only.
+    pub fn with_tls(self, context: Arc<TlsContext>) -> io::Result<Listener> {
+        if let ListenSocket::Unix(_) = self.socket {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "TLS is for TCP listeners only"));
         }
-        match socket_option(fd.as_fd(), libc::SO_DOMAIN)? {
-            libc::AF_INET | libc::AF_INET6 => {
-                let listener = std::net::TcpListener::from(fd);
-                listener.set_nonblocking(true)?;
-                Ok(Listener::Tcp(TcpListener::from_std(listener)))
-            }
-            libc::AF_UNIX => {
-                let listener = std::os::unix::net::UnixListener::from(fd);
-                listener.set_nonblocking(true)?;
-                Ok(Listener::Unix(UnixListener::from_std(listener)))
-            }
-            domain => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("unsupported socket family {domain}"))),
-        }
+        Ok(Listener { tls: Some(context), ..self })
+    }
+
+    pub fn scheme(&self) -> Scheme {
+        if self.tls.is_some() { Scheme::Https } else { Scheme::Http }
     }
 
     /// Each loop thread accepts on its own duplicate of the descriptor.
     pub fn duplicate(&self) -> io::Result<Listener> {
-        Listener::from_inherited(self.as_fd().try_clone_to_owned()?)
+        let socket = ListenSocket::from_inherited(self.as_fd().try_clone_to_owned()?)?;
+        Ok(Listener { socket, tls: self.tls.clone() })
     }
 
     /// The next client and its address as the worker will see it.
     pub fn accept(&self) -> io::Result<(ClientStream, ClientAddress)> {
-        match self {
-            Listener::Tcp(listener) => {
+        match &self.socket {
+            ListenSocket::Tcp(listener) => {
                 let (stream, peer) = listener.accept()?;
                 // Responses are relayed as the worker writes them; Nagle
                 // would hold back the tail of each one. Failing that is no
                 // reason to drop the client.
                 let _ = stream.set_nodelay(true);
                 // An IPv4 client of a dual-stack listener is reported as IPv4.
-                let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-                Ok((ClientStream::Tcp(stream), ClientAddress::Ip(peer)))
+                let peer = ClientAddress::Ip(SocketAddr::new(peer.ip().to_canonical(), peer.port()));
+                let client = match &self.tls {
+                    Some(context) => ClientStream::Tls(Box::new(TlsStream::new(stream, context.current())?)),
+                    None => ClientStream::Tcp(stream),
+                };
+                Ok((client, peer))
             }
-            Listener::Unix(listener) => Ok((ClientStream::Unix(listener.accept()?.0), ClientAddress::Local)),
+            ListenSocket::Unix(listener) => Ok((ClientStream::Unix(listener.accept()?.0), ClientAddress::Local)),
         }
     }
 
     pub fn describe(&self) -> String {
-        let name = match self {
-            Listener::Tcp(listener) => listener.local_addr().map(|a| a.to_string()),
-            Listener::Unix(listener) => listener.local_addr().map(|a| match a.as_pathname() {
+        let name = match &self.socket {
+            ListenSocket::Tcp(listener) => listener.local_addr().map(|a| a.to_string()),
+            ListenSocket::Unix(listener) => listener.local_addr().map(|a| match a.as_pathname() {
                 Some(path) => path.display().to_string(),
                 None => "unix socket".into(),
             }),
@@ -88,103 +100,55 @@ impl Listener {
     }
 }
 
+impl ListenSocket {
+    fn from_inherited(fd: OwnedFd) -> io::Result<ListenSocket> {
+        if socket_option(fd.as_fd(), libc::SO_ACCEPTCONN)? == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "descriptor is not a listening socket"));
+        }
+        match socket_option(fd.as_fd(), libc::SO_DOMAIN)? {
+            libc::AF_INET | libc::AF_INET6 => {
+                let listener = std::net::TcpListener::from(fd);
+                listener.set_nonblocking(true)?;
+                Ok(ListenSocket::Tcp(TcpListener::from_std(listener)))
+            }
+            libc::AF_UNIX => {
+                let listener = std::os::unix::net::UnixListener::from(fd);
+                listener.set_nonblocking(true)?;
+                Ok(ListenSocket::Unix(UnixListener::from_std(listener)))
+            }
+            domain => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("unsupported socket family {domain}"))),
+        }
+    }
+}
+
 impl AsFd for Listener {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Listener::Tcp(listener) => listener.as_fd(),
-            Listener::Unix(listener) => listener.as_fd(),
+        match &self.socket {
+            ListenSocket::Tcp(listener) => listener.as_fd(),
+            ListenSocket::Unix(listener) => listener.as_fd(),
         }
     }
 }
 
 impl Source for Listener {
     fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
-        match self {
-            Listener::Tcp(listener) => listener.register(registry, token, interests),
-            Listener::Unix(listener) => listener.register(registry, token, interests),
+        match &mut self.socket {
+            ListenSocket::Tcp(listener) => listener.register(registry, token, interests),
+            ListenSocket::Unix(listener) => listener.register(registry, token, interests),
         }
     }
 
     fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
-        match self {
-            Listener::Tcp(listener) => listener.reregister(registry, token, interests),
-            Listener::Unix(listener) => listener.reregister(registry, token, interests),
+        match &mut self.socket {
+            ListenSocket::Tcp(listener) => listener.reregister(registry, token, interests),
+            ListenSocket::Unix(listener) => listener.reregister(registry, token, interests),
         }
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Listener::Tcp(listener) => listener.deregister(registry),
-            Listener::Unix(listener) => listener.deregister(registry),
-        }
-    }
-}
-
-#[derive(Debug)]
-pub enum ClientStream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl ClientStream {
-    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        match self {
-            ClientStream::Tcp(stream) => stream.shutdown(how),
-            ClientStream::Unix(stream) => stream.shutdown(how),
-        }
-    }
-}
-
-impl Read for ClientStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            ClientStream::Tcp(stream) => stream.read(buf),
-            ClientStream::Unix(stream) => stream.read(buf),
-        }
-    }
-}
-
-impl Write for ClientStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            ClientStream::Tcp(stream) => stream.write(buf),
-            ClientStream::Unix(stream) => stream.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl AsFd for ClientStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            ClientStream::Tcp(stream) => stream.as_fd(),
-            ClientStream::Unix(stream) => stream.as_fd(),
-        }
-    }
-}
-
-impl Source for ClientStream {
-    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
-        match self {
-            ClientStream::Tcp(stream) => stream.register(registry, token, interests),
-            ClientStream::Unix(stream) => stream.register(registry, token, interests),
-        }
-    }
-
-    fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
-        match self {
-            ClientStream::Tcp(stream) => stream.reregister(registry, token, interests),
-            ClientStream::Unix(stream) => stream.reregister(registry, token, interests),
-        }
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            ClientStream::Tcp(stream) => stream.deregister(registry),
-            ClientStream::Unix(stream) => stream.deregister(registry),
+        match &mut self.socket {
+            ListenSocket::Tcp(listener) => listener.deregister(registry),
+            ListenSocket::Unix(listener) => listener.deregister(registry),
         }
     }
 }
@@ -214,7 +178,7 @@ mod tests {
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = tcp.local_addr().unwrap();
         let listener = Listener::from_inherited(OwnedFd::from(tcp)).unwrap();
-        assert!(matches!(listener, Listener::Tcp(_)));
+        assert_eq!(listener.scheme(), Scheme::Http);
         assert_eq!(listener.describe(), address.to_string());
 
         let dir = tempfile::tempdir().unwrap();

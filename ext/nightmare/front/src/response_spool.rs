@@ -14,15 +14,14 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::client_stream::ClientStream;
 use crate::dispatch::Waiter;
-use crate::listener::ClientStream;
 use crate::relay::{RelayBuffer, ResponseSink};
-use crate::socket_io::{WriteOutcome, send_file, write_some};
+use crate::socket_io::{WriteOutcome, write_some};
 use crate::spool_writer::{SpoolWriter, WriteProgress};
 
 /// Bytes handed to the writer and not yet written, per connection; beyond
@@ -166,7 +165,7 @@ impl ResponseSpool {
             return WriteOutcome::Wrote(0); // the writer has not got this far yet
         }
         let before = spool.sent;
-        let outcome = send_file(client.as_fd(), spool.file.as_fd(), &mut spool.sent, written - before);
+        let outcome = client.send_file(&spool.file, &mut spool.sent, written - before);
         let WriteOutcome::Wrote(_) = outcome else { return outcome };
         let sent = spool.sent - before;
         spool.forget_confirmed();

@@ -10,8 +10,8 @@ use std::net::Shutdown;
 
 use mio::net::UnixStream;
 
+use crate::client_stream::ClientStream;
 use crate::dispatch::Slot;
-use crate::listener::ClientStream;
 use crate::relay::{RelayBuffer, ResponseSink};
 use crate::response_spool::ResponseSpool;
 use crate::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, write_some};

@@ -1,0 +1,164 @@
+//! A client's connection as the state machine sees it: a TCP or UNIX
+//! socket, or a TLS session over TCP. All three read and write plaintext;
+//! what TLS adds (bytes rustls holds for the socket, a file that cannot
+//! leave by sendfile) is answered here, so callers treat them alike.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
+
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
+
+use crate::socket_io::{WriteOutcome, send_file, write_some};
+use crate::tls::TlsStream;
+
+/// How much of a file one write through TLS takes: one TLS record's worth.
+const TLS_FILE_CHUNK: usize = 16 * 1024;
+
+#[derive(Debug)]
+pub enum ClientStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    Tls(Box<TlsStream>),
+}
+
+impl ClientStream {
+    pub fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
+        match self {
+            ClientStream::Tcp(stream) => stream.shutdown(how),
+            ClientStream::Unix(stream) => stream.shutdown(how),
+            ClientStream::Tls(stream) => stream.shutdown(how),
+        }
+    }
+
+    /// Reads may be served from a buffer (TLS decrypts whole records): a
+    /// read shorter than asked says nothing about the socket being drained.
+    pub fn buffers_reads(&self) -> bool {
+        matches!(self, ClientStream::Tls(_))
+    }
+
+    /// A client of a TLS port that spoke plain HTTP.
+    pub fn spoke_plain_http(&self) -> bool {
+        matches!(self, ClientStream::Tls(stream) if stream.spoke_plain_http())
+    }
+
+    /// Mid-handshake, a failure is the handshake's.
+    pub fn is_handshaking(&self) -> bool {
+        matches!(self, ClientStream::Tls(stream) if stream.is_handshaking())
+    }
+
+    /// Bytes already written that still wait for the socket (TLS only).
+    pub fn has_pending_output(&self) -> bool {
+        matches!(self, ClientStream::Tls(stream) if stream.has_pending_output())
+    }
+
+    pub fn flush_pending(&mut self) -> WriteOutcome {
+        let ClientStream::Tls(stream) = self else { return WriteOutcome::Wrote(0) };
+        match stream.flush_pending() {
+            Ok(()) => WriteOutcome::Wrote(0),
+            Err(error) => classify_write_error(error),
+        }
+    }
+
+    /// Sends up to `count` bytes of `file` from `*offset`, advancing it:
+    /// by sendfile on a plain socket, through the session for TLS.
+    pub fn send_file(&mut self, file: &File, offset: &mut u64, count: u64) -> WriteOutcome {
+        match self {
+            ClientStream::Tls(stream) if !stream.spoke_plain_http() => {
+                // Nothing is read from the file while the socket is full.
+                if let Err(error) = stream.flush_pending() {
+                    return classify_write_error(error);
+                }
+                let mut chunk = [0u8; TLS_FILE_CHUNK];
+                let wanted = count.min(TLS_FILE_CHUNK as u64) as usize;
+                let read = match file.read_at(&mut chunk[..wanted], *offset) {
+                    Ok(0) => {
+                        let error = io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than expected");
+                        return WriteOutcome::Failed(error);
+                    }
+                    Ok(read) => read,
+                    Err(error) => return WriteOutcome::Failed(error),
+                };
+                let outcome = write_some(stream.as_mut(), &chunk[..read]);
+                if let WriteOutcome::Wrote(taken) = outcome {
+                    *offset += taken as u64;
+                }
+                outcome
+            }
+            _ => send_file(self.as_fd(), file.as_fd(), offset, count),
+        }
+    }
+}
+
+fn classify_write_error(error: io::Error) -> WriteOutcome {
+    match error.kind() {
+        io::ErrorKind::WouldBlock => WriteOutcome::WouldBlock,
+        _ if crate::socket_io::is_peer_gone(&error) => WriteOutcome::Gone,
+        io::ErrorKind::BrokenPipe => WriteOutcome::Gone,
+        _ => WriteOutcome::Failed(error),
+    }
+}
+
+impl Read for ClientStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ClientStream::Tcp(stream) => stream.read(buf),
+            ClientStream::Unix(stream) => stream.read(buf),
+            ClientStream::Tls(stream) => stream.read(buf),
+        }
+    }
+}
+
+impl Write for ClientStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            ClientStream::Tcp(stream) => stream.write(buf),
+            ClientStream::Unix(stream) => stream.write(buf),
+            ClientStream::Tls(stream) => stream.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsFd for ClientStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            ClientStream::Tcp(stream) => stream.as_fd(),
+            ClientStream::Unix(stream) => stream.as_fd(),
+            ClientStream::Tls(stream) => stream.socket().as_fd(),
+        }
+    }
+}
+
+impl Source for ClientStream {
+    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+        match self {
+            ClientStream::Tcp(stream) => stream.register(registry, token, interests),
+            ClientStream::Unix(stream) => stream.register(registry, token, interests),
+            ClientStream::Tls(stream) => stream.socket_mut().register(registry, token, interests),
+        }
+    }
+
+    fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+        match self {
+            ClientStream::Tcp(stream) => stream.reregister(registry, token, interests),
+            ClientStream::Unix(stream) => stream.reregister(registry, token, interests),
+            ClientStream::Tls(stream) => stream.socket_mut().reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            ClientStream::Tcp(stream) => stream.deregister(registry),
+            ClientStream::Unix(stream) => stream.deregister(registry),
+            ClientStream::Tls(stream) => stream.socket_mut().deregister(registry),
+        }
+    }
+}

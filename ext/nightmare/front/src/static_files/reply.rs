@@ -1,0 +1,80 @@
+//! A static file's response on its way to the client: the head the front
+//! wrote, then the file's bytes (all of them, or one range) by sendfile on
+//! a plain socket, through the session for TLS.
+
+use std::fs::File;
+
+use crate::client_stream::ClientStream;
+use crate::socket_io::{WriteOutcome, write_some};
+
+#[derive(Debug)]
+pub struct FileReply {
+    head: Vec<u8>,
+    sent: usize,
+    body: Option<FileBody>,
+    /// The client connection stays open for its next request.
+    pub keep_alive: bool,
+}
+
+#[derive(Debug)]
+struct FileBody {
+    file: File,
+    offset: u64,
+    /// One past the last byte to send.
+    end: u64,
+}
+
+#[derive(Debug)]
+pub enum SendStep {
+    Done,
+    /// The client takes no more now; `moved` says whether it took any.
+    Blocked {
+        moved: bool,
+    },
+    Gone,
+    Failed(std::io::Error),
+}
+
+impl FileReply {
+    /// `body` is the file and the byte range to send after `head`.
+    pub fn new(head: Vec<u8>, body: Option<(File, u64, u64)>, keep_alive: bool) -> Self {
+        let body = body.filter(|(_, start, end)| end > start).map(|(file, offset, end)| FileBody { file, offset, end });
+        FileReply { head, sent: 0, body, keep_alive }
+    }
+
+    #[cfg(test)]
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
+
+    pub fn send(&mut self, client: &mut ClientStream) -> SendStep {
+        let mut moved = false;
+        while self.sent < self.head.len() {
+            match write_some(client, &self.head[self.sent..]) {
+                WriteOutcome::Wrote(n) => {
+                    self.sent += n;
+                    moved = true;
+                }
+                WriteOutcome::WouldBlock => return SendStep::Blocked { moved },
+                WriteOutcome::Gone => return SendStep::Gone,
+                WriteOutcome::Failed(error) => return SendStep::Failed(error),
+            }
+        }
+        while let Some(body) = &mut self.body {
+            if body.offset >= body.end {
+                self.body = None;
+                break;
+            }
+            let remaining = body.end - body.offset;
+            match client.send_file(&body.file, &mut body.offset, remaining) {
+                WriteOutcome::Wrote(_) => moved = true,
+                WriteOutcome::WouldBlock => return SendStep::Blocked { moved },
+                WriteOutcome::Gone => return SendStep::Gone,
+                // A file truncated while it was sent: the response cannot
+                // be finished as announced.
+                WriteOutcome::Failed(error) => return SendStep::Failed(error),
+            }
+        }
+        SendStep::Done
+    }
+}

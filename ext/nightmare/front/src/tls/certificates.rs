@@ -1,0 +1,158 @@
+//! Certificate chains and keys from PEM files, and the choice between them
+//! by the name a client asks for (SNI). Each certificate serves the DNS
+//! names of its subjectAltName; the first pair is the default, for clients
+//! that send no name or a name no certificate carries (as nginx's default
+//! server).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::TlsSetupError;
+
+/// One `ssl_certificate` with its `ssl_certificate_key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificatePair {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct CertificateChooser {
+    default: Arc<CertifiedKey>,
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `*.example.com` certificates, by `example.com`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl CertificateChooser {
+    /// Loads every pair; when two certificates carry the same name, the
+    /// first one listed serves it.
+    pub fn load(pairs: &[CertificatePair], provider: &CryptoProvider) -> Result<CertificateChooser, TlsSetupError> {
+        let mut loaded = Vec::with_capacity(pairs.len());
+        for pair in pairs {
+            loaded.push(load_pair(pair, provider)?);
+        }
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        for (key, names) in &loaded {
+            for name in names {
+                match name.strip_prefix("*.") {
+                    Some(parent) => wildcard.entry(parent.to_owned()).or_insert_with(|| Arc::clone(key)),
+                    None => exact.entry(name.clone()).or_insert_with(|| Arc::clone(key)),
+                };
+            }
+        }
+        let default =
+            loaded.into_iter().next().map(|(key, _)| key).ok_or_else(|| {
+                TlsSetupError::setting("ssl_certificate", "an ssl block needs at least one certificate")
+            })?;
+        Ok(CertificateChooser { default, exact, wildcard })
+    }
+
+    fn choose(&self, name: Option<&str>) -> &Arc<CertifiedKey> {
+        let Some(name) = name.map(str::to_ascii_lowercase) else { return &self.default };
+        if let Some(key) = self.exact.get(&name) {
+            return key;
+        }
+        // A wildcard covers exactly one label (RFC 6125 §6.4.3).
+        name.split_once('.').and_then(|(_, parent)| self.wildcard.get(parent)).unwrap_or(&self.default)
+    }
+}
+
+impl ResolvesServerCert for CertificateChooser {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(self.choose(client_hello.server_name())))
+    }
+}
+
+/// The chain and key of one pair, checked against each other, and the
+/// names the certificate is valid for.
+fn load_pair(
+    pair: &CertificatePair,
+    provider: &CryptoProvider,
+) -> Result<(Arc<CertifiedKey>, Vec<String>), TlsSetupError> {
+    let certificate_pem = read("ssl_certificate", &pair.certificate)?;
+    let chain = CertificateDer::pem_slice_iter(&certificate_pem).collect::<Result<Vec<_>, _>>().map_err(|error| {
+        TlsSetupError::file("ssl_certificate", &pair.certificate, format!("unreadable PEM: {error}"))
+    })?;
+    let Some(leaf) = chain.first() else {
+        return Err(TlsSetupError::file("ssl_certificate", &pair.certificate, "holds no PEM certificate"));
+    };
+    let names = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|error| {
+            TlsSetupError::file("ssl_certificate", &pair.certificate, format!("not a valid certificate: {error}"))
+        })?
+        .valid_dns_names()
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let key_pem = read("ssl_certificate_key", &pair.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
+        TlsSetupError::file("ssl_certificate_key", &pair.key, "holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")
+    })?;
+    let certified = CertifiedKey::from_der(chain, key, provider).map_err(|error| {
+        let message = match error {
+            rustls::Error::InconsistentKeys(_) => {
+                format!("is not the key of ssl_certificate {}", pair.certificate.display())
+            }
+            other => format!("cannot be used: {other}"),
+        };
+        TlsSetupError::file("ssl_certificate_key", &pair.key, message)
+    })?;
+    Ok((Arc::new(certified), names))
+}
+
+fn read(directive: &'static str, path: &Path) -> Result<Vec<u8>, TlsSetupError> {
+    std::fs::read(path).map_err(|error| TlsSetupError::file(directive, path, format!("cannot be read: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::test_certificates::{Certificate, provider};
+
+    fn pair(certificate: &Certificate) -> CertificatePair {
+        CertificatePair { certificate: certificate.chain_path.clone(), key: certificate.key_path.clone() }
+    }
+
+    #[test]
+    fn names_choose_their_certificate_and_the_first_is_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Certificate::make(dir.path(), "first", &["a.example"]);
+        let second = Certificate::make(dir.path(), "second", &["b.example", "*.wild.example"]);
+        let chooser = CertificateChooser::load(&[pair(&first), pair(&second)], &provider()).unwrap();
+        let leaf = |name: Option<&str>| chooser.choose(name).cert[0].clone();
+        assert_eq!(leaf(Some("a.example")), first.leaf);
+        assert_eq!(leaf(Some("B.Example")), second.leaf, "names compare without case");
+        assert_eq!(leaf(Some("x.wild.example")), second.leaf);
+        assert_eq!(leaf(Some("y.x.wild.example")), first.leaf, "a wildcard covers one label only");
+        assert_eq!(leaf(Some("unknown.example")), first.leaf);
+        assert_eq!(leaf(None), first.leaf);
+    }
+
+    #[test]
+    fn bad_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = Certificate::make(dir.path(), "good", &["a.example"]);
+        let other = Certificate::make(dir.path(), "other", &["b.example"]);
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not pem at all\n").unwrap();
+        let missing = dir.path().join("missing.pem");
+        let error = |pair: CertificatePair| CertificateChooser::load(&[pair], &provider()).unwrap_err().to_string();
+
+        let text = error(CertificatePair { certificate: missing.clone(), key: good.key_path.clone() });
+        assert!(text.starts_with(&format!("ssl_certificate {} cannot be read", missing.display())), "{text}");
+        let text = error(CertificatePair { certificate: junk.clone(), key: good.key_path.clone() });
+        assert!(text.contains("holds no PEM certificate"), "{text}");
+        let text = error(CertificatePair { certificate: good.chain_path.clone(), key: junk.clone() });
+        assert!(text.starts_with(&format!("ssl_certificate_key {}", junk.display())), "{text}");
+        let text = error(CertificatePair { certificate: good.chain_path.clone(), key: other.key_path.clone() });
+        assert!(text.contains("is not the key of ssl_certificate"), "{text}");
+    }
+}
