@@ -18,10 +18,15 @@ class TlsTest < Minitest::Test
       "d.test" => TestCertificates.make(@certs, "d", ["d.test"], kind: :ed25519),
     }
     write_bundle
+    @public = File.join(@certs, "public")
+    FileUtils.mkdir_p(@public)
+    @static = Random.bytes(6 << 20)
+    File.binwrite(File.join(@public, "static.bin"), @static)
     @tls_port = LocalProcesses.free_port
     pairs = @pairs.values.map { |cert, key| "ssl_certificate #{cert.inspect}\n  ssl_certificate_key #{key.inspect}" }
     @server = UnicornServer.new(workers: 2, nightmare: 'client_max_body_size: "64m", client_header_timeout: 5',
                                 config: <<~CONFIG).start
+                                  try_files #{@public.inspect}
                                   ssl do
                                     listen "127.0.0.1:#{@tls_port}"
                                     #{pairs.join("\n  ")}
@@ -60,6 +65,17 @@ class TlsTest < Minitest::Test
     body = read_response(socket, 30).body
     assert_equal 30 << 20, body.bytesize
     assert_equal "b" * 100, body[-100..]
+  ensure
+    socket&.close
+  end
+
+  def test_a_static_file_leaves_through_tls_byte_exact
+    socket = tls_connect("a.test")
+    socket.write("GET /static.bin HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    assert_equal Digest::SHA256.hexdigest(@static), Digest::SHA256.hexdigest(read_response(socket, 30).body)
+    socket.write("GET /static.bin HTTP/1.1\r\nHost: a.test\r\nRange: bytes=-10\r\n\r\n")
+    part = read_response(socket)
+    assert_equal [206, @static[-10..]], [part.status, part.body]
   ensure
     socket&.close
   end

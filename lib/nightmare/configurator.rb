@@ -20,6 +20,24 @@ module Nightmare
       set[:nightmare] = Nightmare::Options.from_directive(setting, &block)
     end
 
+    # Static files the front serves itself, without bothering a worker:
+    # GET and HEAD requests for a regular file under +root+, with
+    # Last-Modified/ETag (304) and Range (206, 416), by sendfile. Anything
+    # else (no such file, a directory, other methods) goes to the app.
+    #
+    #   try_files "/srv/app/current/public"
+    #   try_files "/srv/app/current/public", "$uri", "$uri.html", "$uri/index.html"
+    #   try_files "/srv/public", "$uri", dotfiles: true, follow_symlinks: true
+    #
+    # The candidates are nginx's (its `try_files $uri $uri/index.html @app`
+    # is `try_files ROOT, "$uri", "$uri/index.html"`: the app comes last
+    # anyway). Options: +dotfiles+ (false), +follow_symlinks+ out of the
+    # root (false), +precompressed+ .br/.gz siblings (true). Needs
+    # +nightmare+ on.
+    def try_files(root, *candidates, **options)
+      set[:try_files] = Nightmare::TryFiles.new(root, candidates, options)
+    end
+
     def commit!(server, options = {}) # :nodoc:
       nightmare_on = set[:nightmare].is_a?(Nightmare::Options)
       if nightmare_on && set[:worker_exec] == true
@@ -27,7 +45,8 @@ module Nightmare
                              "cannot inherit the master's private listener; drop one of the two"
       end
       nightmare_check_tls(nightmare_on)
-      super
+      nightmare_fold_try_files(nightmare_on)
+      super(server, options.merge(skip: [*options[:skip], :try_files]))
     end
 
     # HUP reads the file anew: an ssl block removed since must not leave
@@ -38,6 +57,18 @@ module Nightmare
     end
 
     private
+
+    # try_files is served by the front, so it travels with the front's
+    # settings (a change on HUP starts a new front).
+    def nightmare_fold_try_files(nightmare_on)
+      try_files = set[:try_files]
+      return unless try_files.is_a?(Nightmare::TryFiles)
+      unless nightmare_on
+        raise ArgumentError, "try_files needs the front: Unicorn alone serves no static files; " \
+                             "add `nightmare true` to the config (or remove try_files)"
+      end
+      set[:nightmare] = set[:nightmare].with_try_files(try_files)
+    end
 
     # Every ssl block's files are read and parsed now, so a bad one stops
     # the start (or, on HUP, keeps the running config) with its name.
@@ -58,3 +89,4 @@ Unicorn::Configurator.prepend(Nightmare::Configurator)
 # HUP merges the defaults back before re-reading the file, so a removed
 # `nightmare` line turns the front off again.
 Unicorn::Configurator::DEFAULTS[:nightmare] = false
+Unicorn::Configurator::DEFAULTS[:try_files] = nil

@@ -78,7 +78,10 @@ module Nightmare
       end
     end
 
-    def initialize(given)
+    # +try_files+ (a Nightmare::TryFiles) comes from its own directive.
+    def initialize(given, try_files: nil)
+      @given = given
+      @try_files = try_files
       unknown = given.keys.map(&:to_sym) - SETTINGS.keys
       unless unknown.empty?
         raise ArgumentError, "nightmare: unknown setting #{unknown.map(&:inspect).join(', ')} " \
@@ -89,8 +92,15 @@ module Nightmare
         value = given.key?(name) ? given[name] : default
         value = value.call if value.respond_to?(:call)
         values[name] = __send__(:"check_#{kind}", name, value, minimum)
-      end.freeze
+      end
+      @values[:try_files] = try_files&.to_native
+      @values.freeze
       freeze
+    end
+
+    # The same settings, with the static files the front serves.
+    def with_try_files(try_files)
+      Options.new(@given, try_files: try_files)
     end
 
     def [](name)

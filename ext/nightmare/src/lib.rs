@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use magnus::{Error, ExceptionClass, RArray, RHash, RModule, RString, Ruby, TryConvert, function, method, prelude::*};
 use nightmare_front::proxy_header::{self, Secret};
+use nightmare_front::static_files::StaticSettings;
 use nightmare_front::tls::{self, CertificatePair, TlsSettings, TlsVersion};
 use nightmare_front::{Front, FrontConfig, InheritedListener, descriptors};
 
@@ -265,7 +266,31 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     if let Some(timeout) = seconds(convert::<f64>(get("queue_timeout"))?) {
         config.queue_timeout = timeout;
     }
+    if let Some(try_files) = convert::<RHash>(get("try_files"))? {
+        config.static_files = Some(static_settings(ruby, try_files)?);
+    }
     Ok(config)
+}
+
+/// `{root:, candidates: [...], dotfiles:, symlinks_outside:, precompressed:}`,
+/// as Nightmare::TryFiles#to_native makes it.
+fn static_settings(ruby: &Ruby, hash: RHash) -> Result<StaticSettings, Error> {
+    let get = |key: &str| hash.get(ruby.to_symbol(key)).filter(|value| !value.is_nil());
+    let root = get("root").ok_or_else(|| Error::new(ruby.exception_arg_error(), "try_files needs a root"))?;
+    let mut settings = StaticSettings::new(String::try_convert(root)?.into());
+    if let Some(candidates) = get("candidates") {
+        settings.candidates = Vec::<String>::try_convert(candidates)?;
+    }
+    if let Some(value) = get("dotfiles") {
+        settings.dotfiles = bool::try_convert(value)?;
+    }
+    if let Some(value) = get("symlinks_outside") {
+        settings.symlinks_outside = bool::try_convert(value)?;
+    }
+    if let Some(value) = get("precompressed") {
+        settings.precompressed = bool::try_convert(value)?;
+    }
+    Ok(settings)
 }
 
 /// The front keeps its own copies of the descriptors Ruby passes, so Ruby

@@ -5,6 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::static_files::StaticSettings;
+
 /// Limits on a request head, in the spirit of nginx's
 /// `large_client_header_buffers number size`: the request line and each
 /// header line must fit in `line_size` bytes, the whole head in
@@ -64,6 +66,8 @@ pub struct FrontConfig {
     /// How long a request may wait in the front for a worker (HAProxy's
     /// `timeout queue`); 503 after.
     pub queue_timeout: Duration,
+    /// try_files: static files the front serves itself.
+    pub static_files: Option<StaticSettings>,
 }
 
 impl Default for FrontConfig {
@@ -87,6 +91,7 @@ impl Default for FrontConfig {
             in_flight_per_worker: 16,
             max_queued_requests: 1024,
             queue_timeout: Duration::from_secs(60),
+            static_files: None,
         }
     }
 }

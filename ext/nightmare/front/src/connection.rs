@@ -24,6 +24,7 @@ use crate::shared::{ConnectionPermit, Shared, StopMode};
 use crate::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, write_some};
 use crate::spool::SpooledBody;
 use crate::spool_writer::SpoolWriter;
+use crate::static_files::{FileReply, Lookup, SendStep};
 use crate::tunnel::{Tunnel, TunnelStep};
 use crate::upstream::ConnectError;
 
@@ -106,6 +107,12 @@ enum State {
     Draining(Box<Exchange>),
     /// The worker switched protocols: bytes pass both ways.
     Tunneling(Box<Tunnel>),
+    /// try_files found the file: the front answers, no worker is involved.
+    ServingFile {
+        reply: Box<FileReply>,
+        /// What the client sent after this request (pipelining).
+        leftover: Vec<u8>,
+    },
     Replying(Reply),
     Lingering {
         until: Instant,
@@ -270,6 +277,7 @@ impl Connection {
                 }
             }
             State::Tunneling(tunnel) => self.tunnel(tunnel, ctx),
+            State::ServingFile { reply, leftover } => self.serve_file(reply, leftover, ctx),
             State::Replying(reply) => self.reply(reply, ctx),
             State::Lingering { until } => self.linger(until, ctx),
             waiting @ (State::Queued(_) | State::Flushing | State::Closed) => (waiting, Step::Wait),
@@ -417,6 +425,17 @@ impl Connection {
         ctx: &mut LoopContext,
     ) -> State {
         self.deadline = None;
+        if let Some(files) = &ctx.shared.static_files {
+            match files.lookup(&head, self.keeps_alive(&head, ctx), ctx.now) {
+                Lookup::App => {}
+                Lookup::Serve(mut reply) => {
+                    reply.put_first(interim);
+                    self.deadline = Some(ctx.now + ctx.shared.config.send_timeout);
+                    return State::ServingFile { reply: Box::new(reply), leftover };
+                }
+                Lookup::Refuse(rejection) => return self.reject(rejection, ctx),
+            }
+        }
         let arrived_usec = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
         let request = BufferedRequest { head, body, arrived_usec, interim, leftover, queued_since: None };
         match ctx.shared.dispatcher.admit(self.id) {
@@ -483,9 +502,7 @@ impl Connection {
         let terms = ClientTerms {
             head_request: head.is_head_method(),
             version: head.version,
-            keep_alive: head.keep_alive
-                && ctx.shared.stop_mode() == StopMode::Running
-                && self.requests_served + 1 < config.keepalive_requests,
+            keep_alive: self.keeps_alive(&head, ctx),
             upgrade: head.upgrade.is_some(),
         };
         let body_length = (head.framing != BodyFraming::None).then(|| body.len());
@@ -503,6 +520,37 @@ impl Connection {
             Err(error) => {
                 ctx.shared.log.error(format!("cannot watch a connection to the workers: {error}"));
                 self.reply_with(Rejection::new(503, "no socket for a worker"), true, ctx)
+            }
+        }
+    }
+
+    /// The client asked to keep the connection, and the front is willing.
+    fn keeps_alive(&self, head: &RequestHead, ctx: &LoopContext) -> bool {
+        head.keep_alive
+            && ctx.shared.stop_mode() == StopMode::Running
+            && self.requests_served + 1 < ctx.shared.config.keepalive_requests
+    }
+
+    fn serve_file(&mut self, mut reply: Box<FileReply>, leftover: Vec<u8>, ctx: &mut LoopContext) -> (State, Step) {
+        if !self.client_ready.writable {
+            return (State::ServingFile { reply, leftover }, Step::Wait);
+        }
+        match reply.send(&mut self.client) {
+            SendStep::Done => (self.after_response(reply.keep_alive, leftover, ctx), Step::Again),
+            SendStep::Blocked { moved } => {
+                self.client_ready.writable = false;
+                if moved {
+                    self.deadline = Some(ctx.now + ctx.shared.config.send_timeout);
+                }
+                (State::ServingFile { reply, leftover }, Step::Wait)
+            }
+            SendStep::Gone => {
+                ctx.shared.log.info(format!("client {} went away before the end of a static file", self.peer));
+                (State::Closed, Step::Again)
+            }
+            SendStep::Failed(error) => {
+                ctx.shared.log.error(format!("cannot send a static file to client {}: {error}", self.peer));
+                (State::Closed, Step::Again)
             }
         }
     }
@@ -690,6 +738,13 @@ impl Connection {
                 }
                 let rejection = Rejection::new(503, "no worker was free in time").retry_after(RETRY_AFTER_SECONDS);
                 self.reply_with(rejection, true, ctx)
+            }
+            State::ServingFile { .. } => {
+                let limit = config.send_timeout.as_secs_f64();
+                ctx.shared
+                    .log
+                    .info(format!("client {} took none of its static file for send_timeout ({limit}s)", self.peer));
+                State::Closed
             }
             State::Tunneling(_) => {
                 let limit = config.tunnel_timeout.as_secs_f64();

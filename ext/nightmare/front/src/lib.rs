@@ -49,6 +49,7 @@ use listener::Listener;
 use log::Log;
 use proxy_header::Secret;
 use shared::{Mailbox, Mailboxes, Shared, StopMode};
+use static_files::StaticFiles;
 use tls::{TlsContext, TlsSettings, TlsSetupError};
 use upstream::WorkerListener;
 
@@ -118,7 +119,8 @@ impl Front {
             .map(|poll| Waker::new(poll.registry(), WAKER).map(Mailbox::new))
             .collect::<io::Result<Vec<_>>>()?;
         let mailboxes = Arc::new(Mailboxes(mailboxes));
-        let shared = Arc::new(Shared::new(config, workers, worker_listener, Log::new(log), mailboxes));
+        let static_files = config.static_files.clone().map(StaticFiles::new).transpose()?;
+        let shared = Arc::new(Shared::new(config, workers, worker_listener, Log::new(log), mailboxes, static_files));
 
         let mut threads = Vec::with_capacity(polls.len());
         for (index, poll) in polls.into_iter().enumerate() {

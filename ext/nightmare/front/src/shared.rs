@@ -13,6 +13,7 @@ use crate::config::FrontConfig;
 use crate::dispatch::{DispatchLimits, Dispatcher, GrantSink, Waiter};
 use crate::log::{Log, Throttle};
 use crate::spool_writer::WrittenSink;
+use crate::static_files::StaticFiles;
 use crate::upstream::WorkerListener;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +114,8 @@ pub struct Shared {
     /// For requests refused because the workers cannot keep up.
     pub overload: Throttle,
     pub mailboxes: Arc<Mailboxes>,
+    /// try_files, when configured.
+    pub static_files: Option<StaticFiles>,
     pub open_connections: AtomicUsize,
     pub requests_handed_off: AtomicU64,
     stop: AtomicU8,
@@ -125,6 +128,7 @@ impl Shared {
         workers: WorkerListener,
         log: Log,
         mailboxes: Arc<Mailboxes>,
+        static_files: Option<StaticFiles>,
     ) -> Self {
         let limits = DispatchLimits { per_worker: config.in_flight_per_worker, max_queued: config.max_queued_requests };
         let dispatcher = Dispatcher::new(worker_count, limits, Box::new(Arc::clone(&mailboxes)));
@@ -137,6 +141,7 @@ impl Shared {
             full_accept_queue: Throttle::new(std::time::Duration::from_secs(1)),
             overload: Throttle::new(std::time::Duration::from_secs(1)),
             mailboxes,
+            static_files,
             open_connections: AtomicUsize::new(0),
             requests_handed_off: AtomicU64::new(0),
             stop: AtomicU8::new(0),

@@ -20,7 +20,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -90,29 +89,28 @@ pub enum Lookup {
 
 pub struct StaticFiles {
     settings: StaticSettings,
+    /// The root's descriptor and when it was opened.
     root: Mutex<(Arc<OwnedFd>, Instant)>,
-    /// openat2 is missing (Linux before 5.6): every request goes to the app.
-    unsupported: AtomicBool,
 }
 
 impl StaticFiles {
+    /// Fails, naming the setting, when the root cannot be opened or the
+    /// kernel lacks openat2 (Linux before 5.6).
     pub fn new(settings: StaticSettings) -> io::Result<StaticFiles> {
-        settings.check().map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
-        let root = open_root(&settings)?;
-        Ok(StaticFiles {
-            settings,
-            root: Mutex::new((Arc::new(root), Instant::now())),
-            unsupported: AtomicBool::new(false),
-        })
+        let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
+        settings.check().map_err(invalid)?;
+        let root = open_root(&settings)
+            .map_err(|error| invalid(format!("try_files root {}: {error}", settings.root.display())))?;
+        if let Err(error) = open_beneath(&root, b".", false)
+            && error.raw_os_error() == Some(libc::ENOSYS)
+        {
+            return Err(invalid("try_files needs Linux 5.6 or later (openat2)".into()));
+        }
+        Ok(StaticFiles { settings, root: Mutex::new((Arc::new(root), Instant::now())) })
     }
 
     pub fn settings(&self) -> &StaticSettings {
         &self.settings
-    }
-
-    /// True once the kernel turned out to lack openat2.
-    pub fn is_unsupported(&self) -> bool {
-        self.unsupported.load(Ordering::Relaxed)
     }
 
     pub fn lookup(&self, head: &RequestHead, keep_alive: bool, now: Instant) -> Lookup {
@@ -121,9 +119,6 @@ impl StaticFiles {
             "HEAD" => true,
             _ => return Lookup::App,
         };
-        if self.is_unsupported() {
-            return Lookup::App;
-        }
         let (relative, directory) = match path::judge(&head.target, self.settings.dotfiles) {
             PathVerdict::Look { relative, directory } => (relative, directory),
             PathVerdict::App => return Lookup::App,
@@ -160,10 +155,6 @@ impl StaticFiles {
             Ok(file) => {
                 let metadata = file.metadata().ok()?;
                 metadata.is_file().then_some((file, metadata))
-            }
-            Err(error) if error.raw_os_error() == Some(libc::ENOSYS) => {
-                self.unsupported.store(true, Ordering::Relaxed);
-                None
             }
             // Missing, a directory on the way, a symlink out of the root,
             // not readable: not a file to serve.

@@ -42,6 +42,14 @@ impl FileReply {
         FileReply { head, sent: 0, body, keep_alive }
     }
 
+    /// Bytes owed to the client before this response (the rest of a
+    /// `100 Continue`).
+    pub fn put_first(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.head.splice(0..0, bytes.iter().copied());
+        }
+    }
+
     #[cfg(test)]
     pub fn head(&self) -> &[u8] {
         &self.head
