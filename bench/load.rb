@@ -13,9 +13,10 @@ module Bench
   module Wrk
     module_function
 
-    def run(url, seconds:, connections:, threads: 2, timeout: 5)
+    def run(url, seconds:, connections:, threads: 2, timeout: 5, headers: {})
+      header_args = headers.flat_map { |name, value| ["-H", "#{name}: #{value}"] }
       output = IO.popen(["wrk", "-t#{threads}", "-c#{connections}", "-d#{seconds}s", "--timeout", "#{timeout}s",
-                         "--latency", url], err: %i[child out], &:read)
+                         "--latency", *header_args, url], err: %i[child out], &:read)
       parse(output)
     end
 
@@ -67,6 +68,19 @@ module Bench
       Process.waitpid(@pid)
     rescue Errno::ESRCH, Errno::ECHILD
       nil
+    end
+  end
+
+  # One large download with curl (certificates not checked: the benchmark
+  # made them); seconds taken, or nil if the size was wrong.
+  module Download
+    module_function
+
+    def run(url, bytes)
+      output = IO.popen(["curl", "-sk", "--http1.1", "-o", "/dev/null", "-w", "%{size_download} %{time_total}", url],
+                        err: File::NULL, &:read)
+      size, seconds = output.split
+      size.to_i == bytes ? seconds.to_f : nil
     end
   end
 

@@ -58,7 +58,9 @@ impl FileReply {
     pub fn send(&mut self, client: &mut ClientStream) -> SendStep {
         let mut moved = false;
         while self.sent < self.head.len() {
-            match write_some(client, &self.head[self.sent..]) {
+            let head = &self.head[self.sent..];
+            let outcome = if self.body.is_some() { client.write_before_more(head) } else { write_some(client, head) };
+            match outcome {
                 WriteOutcome::Wrote(n) => {
                     self.sent += n;
                     moved = true;
