@@ -12,3 +12,7 @@ timeout 30
 nightmare do
   client_max_body_size "200m"
 end
+
+# Files under public/ are served by the front itself; the rest reaches the
+# app. (https.unicorn.conf.rb adds HTTPS.)
+try_files File.expand_path("public", __dir__)
