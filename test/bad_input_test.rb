@@ -29,6 +29,12 @@ class BadInputTest < Minitest::Test
       [400, "POST /env HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"],
     "bad chunk size" =>
       [400, "POST /env HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"],
+    "a bare ; as chunk extension" =>
+      [400, "POST /env HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;\r\nhello\r\n0\r\n\r\n"],
+    "a chunk extension that is no token" =>
+      [400, "POST /env HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;a b\r\nhello\r\n0\r\n\r\n"],
+    "whitespace after a chunk size with no extension" =>
+      [400, "POST /env HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n"],
     "chunk size line ended by a bare LF" =>
       [400, "POST /env HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n"],
     "unsupported transfer coding" =>
@@ -44,8 +50,22 @@ class BadInputTest < Minitest::Test
     "header line too long" => [431, "GET / HTTP/1.1\r\nHost: t\r\nCookie: #{'c' * 2000}\r\n\r\n"],
     "head too large" => [431, "GET / HTTP/1.1\r\nHost: t\r\n#{(1..8).map { |i| "X-#{i}: #{'v' * 600}\r\n" }.join}\r\n"],
     "too many headers" => [431, "GET / HTTP/1.1\r\nHost: t\r\n#{(1..25).map { |i| "X-#{i}: v\r\n" }.join}\r\n"],
+    "HTTP version with a leading zero" => [400, "GET /env HTTP/01.1\r\nHost: t\r\n\r\n"],
+    "Host with a path" => [400, "GET /env HTTP/1.1\r\nHost: t/x\r\n\r\n"],
+    "Host with userinfo" => [400, "GET /env HTTP/1.1\r\nHost: u@t\r\n\r\n"],
+    "empty Host" => [400, "GET /env HTTP/1.1\r\nHost: \r\n\r\n"],
+    "Host list" => [400, "GET /env HTTP/1.1\r\nHost: a, b\r\n\r\n"],
+    "Host with a bad port" => [400, "GET /env HTTP/1.1\r\nHost: t:99999\r\n\r\n"],
+    "raw UTF-8 in the target" => [400, "GET /caf\u00e9 HTTP/1.1\r\nHost: t\r\n\r\n"],
     "unknown expectation" => [417, "POST /env HTTP/1.1\r\nHost: t\r\nExpect: magic\r\nContent-Length: 1\r\n\r\nx"],
   }.freeze
+
+  # Waiting for the rest of a head would end in a 408 after
+  # client_header_timeout; a 400 means the line was judged as it came.
+  def test_an_http_0_9_request_line_is_answered_at_once
+    response = raw_request("GET /\r\n")
+    assert_equal 400, response.status
+  end
 
   def test_each_bad_request_gets_its_status_and_never_reaches_a_worker
     BAD_REQUESTS.each do |name, (status, raw)|

@@ -34,15 +34,23 @@ class BasicTest < Minitest::Test
   def test_forwarding_headers_are_the_fronts_not_the_clients
     forged = { "X-Forwarded-For" => "6.6.6.6", "X-Forwarded-Proto" => "https",
                "X-Forwarded-Host" => "evil.example", "X_Forwarded_For" => "7.7.7.7",
-               "X-Request-Start" => "t=1" }
+               "X-Request-Start" => "t=1", "Client-IP" => "6.6.6.6", "X-Real-IP" => "6.6.6.6",
+               "True-Client-IP" => "6.6.6.6" }
     env = get("/env", forged).json
     assert_equal "127.0.0.1", env["REMOTE_ADDR"]
+    %w[HTTP_CLIENT_IP HTTP_X_REAL_IP HTTP_TRUE_CLIENT_IP].each { |name| assert_nil env[name], name }
     assert_nil env["HTTP_X_FORWARDED_FOR"]
     assert_nil env["HTTP_X_FORWARDED_PROTO"], "only HTTPS requests say so"
     assert_equal "http", env["rack.url_scheme"]
     assert_nil env["HTTP_X_FORWARDED_HOST"]
     start_usec = Integer(env["HTTP_X_REQUEST_START"][/\At=(\d+)\z/, 1])
     assert_in_delta Time.now.to_f, start_usec / 1e6, 60, "X-Request-Start is the front's clock"
+  end
+
+  def test_an_absolute_form_target_reaches_the_worker_in_origin_form
+    env = raw_request("GET http://app.example:81/env?x=1 HTTP/1.1\r\nHost: evil.example\r\n\r\n").json
+    assert_equal ["/env", "app.example:81", "app.example", "81", "http"],
+                 env.values_at("PATH_INFO", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "rack.url_scheme")
   end
 
   def test_chunked_request_reaches_the_worker_with_a_content_length

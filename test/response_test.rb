@@ -111,6 +111,17 @@ class ResponseTest < Minitest::Test
     assert_equal 502, response.status
   end
 
+  # Unicorn writes "HTTP/1.1 99" for a status it has no name for: the worker
+  # is alive and well, so the log must not blame a crash.
+  def test_a_malformed_status_line_is_a_502_logged_as_malformed
+    response = get("/status/99")
+    assert_equal 502, response.status
+    assert_includes response.body, "malformed"
+    @server.wait_until("the log line", 5) { @server.log.include?("cannot pass on (malformed response head)") }
+    refute_match(/killed or crashed/, @server.log)
+    assert_equal 200, get("/pid").status
+  end
+
   private
 
   # Reads about +rate+ bytes a second for +seconds+; returns bytes read.

@@ -21,7 +21,7 @@ class SignalsTest < Minitest::Test
     assert_equal 200, slow.value.status, "the request accepted before QUIT is answered"
     Timeout.timeout(20) { Process.waitpid(@server.pid) }
     log = @server.log
-    front_gone = log.index("nightmare front reaped")
+    front_gone = log.index("nightmare front exited")
     workers_gone = log.index(/reaped #<Process::Status: pid \d+ exit 0> worker=/)
     refute_nil front_gone
     assert_operator front_gone, :<, workers_gone, "the front stops while workers can still answer it"
@@ -109,7 +109,7 @@ class SignalsTest < Minitest::Test
     File.rename(@server.log_path, rotated)
     Process.kill(:USR1, @server.pid)
     @server.wait_until("the front to write to the new log", 10) do
-      @server.log.include?("nightmare front done reopening logs")
+      @server.log.include?("nightmare front: log files reopened")
     end
     assert_equal 200, get("/").status
   end
@@ -119,7 +119,7 @@ class SignalsTest < Minitest::Test
     assert_equal 502, response.status, "the worker died without answering"
     @server.wait_until("the master's timeout line", 5) { @server.log.match?(/timeout \(\d+s > 3s\), killing/) }
     assert_equal 200, get("/").status
-    assert_match(/ERROR -- : nightmare: worker gave no usable response to client 127\.0\.0\.1/, @server.log)
+    assert_match(/ERROR -- : nightmare: worker closed its connection for client 127\.0\.0\.1\S* early \(no response; killed or crashed\?\)/, @server.log)
   end
 
   def test_ttin_and_ttou_reach_the_fronts_dispatch

@@ -82,6 +82,8 @@ class ConfigErrorTest < Minitest::Test
     'nightmare temp_path: "/no/such/dir"' => %r{nightmare temp_path="/no/such/dir" is not a writable directory},
     'nightmare "yes"' => /nightmare="yes": use true, false, or a Hash of settings/,
     "nightmare true\nworker_exec true" => /nightmare cannot run with worker_exec true/,
+    "nightmare queue_timeout: Float::INFINITY" => /too long \(> 1 day, 86400s\): nightmare queue_timeout=Infinity/,
+    "nightmare send_timeout: 1e19" => /too long \(> 1 day, 86400s\): nightmare send_timeout=1.0e\+19/,
   }.freeze
 
   def test_bad_settings_fail_at_load_with_a_clear_message
@@ -120,7 +122,7 @@ class ReloadTest < Minitest::Test
 
     served, failures = with_steady_clients do
       rewrite_config('nightmare client_max_body_size: "1m"')
-      reload_and_wait { @server.log.scan("nightmare front ready").size == 2 && @server.log.include?("reaped") }
+      reload_and_wait { @server.log.scan("nightmare front ready").size == 2 && @server.log.include?("nightmare front exited") }
     end
     assert_operator served, :>, 10, "clients kept coming during the reload"
     assert_equal 0, failures, "no request failed while the front was replaced"

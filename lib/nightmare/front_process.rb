@@ -107,9 +107,9 @@ module Nightmare
         when :QUIT then @front.stop(true)
         when :TERM, :INT then @front.stop(false)
         when :USR1
-          @logger.info "nightmare front reopening logs..."
+          @logger.info "nightmare front: reopening its log files"
           Unicorn::Util.reopen_logs
-          @logger.info "nightmare front done reopening logs"
+          @logger.info "nightmare front: log files reopened"
         end
       end
     end

@@ -89,7 +89,7 @@ module Nightmare
     def reaped?(status, stopping:)
       if (retired = @retiring.delete(status.pid))
         retired.control.close
-        @logger.info "nightmare front reaped #{status.inspect}"
+        @logger.info "nightmare front exited: #{status.inspect}"
         return true
       end
       return false unless @current&.pid == status.pid
@@ -98,7 +98,7 @@ module Nightmare
       @current = nil
       front.control.close
       if stopping
-        @logger.info "nightmare front reaped #{status.inspect}"
+        @logger.info "nightmare front exited: #{status.inspect}"
       else
         quick = now - front.started_at < QUICK_DEATH
         @not_before = now + RESPAWN_DELAY if quick

@@ -13,6 +13,7 @@ module Nightmare
   class Options
     SIZE_UNITS = { "" => 1, "k" => 1024, "m" => 1024**2, "g" => 1024**3 }.freeze
     TIME_UNITS = { "ms" => 0.001, "s" => 1, "m" => 60, "h" => 3600 }.freeze
+    MAX_SECONDS = 86_400
 
     # name => [kind, default, minimum]
     SETTINGS = {
@@ -143,6 +144,10 @@ module Nightmare
       seconds or raise ArgumentError, "not a time: nightmare #{name}=#{value.inspect} " \
                                       '(give seconds as a Number, or a String like "500ms", "30s", "5m")'
       seconds.positive? or raise ArgumentError, "must be positive: nightmare #{name}=#{value.inspect}"
+      # Longer than a day is a mistake (Float::INFINITY, 1e19), and the
+      # front's deadlines are instants that must not overflow.
+      seconds <= MAX_SECONDS or
+        raise ArgumentError, "too long (> 1 day, #{MAX_SECONDS}s): nightmare #{name}=#{value.inspect}"
       seconds
     end
 

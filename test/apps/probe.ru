@@ -15,7 +15,9 @@ run lambda { |env|
   when "/env"
     facts = env.slice("REMOTE_ADDR", "REQUEST_METHOD", "SERVER_PROTOCOL", "CONTENT_LENGTH",
                       "HTTP_HOST", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
-                      "HTTP_X_REQUEST_START", "HTTP_TRANSFER_ENCODING", "HTTP_CONNECTION", "HTTP_EXPECT")
+                      "HTTP_X_REQUEST_START", "HTTP_TRANSFER_ENCODING", "HTTP_CONNECTION", "HTTP_EXPECT",
+                      "HTTP_CLIENT_IP", "HTTP_X_REAL_IP", "HTTP_TRUE_CLIENT_IP", "PATH_INFO", "SERVER_NAME",
+                      "SERVER_PORT")
     facts["rack.url_scheme"] = env["rack.url_scheme"]
     facts["body"] = env["rack.input"].read
     [200, { "content-type" => "application/json" }, [JSON.generate(facts)]]

@@ -207,7 +207,17 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     fn convert<T: TryConvert>(value: Option<magnus::Value>) -> Result<Option<T>, Error> {
         value.filter(|v| !v.is_nil()).map(T::try_convert).transpose()
     }
-    let seconds = |value: Option<f64>| value.map(Duration::from_secs_f64);
+    // A value Duration cannot hold (infinite, negative) is an ArgumentError,
+    // never a panic: the Ruby side caps times at a day already.
+    let seconds = |value: Option<f64>| -> Result<Option<Duration>, Error> {
+        value
+            .map(|seconds| {
+                Duration::try_from_secs_f64(seconds).map_err(|_| {
+                    Error::new(ruby.exception_arg_error(), format!("not a usable time: {seconds} seconds"))
+                })
+            })
+            .transpose()
+    };
     if let Some(threads) = convert::<usize>(get("threads"))? {
         config.threads = threads;
     }
@@ -224,25 +234,25 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     if let Some(size) = convert::<u64>(get("client_max_body_size"))? {
         config.client_max_body_size = size;
     }
-    if let Some(timeout) = seconds(convert::<f64>(get("client_header_timeout"))?) {
+    if let Some(timeout) = seconds(convert::<f64>(get("client_header_timeout"))?)? {
         config.client_header_timeout = timeout;
     }
-    if let Some(timeout) = seconds(convert::<f64>(get("client_body_timeout"))?) {
+    if let Some(timeout) = seconds(convert::<f64>(get("client_body_timeout"))?)? {
         config.client_body_timeout = timeout;
     }
-    if let Some(timeout) = seconds(convert::<f64>(get("send_timeout"))?) {
+    if let Some(timeout) = seconds(convert::<f64>(get("send_timeout"))?)? {
         config.send_timeout = timeout;
     }
-    if let Some(timeout) = seconds(convert::<f64>(get("keepalive_timeout"))?) {
+    if let Some(timeout) = seconds(convert::<f64>(get("keepalive_timeout"))?)? {
         config.keepalive_timeout = timeout;
     }
     if let Some(requests) = convert::<usize>(get("keepalive_requests"))? {
         config.keepalive_requests = requests;
     }
-    if let Some(timeout) = seconds(convert::<f64>(get("tunnel_timeout"))?) {
+    if let Some(timeout) = seconds(convert::<f64>(get("tunnel_timeout"))?)? {
         config.tunnel_timeout = timeout;
     }
-    if let Some(timeout) = seconds(convert::<f64>(get("shutdown_timeout"))?) {
+    if let Some(timeout) = seconds(convert::<f64>(get("shutdown_timeout"))?)? {
         config.shutdown_timeout = timeout;
     }
     if let Some(path) = convert::<String>(get("temp_path"))? {
@@ -263,7 +273,7 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     if let Some(count) = convert::<usize>(get("max_queued_requests"))? {
         config.max_queued_requests = count;
     }
-    if let Some(timeout) = seconds(convert::<f64>(get("queue_timeout"))?) {
+    if let Some(timeout) = seconds(convert::<f64>(get("queue_timeout"))?)? {
         config.queue_timeout = timeout;
     }
     if let Some(try_files) = convert::<RHash>(get("try_files"))? {

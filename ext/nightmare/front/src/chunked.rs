@@ -33,12 +33,14 @@ enum State {
         value: u64,
         digits: usize,
     },
-    /// After the size: optional whitespace, then `;` extensions or CR.
+    /// Whitespace after the size: only a `;` extension may follow.
     AfterSize {
         size: u64,
     },
+    /// Inside `*( BWS ";" BWS name [ BWS "=" BWS value ] )`.
     Extension {
         size: u64,
+        at: ExtensionPart,
     },
     SizeLf {
         size: u64,
@@ -55,6 +57,20 @@ enum State {
         line_was_empty: bool,
     },
     Done,
+}
+
+/// Where in a chunk extension the decoder is (RFC 9112 §7.1.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ExtensionPart {
+    BeforeName,
+    Name,
+    AfterName,
+    BeforeValue,
+    Token,
+    Quoted,
+    QuotedPair,
+    QuoteClosed,
+    AfterValue,
 }
 
 #[derive(Debug)]
@@ -126,14 +142,17 @@ impl ChunkedDecoder {
             }
             State::AfterSize { size } => {
                 self.count_size_line()?;
-                self.after_size(size, byte)?
-            }
-            State::Extension { size } => {
-                self.count_size_line()?;
                 match byte {
-                    b'\r' => State::SizeLf { size },
-                    b'\t' | b' '..=0x7e | 0x80..=0xff => State::Extension { size },
-                    _ => return Err(ChunkError::Malformed("bad byte in chunk extension")),
+                    b' ' | b'\t' => State::AfterSize { size },
+                    b';' => State::Extension { size, at: ExtensionPart::BeforeName },
+                    _ => return Err(ChunkError::Malformed("whitespace after a chunk size without an extension")),
+                }
+            }
+            State::Extension { size, at } => {
+                self.count_size_line()?;
+                match extension_step(at, byte)? {
+                    Some(at) => State::Extension { size, at },
+                    None => State::SizeLf { size },
                 }
             }
             State::SizeLf { size } => {
@@ -178,7 +197,7 @@ impl ChunkedDecoder {
     fn after_size(&self, size: u64, byte: u8) -> Result<State, ChunkError> {
         match byte {
             b' ' | b'\t' => Ok(State::AfterSize { size }),
-            b';' => Ok(State::Extension { size }),
+            b';' => Ok(State::Extension { size, at: ExtensionPart::BeforeName }),
             b'\r' => Ok(State::SizeLf { size }),
             _ => Err(ChunkError::Malformed("bad chunk size")),
         }
@@ -199,6 +218,43 @@ impl ChunkedDecoder {
         }
         Ok(())
     }
+}
+
+/// One byte of `*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )`;
+/// `None` when the CR that ends the size line arrives where it may.
+fn extension_step(at: ExtensionPart, byte: u8) -> Result<Option<ExtensionPart>, ChunkError> {
+    use ExtensionPart::*;
+    let whitespace = matches!(byte, b' ' | b'\t');
+    let next = match (at, byte) {
+        (BeforeName, _) if whitespace => BeforeName,
+        (BeforeName, _) if is_token_byte(byte) => Name,
+        (BeforeName, _) => return Err(ChunkError::Malformed("chunk extension without a name")),
+        (Name, _) if is_token_byte(byte) => Name,
+        (Name | Token | QuoteClosed, b'\r') => return Ok(None),
+        (AfterName | AfterValue, b'\r') => {
+            return Err(ChunkError::Malformed("whitespace at the end of a chunk extension"));
+        }
+        (Name | AfterName, b'=') => BeforeValue,
+        (Name, _) | (AfterName, _) if whitespace => AfterName,
+        (Name | AfterName | Token | QuoteClosed | AfterValue, b';') => BeforeName,
+        (BeforeValue, _) if whitespace => BeforeValue,
+        (BeforeValue, b'"') => Quoted,
+        (BeforeValue, _) if is_token_byte(byte) => Token,
+        (BeforeValue, _) => return Err(ChunkError::Malformed("chunk extension without a value")),
+        (Token, _) if is_token_byte(byte) => Token,
+        (Token | QuoteClosed | AfterValue, _) if whitespace => AfterValue,
+        (Quoted, b'"') => QuoteClosed,
+        (Quoted, b'\\') => QuotedPair,
+        (Quoted, b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff) => Quoted,
+        (QuotedPair, b'\t' | b' '..=0x7e | 0x80..=0xff) => Quoted,
+        _ => return Err(ChunkError::Malformed("bad chunk extension")),
+    };
+    Ok(Some(next))
+}
+
+/// RFC 9110's `tchar`.
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 fn expect(byte: u8, wanted: u8, complaint: &'static str) -> Result<(), ChunkError> {
@@ -276,6 +332,40 @@ mod tests {
     fn whitespace_before_extension_is_allowed() {
         let (body, _) = decode_in_pieces(b"3 ;ext\r\nabc\r\n0\r\n\r\n", 3, None).unwrap();
         assert_eq!(body, b"abc");
+    }
+
+    #[test]
+    fn extensions_follow_the_rfc_grammar() {
+        for size_line in
+            ["3;a", "3;a=b", "3 ; a = b", "3;a=b;c;d=\"q \\\" ;x\"", "3;a=\"\"", "3;!#$%&'*+-.^_`|~=v", "3;a=b ;c"]
+        {
+            let input = format!("{size_line}\r\nabc\r\n0\r\n\r\n");
+            let decoded = decode_in_pieces(input.as_bytes(), 1, None);
+            assert_eq!(decoded.map(|(body, _)| body), Ok(b"abc".to_vec()), "{size_line:?}");
+        }
+        for size_line in [
+            "3 ",
+            "3;",
+            "3; ",
+            "3;;a",
+            "3;=b",
+            "3;a=",
+            "3;a b",
+            "3;a=b c",
+            "3;a=b ",
+            "3;a ",
+            "3;a=\"open",
+            "3;a=\"x\"y",
+            "3;a@b",
+            "3;a=b@c",
+            "3;a=\"\x01\"",
+        ] {
+            let input = format!("{size_line}\r\nabc\r\n0\r\n\r\n");
+            assert!(
+                matches!(decode_in_pieces(input.as_bytes(), 1, None), Err(ChunkError::Malformed(_))),
+                "{size_line:?} should be rejected"
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use crate::static_files::StaticSettings;
 
+/// Deadlines are `Instant`s: a timeout this long at most can never overflow one.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
 /// Limits on a request head, in the spirit of nginx's
 /// `large_client_header_buffers number size`: the request line and each
 /// header line must fit in `line_size` bytes, the whole head in
@@ -132,6 +135,10 @@ impl FrontConfig {
         if let Some((name, _)) = timeouts.iter().find(|(_, value)| value.is_zero()) {
             return Err(format!("{name} must be positive"));
         }
+        let longest = [("shutdown_timeout", self.shutdown_timeout)].into_iter().chain(timeouts);
+        if let Some((name, _)) = longest.into_iter().find(|(_, value)| *value > MAX_TIMEOUT) {
+            return Err(format!("{name} must be at most a day"));
+        }
         if !self.temp_path.is_dir() {
             return Err(format!("temp_path {} is not a directory", self.temp_path.display()));
         }
@@ -152,6 +159,12 @@ mod tests {
     fn zero_threads_is_named() {
         let config = FrontConfig { threads: 0, ..FrontConfig::default() };
         assert_eq!(config.check(), Err("threads must be positive".into()));
+    }
+
+    #[test]
+    fn a_timeout_past_a_day_is_named() {
+        let config = FrontConfig { queue_timeout: Duration::from_secs(86_401), ..FrontConfig::default() };
+        assert_eq!(config.check(), Err("queue_timeout must be at most a day".into()));
     }
 
     #[test]

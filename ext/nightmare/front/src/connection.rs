@@ -229,7 +229,9 @@ impl Connection {
                 }
                 // Bytes already written (by TLS) still wait for the socket:
                 // closing now would cut the end of a response.
-                self.deadline = Some(ctx.now + ctx.shared.config.send_timeout.min(REPLY_TIMEOUT));
+                // At most one write's worth waits (kilobytes): send_timeout
+                // is for a client that takes none of it.
+                self.deadline = Some(ctx.now + ctx.shared.config.send_timeout);
                 self.state = State::Flushing;
                 return Verdict::Keep;
             }
@@ -578,16 +580,25 @@ impl Connection {
                 let leftover = exchange.take_leftover();
                 (self.after_response(keep_alive, leftover, ctx), Step::Again)
             }
-            Pump::Broken { problem, client_got_bytes } => {
+            Pump::Broken { problem, client_got_bytes, worker_died } => {
                 if client_got_bytes {
                     ctx.shared.log.error(format!("worker response to client {} broke off: {problem}", self.peer));
                     (State::Closed, Step::Again)
-                } else {
+                } else if worker_died {
                     ctx.shared.log.error(format!(
-                        "worker gave no usable response to client {} ({problem}; killed or crashed?)",
+                        "worker closed its connection for client {} early ({problem}; killed or crashed?); answered 502",
                         self.peer
                     ));
-                    (self.reply_with(Rejection::new(502, "the worker did not answer"), false, ctx), Step::Again)
+                    (self.reply_with(Rejection::new(502, "the worker did not answer"), true, ctx), Step::Again)
+                } else {
+                    ctx.shared.log.error(format!(
+                        "worker sent client {} a response the front cannot pass on ({problem}); answered 502",
+                        self.peer
+                    ));
+                    (
+                        self.reply_with(Rejection::new(502, "the worker's response was malformed"), true, ctx),
+                        Step::Again,
+                    )
                 }
             }
             Pump::ClientGone => {
@@ -703,7 +714,7 @@ impl Connection {
                     "client {} sent no complete request head within client_header_timeout ({limit}s); answered 408",
                     self.peer
                 ));
-                self.reply_with(Rejection::new(408, "request head not received in time"), false, ctx)
+                self.reply_with(Rejection::new(408, "request head not received in time"), true, ctx)
             }
             State::ReadingBody(_) => {
                 let limit = config.client_body_timeout.as_secs_f64();
@@ -711,7 +722,7 @@ impl Connection {
                     "client {} sent nothing of its request body for client_body_timeout ({limit}s); answered 408",
                     self.peer
                 ));
-                self.reply_with(Rejection::new(408, "request body not received in time"), false, ctx)
+                self.reply_with(Rejection::new(408, "request body not received in time"), true, ctx)
             }
             State::Exchanging(exchange) => {
                 let limit = config.send_timeout.as_secs_f64();

@@ -13,7 +13,7 @@ use crate::client_stream::ClientStream;
 use crate::config::FrontConfig;
 use crate::dispatch::{Slot, Waiter};
 use crate::relay::ResponseSink;
-use crate::response::{ClientTerms, ResponseFramer};
+use crate::response::{ClientTerms, FramingError, ResponseFramer};
 use crate::response_spool::ResponseSpool;
 use crate::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, send_file, write_some};
 use crate::spool::SpooledBody;
@@ -99,8 +99,9 @@ pub enum Pump {
     /// The whole response reached the client.
     Finished { keep_alive: bool },
     /// The worker's answer cannot be passed on. If the client has had none
-    /// of it yet, it can still be told 502.
-    Broken { problem: String, client_got_bytes: bool },
+    /// of it yet, it can still be told 502. `worker_died` when it stopped
+    /// short (killed, crashed), not when it wrote something malformed.
+    Broken { problem: String, client_got_bytes: bool, worker_died: bool },
     /// Writing to the client failed: it went away.
     ClientGone,
     /// The worker switched protocols (101): the connection becomes a tunnel.
@@ -255,7 +256,7 @@ impl Exchange {
             // Dropping the outbound request also frees its temp file now.
             SendResult::Done | SendResult::WorkerGone => self.outbound = None,
             SendResult::Blocked => self.upstream_ready.writable = false,
-            SendResult::Failed(error) => return Some(self.broken(format!("writing the request: {error}"))),
+            SendResult::Failed(error) => return Some(self.broken(format!("writing the request: {error}"), true)),
         }
         None
     }
@@ -284,10 +285,11 @@ impl Exchange {
                     self.finish_worker();
                     self.framer.finish(&mut self.response)
                 }
-                ReadOutcome::Failed(error) => return Some(self.broken(format!("reading the response: {error}"))),
+                ReadOutcome::Failed(error) => return Some(self.broken(format!("reading the response: {error}"), true)),
             };
             if let Err(error) = framed {
-                return Some(self.broken(error.describe().to_owned()));
+                let died = matches!(error, FramingError::NoResponse | FramingError::Truncated);
+                return Some(self.broken(error.describe().to_owned(), died));
             }
             if self.framer.status() == Some(101) {
                 return Some(Pump::Upgraded);
@@ -320,8 +322,8 @@ impl Exchange {
         Some(Tunnel::new(upstream, self.upstream_ready, slot, self.response, &to_worker, buffer_size))
     }
 
-    fn broken(&self, problem: String) -> Pump {
-        Pump::Broken { problem, client_got_bytes: self.to_client > 0 }
+    fn broken(&self, problem: String, worker_died: bool) -> Pump {
+        Pump::Broken { problem, client_got_bytes: self.to_client > 0, worker_died }
     }
 
     /// The worker is done with this request: close our end (any late bytes

@@ -176,6 +176,11 @@ impl HeadReader {
                     self.end = Some(newline + 1);
                 }
             } else {
+                if self.in_request_line && !line.windows(6).any(|window| window == b" HTTP/") {
+                    // An HTTP/0.9 request line (`GET /` alone) has no head
+                    // to wait for: answering now beats a 408 a minute later.
+                    return Err(Rejection::new(400, "request line without an HTTP version (HTTP/0.9 is not served)"));
+                }
                 self.in_request_line = false;
             }
             self.scanned = newline + 1;
@@ -228,23 +233,88 @@ fn parse_complete_head(bytes: &[u8], limits: &HeadLimits) -> Result<RequestHead,
         _ => HttpVersion::Http11,
     };
     check_target(&method, &target)?;
-    judge_headers(method, target, version, request.headers)
+    let (target, authority) = origin_form(target)?;
+    let mut head = judge_headers(method, target, version, request.headers)?;
+    if let Some(authority) = authority {
+        // RFC 9112 §3.2.2: the target's authority is the request's host,
+        // whatever Host said; Unicorn would read it from the URI anyway.
+        head.forwarded_headers.retain(|(name, _)| !name.eq_ignore_ascii_case("host"));
+        head.forwarded_headers.insert(0, ("Host".to_owned(), authority.into_bytes()));
+    }
+    Ok(head)
+}
+
+/// An absolute-form target (`http://host/path`) becomes origin-form
+/// (`/path`) and its authority, which must be a valid host.
+fn origin_form(target: String) -> Result<(String, Option<String>), Rejection> {
+    if target.starts_with('/') || target == "*" {
+        return Ok((target, None));
+    }
+    let after_scheme = target.find("://").map_or(target.as_str(), |at| &target[at + 3..]);
+    let end = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
+    let (authority, rest) = after_scheme.split_at(end);
+    check_host(authority.as_bytes())?;
+    let path = match rest.as_bytes().first() {
+        Some(b'/') => rest.to_owned(),
+        Some(_) => format!("/{rest}"),
+        None => "/".to_owned(),
+    };
+    Ok((path, Some(authority.to_owned())))
+}
+
+/// A Host value as RFC 9110 §7.2 allows it, and as nginx checks it: a name
+/// (or an IPv4 address, or an IPv6 one in brackets) and an optional port;
+/// no userinfo, path, list, spaces or backslashes.
+fn check_host(host: &[u8]) -> Result<(), Rejection> {
+    let bad = Err(Rejection::new(400, "invalid Host"));
+    let (name, port) = if let Some(bracketed) = host.strip_prefix(b"[") {
+        let Some(close) = bracketed.iter().position(|&b| b == b']') else { return bad };
+        let (address, after) = bracketed.split_at(close);
+        if address.is_empty() || !address.iter().all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.')) {
+            return bad;
+        }
+        match &after[1..] {
+            [] => (address, None),
+            [b':', port @ ..] => (address, Some(port)),
+            _ => return bad,
+        }
+    } else {
+        match host.iter().rposition(|&b| b == b':') {
+            Some(colon) => (&host[..colon], Some(&host[colon + 1..])),
+            None => (host, None),
+        }
+    };
+    let name_ok = !name.is_empty()
+        && (host.starts_with(b"[")
+            || name.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
+    let port_ok = port.is_none_or(|port| {
+        !port.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit) && {
+            port.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65_535
+        }
+    });
+    if name_ok && port_ok { Ok(()) } else { bad }
 }
 
 /// `HTTP/2.0` and friends are well-formed but unsupported; anything else
-/// httparse calls a version error is just a bad request line.
+/// httparse calls a version error (`HTTP/01.1`, `HTTP/1.`) is just a bad
+/// request line (RFC 9112 §2.3: one digit, a dot, one digit).
 fn version_rejection(bytes: &[u8]) -> Rejection {
     let line_end = bytes.iter().position(|&b| b == b'\n').unwrap_or(bytes.len());
-    let line = &bytes[..line_end];
-    let major_version = line.windows(6).position(|window| window == b" HTTP/").and_then(|at| line.get(at + 6));
-    if major_version.is_some_and(|major| major.is_ascii_digit() && *major != b'1') {
-        Rejection::new(505, "only HTTP/1.0 and HTTP/1.1 are served")
-    } else {
-        Rejection::new(400, "malformed request line")
+    let line = bytes[..line_end].strip_suffix(b"\r").unwrap_or(&bytes[..line_end]);
+    let version = line.windows(6).rposition(|window| window == b" HTTP/").map(|at| &line[at + 6..]);
+    match version {
+        Some([major, b'.', minor]) if major.is_ascii_digit() && minor.is_ascii_digit() && *major >= b'2' => {
+            Rejection::new(505, "only HTTP/1.0 and HTTP/1.1 are served")
+        }
+        _ => Rejection::new(400, "malformed request line"),
     }
 }
 
 fn check_target(method: &str, target: &str) -> Result<(), Rejection> {
+    // RFC 9112 §3.2: the target is ASCII; raw UTF-8 must be percent-encoded.
+    if !target.is_ascii() {
+        return Err(Rejection::new(400, "bytes above 0x7f in the request target (percent-encode them)"));
+    }
     let origin_form = target.starts_with('/');
     let asterisk_form = target == "*" && method == "OPTIONS";
     // Compared as bytes: the target may hold UTF-8, and slicing a str inside
@@ -283,7 +353,10 @@ fn judge_headers(
         match lower.as_str() {
             "host" => {
                 host_count += 1;
-                forwarded_headers.push((name.to_owned(), header.value.to_vec()));
+                // An empty Host is allowed only for targets without an
+                // authority (RFC 9112 §3.2); the front serves none of those.
+                check_host(header.value.trim_ascii())?;
+                forwarded_headers.push((name.to_owned(), header.value.trim_ascii().to_vec()));
             }
             "content-length" => {
                 let length = parse_content_length(header.value)?;
@@ -320,7 +393,11 @@ fn judge_headers(
             }
             // Hop-by-hop (RFC 9110 §7.6.1) and what the front alone may say.
             "upgrade" => upgrade_protocol = Some(header.value.trim_ascii().to_vec()),
-            "keep-alive" | "proxy-connection" | "te" | "trailer" | "forwarded" | "x-request-start" => {}
+            "keep-alive" | "proxy-connection" | "te" | "trailer" => {}
+            // What says who the client is, which only the front knows: Rails'
+            // remote_ip reads Client-IP, other stacks X-Real-IP and
+            // True-Client-IP (Cloudflare's name).
+            "forwarded" | "x-request-start" | "client-ip" | "x-real-ip" | "true-client-ip" => {}
             _ if lower.starts_with("x-forwarded-") => {}
             _ => forwarded_headers.push((name.to_owned(), header.value.to_vec())),
         }
@@ -599,9 +676,69 @@ mod tests {
 
     #[test]
     fn utf8_in_the_target_is_judged_not_panicked_on() {
-        assert_eq!(head_of("GET /aaaaaé HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes()).target, "/aaaaaé");
+        assert_eq!(status_of("GET /aaaaaé HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes()), 400, "raw bytes above 0x7f");
         assert_eq!(status_of("GET aaaaaaé HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes()), 400);
-        assert_eq!(head_of("GET HTTPS://x/é HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes()).target, "HTTPS://x/é");
+        assert_eq!(status_of("GET HTTPS://x/é HTTP/1.1\r\nHost: x\r\n\r\n".as_bytes()), 400);
+        assert_eq!(head_of(b"GET /caf%C3%A9 HTTP/1.1\r\nHost: x\r\n\r\n").target, "/caf%C3%A9");
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form_with_the_uris_host() {
+        let head = head_of(b"GET http://Example.com:8080/a/b?q=1 HTTP/1.1\r\nHost: evil\r\n\r\n");
+        assert_eq!(head.target, "/a/b?q=1");
+        assert_eq!(head.header("host"), Some(&b"Example.com:8080"[..]));
+        let mut out = Vec::new();
+        head.write_upstream_head(&mut out, None, &ForwardingFacts { https: false, request_start_usec: 1 });
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("GET /a/b?q=1 HTTP/1.1\r\nHost: Example.com:8080\r\n"), "{text}");
+        assert!(!text.contains("evil"), "{text}");
+        assert_eq!(head_of(b"GET https://x.test HTTP/1.1\r\nHost: x\r\n\r\n").target, "/");
+        assert_eq!(head_of(b"GET http://x.test?q HTTP/1.0\r\n\r\n").target, "/?q");
+        assert_eq!(status_of(b"GET http://user@x.test/ HTTP/1.1\r\nHost: x\r\n\r\n"), 400, "userinfo");
+        assert_eq!(status_of(b"GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n"), 400, "no host");
+    }
+
+    #[test]
+    fn host_syntax_is_checked_as_nginx_does() {
+        for good in ["x", "a.example.com", "a-b.test:8080", "127.0.0.1:1", "[::1]", "[::1]:443", "under_score"] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {good}\r\n\r\n");
+            assert_eq!(head_of(raw.as_bytes()).header("host"), Some(good.as_bytes()), "{good}");
+        }
+        for bad in ["", "a/b", "a\\b", "a b", "a,b", "u@h", "h:99999", "h:", "h:1x", "[::1", "[zz]", "h:8080/p"] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
+            assert_eq!(status_of(raw.as_bytes()), 400, "Host {bad:?}");
+        }
+    }
+
+    #[test]
+    fn versions_with_leading_zeros_are_bad_and_http_0_9_is_answered_at_once() {
+        assert_eq!(status_of(b"GET / HTTP/01.1\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(status_of(b"GET / HTTP/1.10\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(status_of(b"GET / HTTP/3.0\r\nHost: x\r\n\r\n"), 505);
+        let mut reader = HeadReader::default();
+        reader.push(b"GET /\r\n");
+        let rejection = reader.poll(&limits()).expect_err("no waiting for a head that will not come");
+        assert_eq!(rejection.status, 400);
+    }
+
+    #[test]
+    fn a_long_legal_url_passes_the_default_limits() {
+        let target = format!("/{}", "a".repeat(8000));
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut reader = HeadReader::default();
+        reader.push(raw.as_bytes());
+        let (head, _) = reader.poll(&HeadLimits::default()).unwrap().expect("complete");
+        assert_eq!(head.target, target);
+    }
+
+    #[test]
+    fn client_said_addresses_are_dropped() {
+        let head = head_of(
+            b"GET / HTTP/1.1\r\nHost: x\r\nClient-IP: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nTrue-Client-IP: 6.6.6.6\r\n\r\n",
+        );
+        for name in ["client-ip", "x-real-ip", "true-client-ip"] {
+            assert_eq!(head.header(name), None, "{name}");
+        }
     }
 
     #[test]
