@@ -83,7 +83,7 @@ def selected(phases) = ONLY ? phases.select { |name, _| name.match?(ONLY) } : ph
 
 # Each phase in rounds, the order swapped each round; returns
 # phase => { ratio:, PEER => [figures], OURS => [figures] }.
-def run_pairs(root, site, phases, results, memory)
+def run_pairs(root, kind_of_certificate, site, phases, results, memory)
   targets = { PEER => Bench::NginxTlsStatic.new(PEER, File.join(root, "#{site.object_id}-nginx"), site).start,
               OURS => Bench::NightmareTlsStatic.new(OURS, File.join(root, "#{site.object_id}-ours"), site).start }
   targets.each_value { |target| Bench::Wrk.run(target.tls_url("/"), seconds: 2, connections: CONNECTIONS) }
@@ -99,7 +99,7 @@ def run_pairs(root, site, phases, results, memory)
     end
     results[phase] = { kind: kind, rounds: rounds }
   end
-  memory[site] = targets.transform_values(&:front_peak_rss_kib)
+  memory[kind_of_certificate] = targets.transform_values(&:front_peak_rss_kib)
 ensure
   targets&.each_value(&:stop)
 end
@@ -117,12 +117,12 @@ results = {}
 memory = {}
 Dir.mktmpdir("nightmare-bench-tls") do |root|
   [[:ecdsa, PHASES], [:rsa, RSA_PHASES]].each do |kind, phases|
-    run_pairs(root, make_site(root, kind), selected(phases), results, memory) unless selected(phases).empty?
+    run_pairs(root, kind, make_site(root, kind), selected(phases), results, memory) unless selected(phases).empty?
   end
 end
 
 machine = "#{Etc.nprocessors} cores, #{(File.read('/proc/meminfo')[/MemTotal:\s+(\d+)/, 1].to_i / 1024.0 / 1024).round} GiB, " \
-          "#{File.read('/etc/debian_version').strip rescue 'Linux'}, Linux #{`uname -r`.strip}" # rubocop:disable Style/RescueModifier
+          "Debian #{File.read('/etc/debian_version').strip rescue '?'}, Linux #{`uname -r`.strip}" # rubocop:disable Style/RescueModifier
 lines = ["Run #{Time.now.utc.strftime('%Y-%m-%d %H:%M UTC')} on #{machine}; wrk #{CONNECTIONS} connections " \
          "for #{SECONDS}s, #{ROUNDS} alternating rounds per phase (downloads: median of #{DOWNLOADS} per round); " \
          "ECDSA P-256 certificate unless said; 2 workers each.", ""]
@@ -147,8 +147,9 @@ results.each do |phase, result|
   checks << ["#{phase}: nightmare >= #{target} x nginx", ratio_value >= target - (target == 1.0 ? 0.05 : 0)]
 end
 lines << ""
-memory.each_value do |by_target|
-  lines << "Peak RSS of what faces clients: nightmare front #{by_target[OURS]} KiB; nginx workers #{by_target[PEER]} KiB."
+memory.each do |kind, by_target|
+  lines << "Peak RSS of what faces clients (#{kind.upcase} servers): nightmare front #{by_target[OURS]} KiB; " \
+           "nginx workers #{by_target[PEER]} KiB."
 end
 lines << ""
 lines << "Targets (issue: HTTPS keep-alive and handshakes at least 0.9 x nginx, static small files at least 0.9 x, " \
