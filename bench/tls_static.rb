@@ -8,7 +8,7 @@
 # turns in every phase; a phase's ratio is the median of its rounds'
 # ratios. Prints the figures and writes bench/results/tls_static.md.
 #
-#   rake bench_tls   (BENCH_SECONDS=10 BENCH_TLS_ROUNDS=3 by default;
+#   rake bench_tls   (BENCH_SECONDS=10 BENCH_TLS_ROUNDS=3 BENCH_TLS_DOWNLOAD_ROUNDS=7 by default;
 #                     BENCH_TLS_ONLY=regexp runs the phases it matches)
 require "tmpdir"
 require "etc"
@@ -26,6 +26,9 @@ ROUNDS = Integer(ENV.fetch("BENCH_TLS_ROUNDS", "3"))
 CONNECTIONS = 16
 BIG = 100 << 20
 DOWNLOADS = 3
+# A 100 MiB download over loopback takes 50-200 ms, so one round of them
+# swings by 30%: they get more rounds, which cost seconds, not minutes.
+DOWNLOAD_ROUNDS = Integer(ENV.fetch("BENCH_TLS_DOWNLOAD_ROUNDS", "7"))
 PEER = "nginx+unicorn"
 OURS = "unicorn+nightmare"
 
@@ -88,8 +91,9 @@ def run_pairs(root, kind_of_certificate, site, phases, results, memory)
               OURS => Bench::NightmareTlsStatic.new(OURS, File.join(root, "#{site.object_id}-ours"), site).start }
   targets.each_value { |target| Bench::Wrk.run(target.tls_url("/"), seconds: 2, connections: CONNECTIONS) }
   phases.each do |phase, (kind, measure)|
-    warn "== #{phase}, #{ROUNDS} rounds"
-    rounds = Array.new(ROUNDS) do |round|
+    count = kind == :rate ? ROUNDS : DOWNLOAD_ROUNDS
+    warn "== #{phase}, #{count} rounds"
+    rounds = Array.new(count) do |round|
       order = round.even? ? [PEER, OURS] : [OURS, PEER]
       order.to_h do |name|
         figure = kind == :rate ? measure.call(targets[name]) : median(Array.new(DOWNLOADS) { measure.call(targets[name]) || Float::INFINITY })
@@ -124,7 +128,8 @@ end
 machine = "#{Etc.nprocessors} cores, #{(File.read('/proc/meminfo')[/MemTotal:\s+(\d+)/, 1].to_i / 1024.0 / 1024).round} GiB, " \
           "Debian #{File.read('/etc/debian_version').strip rescue '?'}, Linux #{`uname -r`.strip}" # rubocop:disable Style/RescueModifier
 lines = ["Run #{Time.now.utc.strftime('%Y-%m-%d %H:%M UTC')} on #{machine}; wrk #{CONNECTIONS} connections " \
-         "for #{SECONDS}s, #{ROUNDS} alternating rounds per phase (downloads: median of #{DOWNLOADS} per round); " \
+         "for #{SECONDS}s, #{ROUNDS} alternating rounds per phase (downloads: #{DOWNLOAD_ROUNDS} rounds, median of " \
+         "#{DOWNLOADS} per round); " \
          "ECDSA P-256 certificate unless said; 2 workers each.", ""]
 lines << "| phase | nginx+unicorn | unicorn+nightmare | nightmare/nginx (median of rounds) |"
 lines << "|---|---|---|---|"
