@@ -47,6 +47,17 @@ class BasicTest < Minitest::Test
     assert_in_delta Time.now.to_f, start_usec / 1e6, 60, "X-Request-Start is the front's clock"
   end
 
+  # A worker's first read takes the preamble and up to 16 KiB of the
+  # request with it; a longer head is read on from the socket.
+  def test_a_head_longer_than_a_workers_first_read_arrives_whole
+    long = (1..3).to_h { |i| ["X-Long-#{i}", i.to_s * 7000] }
+    body = "x" * 50_000
+    head = long.map { |name, value| "#{name}: #{value}\r\n" }.join
+    env = raw_request("POST /env HTTP/1.1\r\nHost: t\r\n#{head}Content-Length: #{body.bytesize}\r\n\r\n#{body}").json
+    assert_equal [7000, 7000, 7000], (1..3).map { |i| env["HTTP_X_LONG_#{i} bytes"] }
+    assert_equal body, env["body"]
+  end
+
   def test_an_absolute_form_target_reaches_the_worker_in_origin_form
     env = raw_request("GET http://app.example:81/env?x=1 HTTP/1.1\r\nHost: evil.example\r\n\r\n").json
     assert_equal ["/env", "app.example:81", "app.example", "81", "http"],

@@ -59,7 +59,9 @@ class FullTempPathTest < Minitest::Test
     unless system("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", @mount, err: File::NULL)
       skip "needs root to mount a 1 MiB tmpfs"
     end
-    config = %(nightmare client_max_body_size: "10m", client_body_buffer_size: "4k", temp_path: "#{@mount}")
+    # No total for temp files: the disk itself runs out here.
+    config = %(nightmare client_max_body_size: "10m", client_body_buffer_size: "4k", temp_path: "#{@mount}", ) +
+             %(temp_path_max_size: 0)
     @server = UnicornServer.new(workers: 1, nightmare: "", config: config).start
   end
 
@@ -82,5 +84,65 @@ class FullTempPathTest < Minitest::Test
     assert_equal "#{small.bytesize} #{Digest::SHA256.hexdigest(small)}", response.body
     assert_equal front, @server.front_pid, "the front survived"
     assert_empty Dir.children(@mount), "no temp file is left behind"
+  end
+end
+
+# temp_path_max_size: slow readers of large responses fill the temp files
+# up to the total and no further, uploads that need a file get 503 with
+# Retry-After meanwhile, and work again once a reader is gone.
+class TempBudgetTest < Minitest::Test
+  include HttpHelpers
+
+  BUDGET = 2 << 20
+
+  def setup
+    @mount = Dir.mktmpdir("nightmare-tmpfs")
+    unless system("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", @mount, err: File::NULL)
+      skip "needs root to mount a tmpfs"
+    end
+    config = %(nightmare client_max_body_size: "10m", client_body_buffer_size: "4k", temp_path: "#{@mount}", ) +
+             %(temp_path_max_size: #{BUDGET})
+    @server = UnicornServer.new(workers: 2, nightmare: "", config: config).start
+  end
+
+  def teardown
+    @reader&.close
+    @server&.stop
+    system("umount", @mount, err: File::NULL)
+    Dir.rmdir(@mount)
+  end
+
+  def test_slow_readers_stop_at_the_budget_and_uploads_get_503_until_room_returns
+    @reader = TCPSocket.new("127.0.0.1", @server.port)
+    @reader.write("GET /bytes?#{50 << 20} HTTP/1.1\r\nHost: t\r\n\r\n") # and never read
+    upload = "u" * (1 << 20)
+    refused = nil
+    @server.wait_until("an upload refused for want of temp space", 15) do
+      response = raw_request("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: #{upload.bytesize}\r\n\r\n#{upload}")
+      next refused = response if response.status == 503
+
+      assert_equal 200, response.status, "taken while there is room"
+      sleep 0.1
+      false
+    end
+    assert_equal "5", refused.headers["retry-after"]
+    assert_operator used_bytes, :<=, BUDGET + (512 << 10), "the slow reader's file stopped at the total"
+    assert_match(/ERROR -- : nightmare: temp files hold \d+ of temp_path_max_size #{BUDGET} bytes/, @server.log)
+
+    small = "s" * 1000
+    response = raw_request("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: #{small.bytesize}\r\n\r\n#{small}")
+    assert_equal "#{small.bytesize} #{Digest::SHA256.hexdigest(small)}", response.body, "a body in memory still passes"
+
+    @reader.close
+    @reader = nil
+    @server.wait_until("uploads taken again", 10) do
+      raw_request("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: #{upload.bytesize}\r\n\r\n#{upload}").status == 200
+    end
+  end
+
+  private
+
+  def used_bytes
+    Integer(`df --output=used -B1 #{@mount}`.lines.last)
   end
 end

@@ -38,7 +38,7 @@ module Nightmare
                                               log_writer.fileno, @workers)
       log_writer.close
       @logger.info "nightmare front ready: #{@options[:threads]} threads on #{describe_listeners}, " \
-                   "#{@workers} workers"
+                   "#{@workers} workers, #{describe_temp_budget}"
       supervise(log_reader)
       forward_log(log_reader)
       @logger.info "nightmare front exiting"
@@ -56,6 +56,12 @@ module Nightmare
         name = Unicorn::SocketHelper.sock_name(io)
         tls ? "https://#{name}" : name
       end.join(", ")
+    end
+
+    def describe_temp_budget
+      limit = @front.stats[:temp_path_max_size]
+      where = "temp files in #{@options[:temp_path]}"
+      limit.zero? ? "#{where} without a total limit" : "#{where} up to #{limit >> 20} MiB in all"
     end
 
     def trap_signals

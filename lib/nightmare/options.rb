@@ -33,8 +33,11 @@ module Nightmare
       # How long a switched-protocols tunnel (WebSocket through rack.hijack)
       # may carry nothing either way (nginx's proxy_read_timeout).
       tunnel_timeout: [:time, 60],
-      # Larger bodies get 413 without being read; 0 means no limit.
-      client_max_body_size: [:size, "1m", 0],
+      # Larger bodies get 413 without being read; 0 means no limit. Not
+      # nginx's 1m: Unicorn alone takes any upload, and adding the front
+      # must not break the ones an app already takes; temp_path_max_size
+      # guards the disk instead.
+      client_max_body_size: [:size, "1g", 0],
       # Bodies up to this size stay in memory, larger ones go to temp_path.
       client_body_buffer_size: [:size, "16k", 0],
       # [count, size]: request line and each header line fit in size (414,
@@ -44,14 +47,26 @@ module Nightmare
       client_max_headers: [:count, 100, 1],
       # Where bodies and responses too big for memory wait, in unlinked files.
       temp_path: [:directory, -> { Dir.tmpdir }],
-      # Open client connections; more wait in the listen backlog.
+      # Open client connections; past it idle keep-alive ones are closed to
+      # make room (as nginx does), and failing that new clients wait in the
+      # listen backlog.
       max_connections: [:count, 10_000, 1],
+      # Open connections one client address (an IPv6 /64) may hold; its
+      # next ones are refused (nginx's limit_conn). "auto": a tenth of
+      # max_connections, so one address cannot hold them all. 127.0.0.1 and
+      # ::1 (a local proxy, a load test) are not counted.
+      max_connections_per_address: [:count_or_auto, "auto", 1],
       # Memory per connection for a response the client has not taken yet;
       # more goes to a temp file in temp_path.
       proxy_buffer_size: [:size, "32k", 1024],
       # How much of one response a temp file may hold; beyond it the worker
       # waits for the client (nginx's proxy_max_temp_file_size). 0: no file.
       max_temp_file_size: [:size, "1024m", 0],
+      # What all temp files together may hold: past it, responses spool no
+      # more (their workers wait for the clients) and request bodies that
+      # need a file get 503. "auto": half of temp_path's free space when the
+      # front starts; 0: no limit.
+      temp_path_max_size: [:size_or_auto, "auto", 0],
       # How long QUIT waits for requests in progress.
       shutdown_timeout: [:time, 30],
       # Requests handed to the workers' accept queue per worker; the rest
@@ -134,6 +149,21 @@ module Nightmare
                                     '(give bytes as an Integer, or a String like "512k", "10m", "1g")'
       bytes >= minimum or raise ArgumentError, "too low (< #{minimum} bytes): nightmare #{name}=#{value.inspect}"
       bytes
+    end
+
+    # nil stands for "auto", which the front works out from max_connections.
+    def check_count_or_auto(name, value, minimum)
+      value == "auto" ? nil : check_count(name, value, minimum)
+    rescue ArgumentError => e
+      raise ArgumentError, "#{e.message} (or \"auto\")"
+    end
+
+    # nil stands for "auto", which the front works out when it starts.
+    def check_size_or_auto(name, value, minimum)
+      value == "auto" ? nil : check_size(name, value, minimum)
+    rescue ArgumentError
+      raise ArgumentError, "not a size or \"auto\": nightmare #{name}=#{value.inspect} " \
+                           '(give bytes as an Integer, a String like "512k", "10m", "1g", or "auto")'
     end
 
     def check_time(name, value, _minimum)

@@ -122,6 +122,8 @@ impl RubyFront {
         hash.aset(ruby.to_symbol("in_flight"), stats.dispatch.in_flight)?;
         hash.aset(ruby.to_symbol("queued"), stats.dispatch.queued)?;
         hash.aset(ruby.to_symbol("log_lines_dropped"), stats.log_lines_dropped)?;
+        hash.aset(ruby.to_symbol("temp_file_bytes"), stats.temp_file_bytes)?;
+        hash.aset(ruby.to_symbol("temp_path_max_size"), stats.temp_path_max_size)?;
         Ok(hash)
     }
 }
@@ -137,16 +139,23 @@ impl PreambleReader {
         Ok(PreambleReader { secret: secret_from(ruby, secret)? })
     }
 
-    /// The client's address as Unicorn reports it. Raises
-    /// Nightmare::PreambleRefused, saying why, for a connection that is not
-    /// a request from this master's front.
-    fn read(ruby: &Ruby, rb_self: &Self, fd: RawFd) -> Result<String, Error> {
+    /// `[address, request_start]`: the client's address as Unicorn reports
+    /// it, and the bytes of the request read with the preamble (`nil` if
+    /// none came with it). Raises Nightmare::PreambleRefused, saying why,
+    /// for a connection that is not a request from this master's front.
+    fn read(ruby: &Ruby, rb_self: &Self, fd: RawFd) -> Result<(String, Option<RString>), Error> {
         // SAFETY: the caller passes `IO#fileno` of the socket it just
         // accepted and holds, which is open for this call.
         let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        match proxy_header::read(socket, &rb_self.secret, proxy_header::WORKER_PATIENCE) {
+        // As much as Unicorn's own first read of a request takes.
+        let mut buffer = [0u8; 16 * 1024];
+        match proxy_header::read(socket, &rb_self.secret, proxy_header::WORKER_PATIENCE, &mut buffer) {
             // Local is shown as what Unicorn reports for UNIX-socket clients.
-            Ok(Ok(client)) => Ok(client.to_string()),
+            Ok(Ok((client, 0))) => Ok((client.to_string(), None)),
+            Ok(Ok((client, length))) => {
+                let start = proxy_header::PREAMBLE_LEN;
+                Ok((client.to_string(), Some(ruby.str_from_slice(&buffer[start..start + length]))))
+            }
             Ok(Err(refusal)) => Err(Error::new(nightmare_class(ruby, "PreambleRefused"), refusal.describe())),
             Err(error) => Err(io_error(ruby, "reading a request's preamble", error)),
         }
@@ -261,11 +270,17 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     if let Some(limit) = convert::<usize>(get("max_connections"))? {
         config.max_connections = limit;
     }
+    if let Some(limit) = convert::<usize>(get("max_connections_per_address"))? {
+        config.connections_per_address = Some(limit);
+    }
     if let Some(size) = convert::<usize>(get("proxy_buffer_size"))? {
         config.proxy_buffer_size = size;
     }
     if let Some(size) = convert::<u64>(get("max_temp_file_size"))? {
         config.max_temp_file_size = size;
+    }
+    if let Some(size) = convert::<u64>(get("temp_path_max_size"))? {
+        config.temp_path_max_size = Some(size);
     }
     if let Some(count) = convert::<usize>(get("in_flight_per_worker"))? {
         config.in_flight_per_worker = count;

@@ -35,6 +35,10 @@ impl ClientStream {
         }
     }
 
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientStream::Tls(_))
+    }
+
     /// Reads may be served from a buffer (TLS decrypts whole records): a
     /// read shorter than asked says nothing about the socket being drained.
     pub fn buffers_reads(&self) -> bool {

@@ -50,9 +50,14 @@ pub struct FrontConfig {
     pub tunnel_timeout: Duration,
     /// Shared, since every spool names it.
     pub temp_path: Arc<Path>,
-    /// Open client connections across all threads; beyond it new clients wait
-    /// in the listen backlog.
+    /// Open client connections across all threads; beyond it idle
+    /// keep-alive connections are closed to make room, and failing that new
+    /// clients wait in the listen backlog.
     pub max_connections: usize,
+    /// Open connections one client address (an IPv6 /64) may hold; beyond
+    /// it its new ones are refused (nginx's limit_conn). `None`: a tenth of
+    /// max_connections.
+    pub connections_per_address: Option<usize>,
     /// How long a graceful stop waits for connections in progress.
     pub shutdown_timeout: Duration,
     /// Bytes of a worker's response held in memory per connection; more goes
@@ -61,6 +66,9 @@ pub struct FrontConfig {
     /// Bytes of one response a temp file may hold before the worker is made
     /// to wait for the client (nginx's proxy_max_temp_file_size); 0: no file.
     pub max_temp_file_size: u64,
+    /// Bytes all temp files together may hold; `None`: half of what
+    /// temp_path has free when the front starts; 0: no limit.
+    pub temp_path_max_size: Option<u64>,
     /// Requests handed to the workers' accept queue per worker before the
     /// rest wait in the front (HAProxy's per-server maxconn).
     pub in_flight_per_worker: usize,
@@ -79,7 +87,7 @@ impl Default for FrontConfig {
             threads: default_threads(),
             head_limits: HeadLimits::default(),
             client_body_buffer_size: 16 * 1024,
-            client_max_body_size: 1024 * 1024,
+            client_max_body_size: 1024 * 1024 * 1024,
             client_header_timeout: Duration::from_secs(60),
             client_body_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
@@ -88,9 +96,11 @@ impl Default for FrontConfig {
             tunnel_timeout: Duration::from_secs(60),
             temp_path: Arc::from(std::env::temp_dir()),
             max_connections: 10_000,
+            connections_per_address: None,
             shutdown_timeout: Duration::from_secs(30),
             proxy_buffer_size: 32 * 1024,
             max_temp_file_size: 1024 * 1024 * 1024,
+            temp_path_max_size: None,
             in_flight_per_worker: 16,
             max_queued_requests: 1024,
             queue_timeout: Duration::from_secs(60),
@@ -106,6 +116,12 @@ pub fn default_threads() -> usize {
 }
 
 impl FrontConfig {
+    /// What one address may hold: so many that a whole office behind one
+    /// NAT address fits, too few for one address to hold every connection.
+    pub fn max_connections_per_address(&self) -> usize {
+        self.connections_per_address.unwrap_or(self.max_connections / 10).max(1)
+    }
+
     /// Rejects settings the front cannot run with, naming the setting.
     pub fn check(&self) -> Result<(), String> {
         let positive = [

@@ -22,7 +22,7 @@ use crate::request_head::{BodyFraming, ForwardingFacts, HeadReader, RequestHead}
 use crate::response::ClientTerms;
 use crate::shared::{ConnectionPermit, Shared, StopMode};
 use crate::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, write_some};
-use crate::spool::SpooledBody;
+use crate::spool::{SpoolError, SpooledBody};
 use crate::spool_writer::SpoolWriter;
 use crate::static_files::{FileReply, Lookup, SendStep};
 use crate::tunnel::{Tunnel, TunnelStep};
@@ -261,6 +261,12 @@ impl Connection {
         }
     }
 
+    /// When an idle keep-alive connection would time out, if this is one:
+    /// what nginx closes first when connections run out, soonest first.
+    pub fn idle_until(&self) -> Option<Instant> {
+        if self.is_idle() { self.deadline } else { None }
+    }
+
     /// Waiting for the next request on a connection that served one.
     fn is_idle(&self) -> bool {
         self.requests_served > 0 && matches!(&self.state, State::ReadingHead(reader) if reader.is_empty())
@@ -344,7 +350,7 @@ impl Connection {
     }
 
     fn begin_body(&mut self, head: RequestHead, leftover: Vec<u8>, ctx: &mut LoopContext) -> State {
-        match BodyRead::plan(head, &ctx.shared.config, !leftover.is_empty()) {
+        match BodyRead::plan(head, &ctx.shared.config, &ctx.shared.temp_budget, !leftover.is_empty()) {
             BodyPlan::None(head) => self.complete(head, SpooledBody::Memory(Vec::new()), b"", leftover, ctx),
             BodyPlan::Refuse(rejection) => self.reject(rejection, ctx),
             BodyPlan::Read(mut body) => {
@@ -368,7 +374,10 @@ impl Connection {
         if !self.client_ready.readable {
             return (State::ReadingBody(body), Step::Wait);
         }
-        match read_some(&mut self.client, ctx.scratch) {
+        let wanted = body.still_needed().map_or(ctx.scratch.len(), |needed| {
+            usize::try_from(needed).unwrap_or(usize::MAX).clamp(1, ctx.scratch.len())
+        });
+        match read_some(&mut self.client, &mut ctx.scratch[..wanted]) {
             ReadOutcome::Data(n) => {
                 self.deadline = Some(ctx.now + ctx.shared.config.client_body_timeout);
                 match body.feed(&ctx.scratch[..n]) {
@@ -405,7 +414,21 @@ impl Connection {
                 self.complete(head, spooled, interim, leftover, ctx)
             }
             BodyFeed::Rejected(rejection) => self.reject(rejection, ctx),
-            BodyFeed::SpoolFailed(error) => {
+            BodyFeed::SpoolFailed(SpoolError::BudgetSpent) => {
+                let budget = &ctx.shared.temp_budget;
+                if ctx.shared.temp_budget_spent.allows(ctx.now) {
+                    ctx.shared.log.error(format!(
+                        "temp files hold {} of temp_path_max_size {} bytes: request bodies that need a file \
+                         get 503 and responses stop spooling until some are gone",
+                        budget.taken(),
+                        budget.limit()
+                    ));
+                }
+                let rejection =
+                    Rejection::new(503, "no room to store the request body now").retry_after(RETRY_AFTER_SECONDS);
+                self.reply_with(rejection, true, ctx)
+            }
+            BodyFeed::SpoolFailed(SpoolError::Io(error)) => {
                 ctx.shared.log.error(format!(
                     "cannot spool the request body of client {} to temp_path {}: {error}",
                     self.peer,
@@ -514,7 +537,7 @@ impl Connection {
         let forwarded = ForwardedRequest { head: bytes, body, terms, interim, leftover };
         let writer = (ctx.writer.clone(), self.id);
         let watch = (ctx.registry, upstream_token(self.id.slot));
-        match Exchange::start(upstream, slot, forwarded, config, writer, watch) {
+        match Exchange::start(upstream, slot, forwarded, config, &ctx.shared.temp_budget, writer, watch) {
             Ok(exchange) => {
                 ctx.shared.requests_handed_off.fetch_add(1, Ordering::Relaxed);
                 State::Exchanging(Box::new(exchange))

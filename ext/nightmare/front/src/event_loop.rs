@@ -12,6 +12,7 @@ use slab::Slab;
 use crate::client_stream::ClientStream;
 use crate::connection::{Connection, FIRST_CONNECTION_TOKEN, LoopContext, Verdict, client_token};
 use crate::dispatch::Waiter;
+use crate::error_response::Rejection;
 use crate::listener::{Listener, Scheme};
 use crate::proxy_header::ClientAddress;
 use crate::shared::{ConnectionPermit, Shared, StopMode};
@@ -152,7 +153,10 @@ impl EventLoop {
             return;
         }
         loop {
-            let Some(permit) = ConnectionPermit::try_acquire(&self.shared) else {
+            let Some(mut permit) = ConnectionPermit::try_acquire(&self.shared) else {
+                if self.close_idle_keep_alive(now) {
+                    continue;
+                }
                 self.accept_deferred = true;
                 self.complain_about_accept(now, || {
                     "max_connections reached; new clients wait in the listen backlog".into()
@@ -161,6 +165,7 @@ impl EventLoop {
             };
             let listener = &self.listeners[listener_index];
             match listener.accept() {
+                Ok((client, peer)) if !permit.claim_address(&peer) => self.refuse_for_its_address(client, peer, now),
                 Ok((client, peer)) => {
                     let scheme = listener.scheme();
                     self.add_connection(client, peer, scheme, permit, now)
@@ -180,6 +185,49 @@ impl EventLoop {
                     return;
                 }
             }
+        }
+    }
+
+    /// At max_connections, closes this loop's idle keep-alive connections
+    /// that would time out soonest (nginx does the same), a few at a time;
+    /// false if it has none. A client whose next request is on its way
+    /// sees the close and retries, as it would after keepalive_timeout.
+    fn close_idle_keep_alive(&mut self, now: Instant) -> bool {
+        const AT_ONCE: usize = 16;
+        let mut idle: Vec<(Instant, usize)> = self
+            .connections
+            .iter()
+            .filter_map(|(slot, connection)| connection.idle_until().map(|until| (until, slot)))
+            .collect();
+        if idle.is_empty() {
+            return false;
+        }
+        let count = idle.len().min(AT_ONCE);
+        idle.select_nth_unstable(count - 1);
+        for &(_, slot) in &idle[..count] {
+            self.connections.remove(slot);
+        }
+        if self.shared.idle_closed_for_room.allows(now) {
+            self.shared
+                .log
+                .info(format!("max_connections reached: closed {count} idle keep-alive connections for new clients"));
+        }
+        true
+    }
+
+    /// An address over max_connections_per_address: told so in plain HTTP
+    /// where it can be (nginx's limit_conn answers 503), then closed, with
+    /// nothing read and nothing kept.
+    fn refuse_for_its_address(&mut self, mut client: ClientStream, peer: ClientAddress, now: Instant) {
+        if !client.is_tls() {
+            let refusal = Rejection::new(503, "too many connections from your address").to_response();
+            let _ = crate::socket_io::write_some(&mut client, &refusal);
+        }
+        if self.shared.address_over_share.allows(now) {
+            self.shared.log.info(format!(
+                "client {peer} refused: its address holds max_connections_per_address ({}) already",
+                self.shared.config.max_connections_per_address()
+            ));
         }
     }
 

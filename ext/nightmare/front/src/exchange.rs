@@ -5,6 +5,7 @@
 
 use std::io;
 use std::os::fd::AsFd;
+use std::sync::Arc;
 
 use mio::net::UnixStream;
 use mio::{Interest, Registry, Token};
@@ -18,6 +19,7 @@ use crate::response_spool::ResponseSpool;
 use crate::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, send_file, write_some};
 use crate::spool::SpooledBody;
 use crate::spool_writer::SpoolWriter;
+use crate::temp_budget::{TempBudget, TempShare};
 use crate::tunnel::Tunnel;
 
 /// The request as the worker will read it.
@@ -29,6 +31,8 @@ struct Outbound {
     sent: usize,
     file: Option<(std::fs::File, u64)>,
     file_sent: u64,
+    /// The body file's part of the temp budget, held while the file is.
+    _share: Option<TempShare>,
 }
 
 enum SendResult {
@@ -41,14 +45,14 @@ enum SendResult {
 
 impl Outbound {
     fn new(mut head: Vec<u8>, body: SpooledBody) -> Self {
-        let file = match body {
+        let (file, share) = match body {
             SpooledBody::Memory(bytes) => {
                 head.extend_from_slice(&bytes);
-                None
+                (None, None)
             }
-            SpooledBody::File { file, length } => Some((file, length)),
+            SpooledBody::File { file, length, share } => (Some((file, length)), Some(share)),
         };
-        Outbound { bytes: head, sent: 0, file, file_sent: 0 }
+        Outbound { bytes: head, sent: 0, file, file_sent: 0, _share: share }
     }
 
     fn send(&mut self, upstream: &mut UnixStream) -> SendResult {
@@ -132,6 +136,7 @@ impl Exchange {
         slot: Slot,
         request: ForwardedRequest,
         config: &FrontConfig,
+        budget: &Arc<TempBudget>,
         writer: (SpoolWriter, Waiter),
         watch: (&Registry, Token),
     ) -> io::Result<Exchange> {
@@ -142,8 +147,9 @@ impl Exchange {
         let ForwardedRequest { head, body, terms, interim, leftover } = request;
         let mut response = ResponseSpool::new(
             config.proxy_buffer_size,
-            std::sync::Arc::clone(&config.temp_path),
+            Arc::clone(&config.temp_path),
             config.max_temp_file_size,
+            TempShare::new(budget),
             Some(writer),
         );
         response.push(interim);

@@ -27,6 +27,7 @@ pub mod socket_io;
 pub mod spool;
 pub mod spool_writer;
 pub mod static_files;
+pub mod temp_budget;
 #[cfg(test)]
 mod test_support;
 pub mod tls;
@@ -74,6 +75,9 @@ pub struct FrontStats {
     pub requests_handed_off: u64,
     pub dispatch: DispatchStats,
     pub log_lines_dropped: u64,
+    /// What temp files hold now, and what they may (0: no limit).
+    pub temp_file_bytes: u64,
+    pub temp_path_max_size: u64,
 }
 
 impl Front {
@@ -196,6 +200,8 @@ impl Front {
             requests_handed_off: self.shared.requests_handed_off.load(std::sync::atomic::Ordering::Relaxed),
             dispatch: self.shared.dispatcher.stats(),
             log_lines_dropped: self.shared.log.dropped(),
+            temp_file_bytes: self.shared.temp_budget.taken(),
+            temp_path_max_size: self.shared.temp_budget.limit(),
         }
     }
 }

@@ -4,8 +4,7 @@
 //! worker serves only connections that came from its own front.
 //!
 //! Every preamble has the same length (a NOOP TLV pads the shorter address
-//! families), so a worker takes it with one read of exactly that many bytes
-//! and leaves the request itself to Unicorn.
+//! families), so a worker knows where the request starts in what it reads.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -166,24 +165,33 @@ fn same_secret(found: &[u8], secret: &Secret) -> bool {
     found.len() == secret.len() && found.iter().zip(secret).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
-/// Reads exactly one preamble from a freshly accepted socket, waiting at
-/// most `patience` for it (the front writes it right after connecting, so
-/// it is normally there already). The socket's own blocking mode does not
-/// matter: every read is non-blocking.
-pub fn read(socket: BorrowedFd, secret: &Secret, patience: Duration) -> io::Result<Result<ClientAddress, Refusal>> {
+/// Reads the preamble of a freshly accepted socket into the start of
+/// `buffer` (at least `PREAMBLE_LEN` long) and, in the same reads, whatever
+/// of the request has arrived, up to the buffer's end: the front sends both
+/// at once, so one read usually takes the preamble and the whole head, and
+/// the worker saves the read Unicorn would make next. Returns the client
+/// and how many request bytes follow the preamble in `buffer`. Waits at
+/// most `patience` for a preamble that is late (only a stranger's, or a
+/// front's that died in between, is). Every read is non-blocking, whatever
+/// the socket's own mode.
+pub fn read(
+    socket: BorrowedFd,
+    secret: &Secret,
+    patience: Duration,
+    buffer: &mut [u8],
+) -> io::Result<Result<(ClientAddress, usize), Refusal>> {
+    assert!(buffer.len() >= PREAMBLE_LEN, "a buffer too small for the preamble");
     let deadline = Instant::now() + patience;
-    let mut bytes = [0u8; PREAMBLE_LEN];
     let mut got = 0;
     while got < PREAMBLE_LEN {
-        // SAFETY: the buffer range is valid for writes of that many bytes.
-        let n = unsafe {
-            libc::recv(socket.as_raw_fd(), bytes[got..].as_mut_ptr().cast(), PREAMBLE_LEN - got, libc::MSG_DONTWAIT)
-        };
+        let free = &mut buffer[got..];
+        // SAFETY: the pointer and length describe the writable tail of `buffer`.
+        let n = unsafe { libc::recv(socket.as_raw_fd(), free.as_mut_ptr().cast(), free.len(), libc::MSG_DONTWAIT) };
         if n > 0 {
             got += n as usize;
             // A stranger that sends a request instead is dropped at once.
             let known = got.min(SIGNATURE.len());
-            if bytes[..known] != SIGNATURE[..known] {
+            if buffer[..known] != SIGNATURE[..known] {
                 return Ok(Err(Refusal::NotProxyV2));
             }
             continue;
@@ -205,7 +213,8 @@ pub fn read(socket: BorrowedFd, secret: &Secret, patience: Duration) -> io::Resu
             _ => return Err(error),
         }
     }
-    Ok(decode(&bytes, secret))
+    let preamble: &[u8; PREAMBLE_LEN] = buffer[..PREAMBLE_LEN].try_into().expect("checked above");
+    Ok(decode(preamble, secret).map(|client| (client, got - PREAMBLE_LEN)))
 }
 
 /// Waits until `socket` is readable or `patience` (rounded up to a
@@ -288,16 +297,32 @@ mod tests {
         assert_eq!(decode(&bytes, &SECRET), Ok(ClientAddress::Ip("192.0.2.1:8080".parse().unwrap())));
     }
 
+    /// `read` with a buffer of `size`; the client and the request bytes read.
+    fn read_sized(worker: &UnixStream, patience: Duration, size: usize) -> Result<(ClientAddress, Vec<u8>), Refusal> {
+        let mut buffer = vec![0u8; size];
+        let outcome = read(worker.as_fd(), &SECRET, patience, &mut buffer).unwrap();
+        outcome.map(|(client, length)| (client, buffer[PREAMBLE_LEN..PREAMBLE_LEN + length].to_vec()))
+    }
+
+    fn read_one(worker: &UnixStream, patience: Duration) -> Result<ClientAddress, Refusal> {
+        read_sized(worker, patience, PREAMBLE_LEN).map(|(client, _)| client)
+    }
+
     #[test]
-    fn read_takes_exactly_the_preamble_and_leaves_the_request() {
+    fn read_takes_the_preamble_and_as_much_of_the_request_as_fits() {
         let (mut front, worker) = UnixStream::pair().unwrap();
         front.write_all(&encode(&clients()[1], &SECRET)).unwrap();
         front.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-        let got = read(worker.as_fd(), &SECRET, Duration::from_secs(1)).unwrap();
-        assert_eq!(got, Ok(clients()[1]));
-        let mut rest = [0u8; 18];
+        let (client, request) = read_sized(&worker, Duration::from_secs(1), PREAMBLE_LEN + 4).unwrap();
+        assert_eq!((client, &request[..]), (clients()[1], &b"GET "[..]));
+        let mut rest = [0u8; 14];
         std::io::Read::read_exact(&mut &worker, &mut rest).unwrap();
-        assert_eq!(&rest, b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(&rest, b"/ HTTP/1.1\r\n\r\n", "the rest stays in the socket");
+
+        front.write_all(&encode(&clients()[0], &SECRET)).unwrap();
+        front.write_all(b"GET /all HTTP/1.1\r\n\r\n").unwrap();
+        let (client, request) = read_sized(&worker, Duration::from_secs(1), 16 * 1024).unwrap();
+        assert_eq!((client, &request[..]), (clients()[0], &b"GET /all HTTP/1.1\r\n\r\n"[..]));
     }
 
     #[test]
@@ -310,17 +335,17 @@ mod tests {
             front.write_all(&bytes[10..]).unwrap();
             front
         });
-        assert_eq!(read(worker.as_fd(), &SECRET, Duration::from_secs(5)).unwrap(), Ok(clients()[0]));
+        assert_eq!(read_one(&worker, Duration::from_secs(5)), Ok(clients()[0]));
         let _front = writer.join().unwrap();
 
         let (_silent, worker) = UnixStream::pair().unwrap();
         let started = Instant::now();
-        assert_eq!(read(worker.as_fd(), &SECRET, Duration::from_millis(100)).unwrap(), Err(Refusal::Incomplete));
+        assert_eq!(read_one(&worker, Duration::from_millis(100)), Err(Refusal::Incomplete));
         assert!(started.elapsed() >= Duration::from_millis(100), "{:?}", started.elapsed());
 
         let (closed, worker) = UnixStream::pair().unwrap();
         drop(closed);
-        assert_eq!(read(worker.as_fd(), &SECRET, Duration::from_secs(5)).unwrap(), Err(Refusal::Incomplete));
+        assert_eq!(read_one(&worker, Duration::from_secs(5)), Err(Refusal::Incomplete));
     }
 
     #[test]
@@ -328,7 +353,7 @@ mod tests {
         let (mut stranger, worker) = UnixStream::pair().unwrap();
         stranger.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
         let started = Instant::now();
-        assert_eq!(read(worker.as_fd(), &SECRET, Duration::from_secs(5)).unwrap(), Err(Refusal::NotProxyV2));
+        assert_eq!(read_one(&worker, Duration::from_secs(5)), Err(Refusal::NotProxyV2));
         assert!(started.elapsed() < Duration::from_secs(1));
     }
 }

@@ -5,7 +5,9 @@ use crate::chunked::{ChunkError, ChunkedDecoder};
 use crate::config::FrontConfig;
 use crate::error_response::{CONTINUE, Rejection};
 use crate::request_head::{BodyFraming, RequestHead};
-use crate::spool::{BodySpool, SpooledBody};
+use crate::spool::{BodySpool, SpoolError, SpooledBody};
+use crate::temp_budget::TempBudget;
+use std::sync::Arc;
 
 #[derive(Debug)]
 enum Progress {
@@ -26,8 +28,8 @@ pub enum BodyFeed {
     NeedMore,
     Complete,
     Rejected(Rejection),
-    /// The temp_path could not take the body (full, most likely).
-    SpoolFailed(std::io::Error),
+    /// The body could not be stored: temp_path is full, or the temp budget spent.
+    SpoolFailed(SpoolError),
 }
 
 #[derive(Debug)]
@@ -42,7 +44,7 @@ pub struct BodyRead {
 impl BodyRead {
     /// `body_started` says bytes after the head already arrived, in which
     /// case the client did not wait for `100 Continue`.
-    pub fn plan(head: RequestHead, config: &FrontConfig, body_started: bool) -> BodyPlan {
+    pub fn plan(head: RequestHead, config: &FrontConfig, budget: &Arc<TempBudget>, body_started: bool) -> BodyPlan {
         let max_body = (config.client_max_body_size > 0).then_some(config.client_max_body_size);
         let progress = match head.framing {
             BodyFraming::None | BodyFraming::Length(0) => return BodyPlan::None(head),
@@ -57,7 +59,7 @@ impl BodyRead {
             Progress::Chunked(_) => None,
         };
         let interim: &'static [u8] = if head.expects_continue && !body_started { CONTINUE } else { b"" };
-        let spool = BodySpool::new(config.client_body_buffer_size, &config.temp_path, expected);
+        let spool = BodySpool::new(config.client_body_buffer_size, &config.temp_path, expected, budget);
         BodyPlan::Read(Box::new(BodyRead { head, progress, spool, interim }))
     }
 
@@ -67,6 +69,15 @@ impl BodyRead {
 
     pub fn interim_sent(&mut self, count: usize) {
         self.interim = &self.interim[count..];
+    }
+
+    /// Bytes the body still needs, when its length says so: reads take no
+    /// more, so junk after a short body stays in the kernel, not in memory.
+    pub fn still_needed(&self) -> Option<u64> {
+        match self.progress {
+            Progress::Length { remaining } => Some(remaining),
+            Progress::Chunked(_) => None,
+        }
     }
 
     /// Body bytes received so far.
@@ -152,8 +163,12 @@ mod tests {
 
     #[test]
     fn length_body_stops_at_its_end_and_leaves_the_rest() {
-        let mut body =
-            read(BodyRead::plan(head(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"), &config(), true));
+        let mut body = read(BodyRead::plan(
+            head(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"),
+            &config(),
+            &TempBudget::new(0),
+            true,
+        ));
         assert!(matches!(body.feed(b"hel"), (BodyFeed::NeedMore, 3)));
         assert!(matches!(body.feed(b"loGET /"), (BodyFeed::Complete, 2)));
         let (_, spooled, interim) = body.finish();
@@ -164,36 +179,39 @@ mod tests {
     #[test]
     fn chunked_body_completes_and_oversize_is_refused() {
         let raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let mut body = read(BodyRead::plan(head(raw), &config(), true));
+        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), true));
         assert!(matches!(body.feed(b"3\r\nabc\r\n0\r\n\r\nNEXT"), (BodyFeed::Complete, 13)));
 
-        let mut body = read(BodyRead::plan(head(raw), &config(), true));
+        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), true));
         assert!(matches!(body.feed(b"b\r\n"), (BodyFeed::Rejected(Rejection { status: 413, .. }), _)));
     }
 
     #[test]
     fn announced_oversize_is_refused_unread_and_no_body_means_complete() {
         let big = head(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n");
-        assert!(matches!(BodyRead::plan(big, &config(), false), BodyPlan::Refuse(Rejection { status: 413, .. })));
+        assert!(matches!(
+            BodyRead::plan(big, &config(), &TempBudget::new(0), false),
+            BodyPlan::Refuse(Rejection { status: 413, .. })
+        ));
         let none = head(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert!(matches!(BodyRead::plan(none, &config(), false), BodyPlan::None(_)));
+        assert!(matches!(BodyRead::plan(none, &config(), &TempBudget::new(0), false), BodyPlan::None(_)));
     }
 
     #[test]
     fn continue_is_owed_only_to_a_client_that_waits_for_it() {
         let raw = b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
-        assert_eq!(read(BodyRead::plan(head(raw), &config(), false)).interim(), CONTINUE);
-        assert_eq!(read(BodyRead::plan(head(raw), &config(), true)).interim(), b"");
+        assert_eq!(read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), false)).interim(), CONTINUE);
+        assert_eq!(read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), true)).interim(), b"");
     }
 
     #[test]
     fn half_sent_continue_is_finished_and_unsent_one_dropped() {
         let raw = b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
-        let mut body = read(BodyRead::plan(head(raw), &config(), false));
+        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), false));
         body.interim_sent(5);
         body.feed(b"abc");
         assert_eq!(body.finish().2, &CONTINUE[5..]);
-        let mut body = read(BodyRead::plan(head(raw), &config(), false));
+        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), false));
         body.feed(b"abc");
         assert_eq!(body.finish().2, b"");
     }

@@ -23,6 +23,7 @@ use crate::dispatch::Waiter;
 use crate::relay::{RelayBuffer, ResponseSink};
 use crate::socket_io::{WriteOutcome, write_some};
 use crate::spool_writer::{SpoolWriter, WriteProgress};
+use crate::temp_budget::TempShare;
 
 /// Bytes handed to the writer and not yet written, per connection; beyond
 /// it the worker waits, so a stalled disk cannot grow the front's memory.
@@ -64,6 +65,9 @@ pub struct ResponseSpool {
     /// Bytes the file may hold (nginx's proxy_max_temp_file_size); 0 means
     /// no file: the worker waits for the client instead.
     max_file: u64,
+    /// The file's part of the temp budget: it grows only as the budget
+    /// allows, and when it cannot the worker waits, as at max_file.
+    share: TempShare,
     file_error: Option<io::Error>,
     file_failed: bool,
     /// The loop's writer and this connection's identity; without a writer
@@ -72,13 +76,20 @@ pub struct ResponseSpool {
 }
 
 impl ResponseSpool {
-    pub fn new(memory: usize, temp_path: Arc<Path>, max_file: u64, writer: Option<(SpoolWriter, Waiter)>) -> Self {
+    pub fn new(
+        memory: usize,
+        temp_path: Arc<Path>,
+        max_file: u64,
+        share: TempShare,
+        writer: Option<(SpoolWriter, Waiter)>,
+    ) -> Self {
         ResponseSpool {
             memory: RelayBuffer::new(memory),
             file: None,
             tail: RelayBuffer::new(memory),
             temp_path,
             max_file,
+            share,
             file_error: None,
             file_failed: false,
             writer,
@@ -90,6 +101,7 @@ impl ResponseSpool {
         self.memory = RelayBuffer::new(0);
         self.tail = RelayBuffer::new(0);
         self.file = None;
+        self.share.release();
         self.max_file = 0;
     }
 
@@ -106,13 +118,17 @@ impl ResponseSpool {
         if self.file_failed {
             return if self.file_unsent() > 0 { 0 } else { self.tail.room() };
         }
-        let file_room = match &self.file {
+        let (queued, file_room) = match &self.file {
             Some(spool) => {
                 let unconfirmed = spool.queued - spool.progress.written().min(spool.queued);
-                self.max_file.saturating_sub(spool.queued).min(MAX_UNCONFIRMED.saturating_sub(unconfirmed))
+                (
+                    spool.queued,
+                    self.max_file.saturating_sub(spool.queued).min(MAX_UNCONFIRMED.saturating_sub(unconfirmed)),
+                )
             }
-            None => self.max_file.min(MAX_UNCONFIRMED),
+            None => (0, self.max_file.min(MAX_UNCONFIRMED)),
         };
+        let file_room = self.share.could_cover(queued + file_room).saturating_sub(queued).min(file_room);
         let file_room = usize::try_from(file_room).unwrap_or(usize::MAX);
         if self.file_unsent() > 0 { file_room } else { self.memory.room().saturating_add(file_room) }
     }
@@ -229,6 +245,7 @@ impl ResponseSpool {
             }),
         };
         let offset = spool.queued;
+        self.share.cover_anyway(offset + data.len() as u64);
         match &self.writer {
             Some((writer, owner)) => {
                 let copy: Arc<[u8]> = Arc::from(data);
@@ -282,6 +299,10 @@ mod tests {
 
     use crate::spool_writer::WrittenSink;
 
+    fn unlimited() -> TempShare {
+        TempShare::new(&crate::temp_budget::TempBudget::new(0))
+    }
+
     fn pair() -> (ClientStream, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
@@ -322,13 +343,15 @@ mod tests {
         let (tell, _heard) = mpsc::channel();
         let writer = SpoolWriter::start("test-writer".into(), Channel(Mutex::new(tell))).unwrap();
         let owner = Waiter { loop_index: 0, slot: 0, serial: 1 };
-        ResponseSpool::new(memory, Arc::from(dir), 1 << 20, Some((writer, owner)))
+        ResponseSpool::new(memory, Arc::from(dir), 1 << 20, unlimited(), Some((writer, owner)))
     }
 
     #[test]
     fn overflow_goes_to_a_file_and_comes_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        for mut spool in [ResponseSpool::new(8, Arc::from(dir.path()), 1 << 20, None), threaded(dir.path(), 8)] {
+        for mut spool in
+            [ResponseSpool::new(8, Arc::from(dir.path()), 1 << 20, unlimited(), None), threaded(dir.path(), 8)]
+        {
             let mut expected = Vec::new();
             for i in 0..50u8 {
                 let piece = [i; 5];
@@ -347,7 +370,7 @@ mod tests {
     #[test]
     fn bytes_arriving_while_the_file_drains_stay_behind_it() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = ResponseSpool::new(4, Arc::from(dir.path()), 1 << 20, None);
+        let mut spool = ResponseSpool::new(4, Arc::from(dir.path()), 1 << 20, unlimited(), None);
         spool.push(b"abcd");
         spool.push(b"efgh");
         let (mut client, mut peer) = pair();
@@ -359,13 +382,13 @@ mod tests {
     #[test]
     fn file_limit_and_disabled_file_make_the_worker_wait() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = ResponseSpool::new(4, Arc::from(dir.path()), 10, None);
+        let mut spool = ResponseSpool::new(4, Arc::from(dir.path()), 10, unlimited(), None);
         assert_eq!(spool.room(), 14);
         spool.push(b"abcd");
         spool.push(&[b'x'; 10]);
         assert_eq!(spool.room(), 0, "max_temp_file_size reached");
 
-        let mut unbuffered = ResponseSpool::new(4, Arc::from(dir.path()), 10, None);
+        let mut unbuffered = ResponseSpool::new(4, Arc::from(dir.path()), 10, unlimited(), None);
         unbuffered.disable_file();
         assert_eq!(unbuffered.room(), 4);
         unbuffered.push(b"abcd");
@@ -373,8 +396,25 @@ mod tests {
     }
 
     #[test]
+    fn a_spent_temp_budget_makes_the_worker_wait_until_a_file_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = crate::temp_budget::TempBudget::new(100);
+        let mut first = ResponseSpool::new(4, Arc::from(dir.path()), 1 << 20, TempShare::new(&budget), None);
+        assert_eq!(first.room(), 104, "memory and what the budget allows");
+        first.push(b"abcd");
+        first.push(&[b'x'; 100]);
+        assert_eq!(first.room(), 0);
+        let mut second = ResponseSpool::new(4, Arc::from(dir.path()), 1 << 20, TempShare::new(&budget), None);
+        assert_eq!(second.room(), 4, "memory only: the budget is spent");
+        assert_eq!(budget.taken(), 100, "asking for room takes none");
+        drop(first);
+        assert_eq!(second.room(), 104, "the first file gave its share back");
+    }
+
+    #[test]
     fn a_file_that_cannot_be_made_turns_into_back_pressure() {
-        let mut spool = ResponseSpool::new(4, Arc::from(Path::new("/nonexistent/nightmare")), 1 << 20, None);
+        let mut spool =
+            ResponseSpool::new(4, Arc::from(Path::new("/nonexistent/nightmare")), 1 << 20, unlimited(), None);
         spool.push(b"abcd");
         spool.push(b"efgh");
         assert!(spool.take_file_error().is_some());

@@ -4,6 +4,8 @@
 //! connections).
 
 use std::cell::Cell;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -12,8 +14,10 @@ use mio::Waker;
 use crate::config::FrontConfig;
 use crate::dispatch::{DispatchLimits, Dispatcher, GrantSink, Waiter};
 use crate::log::{Log, Throttle};
+use crate::proxy_header::ClientAddress;
 use crate::spool_writer::WrittenSink;
 use crate::static_files::StaticFiles;
+use crate::temp_budget::TempBudget;
 use crate::upstream::WorkerListener;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +120,17 @@ pub struct Shared {
     pub mailboxes: Arc<Mailboxes>,
     /// try_files, when configured.
     pub static_files: Option<StaticFiles>,
+    /// What all temp files together may hold (temp_path_max_size).
+    pub temp_budget: Arc<TempBudget>,
+    /// For "the temp budget is spent", which every upload would say.
+    pub temp_budget_spent: Throttle,
+    /// For "idle keep-alive connections closed for room", and for
+    /// "an address over its share", both possibly on every accept.
+    pub idle_closed_for_room: Throttle,
+    pub address_over_share: Throttle,
     pub open_connections: AtomicUsize,
+    /// Open connections per client address, for max_connections_per_address.
+    connections_by_address: Mutex<HashMap<AddressKey, usize>>,
     pub requests_handed_off: AtomicU64,
     stop: AtomicU8,
 }
@@ -132,6 +146,10 @@ impl Shared {
     ) -> Self {
         let limits = DispatchLimits { per_worker: config.in_flight_per_worker, max_queued: config.max_queued_requests };
         let dispatcher = Dispatcher::new(worker_count, limits, Box::new(Arc::clone(&mailboxes)));
+        // Unset, it is half of what temp_path has free at start.
+        let temp_budget = TempBudget::new(
+            config.temp_path_max_size.or_else(|| TempBudget::half_of_free_space(&config.temp_path)).unwrap_or(0),
+        );
         Shared {
             config,
             dispatcher,
@@ -142,7 +160,12 @@ impl Shared {
             overload: Throttle::new(std::time::Duration::from_secs(1)),
             mailboxes,
             static_files,
+            temp_budget,
+            temp_budget_spent: Throttle::new(std::time::Duration::from_secs(60)),
+            idle_closed_for_room: Throttle::new(std::time::Duration::from_secs(10)),
+            address_over_share: Throttle::new(std::time::Duration::from_secs(10)),
             open_connections: AtomicUsize::new(0),
+            connections_by_address: Mutex::new(HashMap::new()),
             requests_handed_off: AtomicU64::new(0),
             stop: AtomicU8::new(0),
         }
@@ -168,9 +191,12 @@ impl Shared {
     }
 }
 
-/// Counts a client connection against max_connections while it lives.
+/// Counts a client connection against max_connections and, once its
+/// address is known, against that address's share
+/// (max_connections_per_address) while it lives.
 pub struct ConnectionPermit {
     shared: Arc<Shared>,
+    address: Option<AddressKey>,
 }
 
 impl ConnectionPermit {
@@ -181,11 +207,27 @@ impl ConnectionPermit {
             .open_connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < limit).then_some(open + 1))
             .ok()
-            .map(|_| ConnectionPermit { shared: Arc::clone(shared) })
+            .map(|_| ConnectionPermit { shared: Arc::clone(shared), address: None })
     }
-}
 
-impl ConnectionPermit {
+    /// Counts the connection against `peer`'s address; false (and nothing
+    /// counted) when that address has its share open already.
+    pub fn claim_address(&mut self, peer: &ClientAddress) -> bool {
+        let Some(key) = AddressKey::of(peer) else { return true };
+        let limit = self.shared.config.max_connections_per_address();
+        let mut counts = self.shared.connections_by_address.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = counts.entry(key).or_insert(0);
+        if *count >= limit {
+            if *count == 0 {
+                counts.remove(&key);
+            }
+            return false;
+        }
+        *count += 1;
+        self.address = Some(key);
+        true
+    }
+
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
@@ -193,7 +235,43 @@ impl ConnectionPermit {
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
+        if let Some(key) = self.address {
+            let mut counts = self.shared.connections_by_address.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(count) = counts.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&key);
+                }
+            }
+        }
         self.shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whose share a connection counts against: an IPv4 address, or an IPv6
+/// /64 (one host's whole allocation, which it can hop through at will).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AddressKey {
+    V4(u32),
+    V6Prefix(u64),
+}
+
+impl AddressKey {
+    /// `None` for clients with no share to count: those of a UNIX-socket
+    /// listener, and 127.0.0.1 and ::1, where a proxy or a load test on the
+    /// same machine connects from (every connection from one address).
+    fn of(peer: &ClientAddress) -> Option<AddressKey> {
+        let ClientAddress::Ip(address) = peer else { return None };
+        let ip = match address.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        match ip {
+            IpAddr::V4(v4) if v4 == Ipv4Addr::LOCALHOST => None,
+            IpAddr::V6(v6) if v6 == Ipv6Addr::LOCALHOST => None,
+            IpAddr::V4(v4) => Some(AddressKey::V4(u32::from(v4))),
+            IpAddr::V6(v6) => Some(AddressKey::V6Prefix((u128::from(v6) >> 64) as u64)),
+        }
     }
 }
 
@@ -207,6 +285,21 @@ mod tests {
         let mut events = Events::with_capacity(4);
         poll.poll(&mut events, Some(Duration::ZERO)).expect("poll");
         !events.is_empty()
+    }
+
+    #[test]
+    fn addresses_share_by_ipv4_address_and_ipv6_64_and_local_ones_not_at_all() {
+        let key = |text: &str| AddressKey::of(&ClientAddress::Ip(text.parse().expect("socket address")));
+        assert_eq!(key("192.0.2.1:1"), key("192.0.2.1:2"), "ports do not matter");
+        assert_ne!(key("192.0.2.1:1"), key("192.0.2.2:1"));
+        assert_eq!(key("[2001:db8:1:2::1]:1"), key("[2001:db8:1:2:ffff::9]:1"), "one /64");
+        assert_ne!(key("[2001:db8:1:2::1]:1"), key("[2001:db8:1:3::1]:1"));
+        assert_eq!(key("[::ffff:192.0.2.1]:1"), key("192.0.2.1:1"), "IPv4-mapped is IPv4");
+        assert_eq!(key("127.0.0.1:1"), None);
+        assert_eq!(key("[::1]:1"), None);
+        assert_eq!(key("[::ffff:127.0.0.1]:1"), None);
+        assert!(key("127.0.0.2:1").is_some(), "only the usual local proxy address is exempt");
+        assert_eq!(AddressKey::of(&ClientAddress::Local), None);
     }
 
     #[test]

@@ -1,0 +1,183 @@
+//! The total the front's temp files may hold at once (`temp_path_max_size`),
+//! shared by every loop. Past it a response spools no more (its worker waits
+//! for the client, as past `max_temp_file_size`) and a request body that
+//! needs a file gets 503: slow readers of large responses cannot fill
+//! temp_path (RAM, with /dev/shm) and leave uploads failing.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Files take their share in steps this big, so a file that grows by small
+/// writes touches the shared counter once a MiB, not on every write.
+const STEP: u64 = 1024 * 1024;
+
+#[derive(Debug)]
+pub struct TempBudget {
+    /// Bytes all temp files together may hold; 0 means no limit.
+    limit: u64,
+    taken: AtomicU64,
+}
+
+impl TempBudget {
+    pub fn new(limit: u64) -> Arc<TempBudget> {
+        Arc::new(TempBudget { limit, taken: AtomicU64::new(0) })
+    }
+
+    /// Half the space free for unprivileged users on the file system of
+    /// `temp_path`, now: the default, leaving the other half to whatever
+    /// else lives there. `None` if the file system cannot say.
+    pub fn half_of_free_space(temp_path: &Path) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(temp_path.as_os_str().as_bytes()).ok()?;
+        let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: a NUL-terminated path and a buffer the size of statvfs.
+        if unsafe { libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: statvfs succeeded, so it filled the buffer.
+        let stats = unsafe { stats.assume_init() };
+        Some(stats.f_bavail.saturating_mul(stats.f_frsize) / 2)
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes the temp files hold now (rounded up to the steps they take).
+    pub fn taken(&self) -> u64 {
+        self.taken.load(Ordering::Acquire)
+    }
+
+    fn available(&self) -> u64 {
+        if self.limit == 0 { u64::MAX } else { self.limit.saturating_sub(self.taken()) }
+    }
+
+    fn try_take(&self, bytes: u64) -> bool {
+        let limit = if self.limit == 0 { u64::MAX } else { self.limit };
+        self.taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
+                taken.checked_add(bytes).filter(|&total| total <= limit)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: u64) {
+        self.taken.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// What one temp file has taken of the budget; given back when dropped,
+/// which is when the file goes.
+#[derive(Debug)]
+pub struct TempShare {
+    budget: Arc<TempBudget>,
+    bytes: u64,
+}
+
+impl TempShare {
+    pub fn new(budget: &Arc<TempBudget>) -> TempShare {
+        TempShare { budget: Arc::clone(budget), bytes: 0 }
+    }
+
+    /// Makes the share cover a file of `size` bytes if the budget allows;
+    /// returns the size it covers now, less than `size` when it does not.
+    pub fn cover(&mut self, size: u64) -> u64 {
+        if size > self.bytes {
+            let stepped = size.div_ceil(STEP).saturating_mul(STEP);
+            // Near the limit a whole step may not fit where the exact size does.
+            for target in [stepped, size] {
+                if self.budget.try_take(target - self.bytes) {
+                    self.bytes = target;
+                    break;
+                }
+            }
+        }
+        self.bytes
+    }
+
+    /// How much of a file of `size` bytes the share could cover now, without
+    /// taking anything: a reader asks before it reads.
+    pub fn could_cover(&self, size: u64) -> u64 {
+        if size <= self.bytes { size } else { size.min(self.bytes.saturating_add(self.budget.available())) }
+    }
+
+    /// Covers `size` even past the limit, for bytes `could_cover` let in
+    /// when another file took the room in between: the total then exceeds
+    /// the limit by at most one read per file that raced.
+    pub fn cover_anyway(&mut self, size: u64) {
+        if self.cover(size) < size {
+            self.budget.taken.fetch_add(size - self.bytes, Ordering::AcqRel);
+            self.bytes = size;
+        }
+    }
+
+    /// The file is gone early: its share returns now.
+    pub fn release(&mut self) {
+        self.budget.give_back(self.bytes);
+        self.bytes = 0;
+    }
+}
+
+impl Drop for TempShare {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_grow_in_steps_until_the_total_and_return_when_dropped() {
+        let budget = TempBudget::new(3 * STEP);
+        let mut first = TempShare::new(&budget);
+        assert_eq!(first.cover(10), STEP, "a whole step at once");
+        assert_eq!(first.cover(STEP), STEP, "covered already: no new take");
+        assert_eq!(budget.taken(), STEP);
+        let mut second = TempShare::new(&budget);
+        assert_eq!(second.cover(STEP + 5), 2 * STEP);
+        assert_eq!(first.cover(2 * STEP), STEP, "the total is reached");
+        drop(second);
+        assert_eq!(budget.taken(), STEP);
+        assert_eq!(first.cover(2 * STEP), 2 * STEP, "room again once a file went");
+        first.release();
+        assert_eq!(budget.taken(), 0);
+    }
+
+    #[test]
+    fn near_the_limit_the_exact_size_is_taken_when_a_step_is_not() {
+        let budget = TempBudget::new(STEP + 100);
+        let mut share = TempShare::new(&budget);
+        assert_eq!(share.cover(STEP + 50), STEP + 50);
+        assert_eq!(share.cover(STEP + 200), STEP + 50);
+    }
+
+    #[test]
+    fn asking_takes_nothing_and_a_race_may_overshoot_by_what_was_let_in() {
+        let budget = TempBudget::new(2 * STEP);
+        let mut reader = TempShare::new(&budget);
+        assert_eq!(reader.could_cover(3 * STEP), 2 * STEP);
+        assert_eq!(budget.taken(), 0);
+        let mut other = TempShare::new(&budget);
+        other.cover(2 * STEP);
+        reader.cover_anyway(100);
+        assert_eq!(budget.taken(), 2 * STEP + 100);
+        assert_eq!(reader.could_cover(200), 100, "nothing more while over");
+    }
+
+    #[test]
+    fn zero_means_no_limit() {
+        let budget = TempBudget::new(0);
+        let mut share = TempShare::new(&budget);
+        assert!(share.cover(u64::MAX / 2) >= u64::MAX / 2);
+    }
+
+    #[test]
+    fn the_default_is_half_of_what_is_free() {
+        let half = TempBudget::half_of_free_space(&std::env::temp_dir()).expect("statvfs of the temp dir");
+        assert!(half > 0);
+        assert_eq!(TempBudget::half_of_free_space(Path::new("/nonexistent/nightmare")), None);
+    }
+}
