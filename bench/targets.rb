@@ -100,6 +100,13 @@ module Bench
   # Unicorn's documented deployment: nginx buffers clients, Unicorn listens
   # on a UNIX socket.
   class NginxUnicorn < Target
+    # +worker_connections+ per nginx worker: room for many holders in
+    # bench/many_clients.rb.
+    def initialize(name, root, worker_connections: 4096)
+      super(name, root)
+      @worker_connections = worker_connections
+    end
+
     def start
       socket = File.join(@dir, "unicorn.sock")
       unicorn(<<~CONFIG)
@@ -115,7 +122,8 @@ module Bench
         worker_processes #{WORKERS};
         pid #{@dir}/nginx.pid;
         error_log #{@dir}/nginx-error.log warn;
-        events { worker_connections 4096; }
+        worker_rlimit_nofile #{@worker_connections * 2 + 1024};
+        events { worker_connections #{@worker_connections}; }
         http {
           access_log off;
           client_body_temp_path #{@dir}/client_body;
@@ -146,13 +154,19 @@ module Bench
   end
 
   class UnicornNightmare < Target
+    # +settings+ go to the nightmare directive beside the benchmark's own.
+    def initialize(name, root, settings: {})
+      super(name, root)
+      @settings = { client_max_body_size: "100m" }.merge(settings)
+    end
+
     def start
       @master = unicorn(<<~CONFIG)
         require "nightmare"
         worker_processes #{WORKERS}
         listen "127.0.0.1:#{@port}"
         stderr_path "#{@dir}/unicorn.log"
-        nightmare client_max_body_size: "100m"
+        nightmare(#{@settings.inspect})
       CONFIG
       wait_for_port
       self
