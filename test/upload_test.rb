@@ -140,6 +140,13 @@ class TempBudgetTest < Minitest::Test
     end
   end
 
+  def test_a_body_announced_larger_than_the_budget_is_refused_before_100_continue
+    response = raw_request("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: #{3 << 20}\r\n" \
+                           "Expect: 100-continue\r\n\r\n")
+    assert_equal 503, response.status, "no 100 Continue for a body there is no room for"
+    assert_equal "5", response.headers["retry-after"]
+  end
+
   private
 
   def used_bytes

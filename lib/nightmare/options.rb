@@ -53,8 +53,9 @@ module Nightmare
       max_connections: [:count, 10_000, 1],
       # Open connections one client address (an IPv6 /64) may hold; its
       # next ones are refused (nginx's limit_conn). "auto": a tenth of
-      # max_connections, so one address cannot hold them all. 127.0.0.1 and
-      # ::1 (a local proxy, a load test) are not counted.
+      # max_connections for public addresses, none for private, loopback and
+      # link-local ones (load balancers and NAT connect from there). A number
+      # counts every address but 127.0.0.1 and ::1 (a local proxy, a load test).
       max_connections_per_address: [:count_or_auto, "auto", 1],
       # Memory per connection for a response the client has not taken yet;
       # more goes to a temp file in temp_path.

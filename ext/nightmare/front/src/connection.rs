@@ -353,6 +353,7 @@ impl Connection {
         match BodyRead::plan(head, &ctx.shared.config, &ctx.shared.temp_budget, !leftover.is_empty()) {
             BodyPlan::None(head) => self.complete(head, SpooledBody::Memory(Vec::new()), b"", leftover, ctx),
             BodyPlan::Refuse(rejection) => self.reject(rejection, ctx),
+            BodyPlan::NoTempRoom => self.refuse_for_want_of_temp_room(ctx),
             BodyPlan::Read(mut body) => {
                 self.deadline = Some(ctx.now + ctx.shared.config.client_body_timeout);
                 match body.feed(&leftover) {
@@ -414,20 +415,7 @@ impl Connection {
                 self.complete(head, spooled, interim, leftover, ctx)
             }
             BodyFeed::Rejected(rejection) => self.reject(rejection, ctx),
-            BodyFeed::SpoolFailed(SpoolError::BudgetSpent) => {
-                let budget = &ctx.shared.temp_budget;
-                if ctx.shared.temp_budget_spent.allows(ctx.now) {
-                    ctx.shared.log.error(format!(
-                        "temp files hold {} of temp_path_max_size {} bytes: request bodies that need a file \
-                         get 503 and responses stop spooling until some are gone",
-                        budget.taken(),
-                        budget.limit()
-                    ));
-                }
-                let rejection =
-                    Rejection::new(503, "no room to store the request body now").retry_after(RETRY_AFTER_SECONDS);
-                self.reply_with(rejection, true, ctx)
-            }
+            BodyFeed::SpoolFailed(SpoolError::BudgetSpent) => self.refuse_for_want_of_temp_room(ctx),
             BodyFeed::SpoolFailed(SpoolError::Io(error)) => {
                 ctx.shared.log.error(format!(
                     "cannot spool the request body of client {} to temp_path {}: {error}",
@@ -438,6 +426,21 @@ impl Connection {
             }
             BodyFeed::NeedMore => State::ReadingBody(body),
         }
+    }
+
+    /// temp_path_max_size is reached: 503, and a line now and then.
+    fn refuse_for_want_of_temp_room(&mut self, ctx: &mut LoopContext) -> State {
+        let budget = &ctx.shared.temp_budget;
+        if ctx.shared.temp_budget_spent.allows(ctx.now) {
+            ctx.shared.log.error(format!(
+                "temp files hold {} of temp_path_max_size {} bytes: request bodies that need a file \
+                 get 503 and responses stop spooling until some are gone",
+                budget.taken(),
+                budget.limit()
+            ));
+        }
+        let rejection = Rejection::new(503, "no room to store the request body now").retry_after(RETRY_AFTER_SECONDS);
+        self.reply_with(rejection, true, ctx)
     }
 
     /// The request is whole: to a worker now, or to the queue.

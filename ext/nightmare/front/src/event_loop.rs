@@ -153,22 +153,39 @@ impl EventLoop {
             return;
         }
         loop {
-            let Some(mut permit) = ConnectionPermit::try_acquire(&self.shared) else {
-                if self.close_idle_keep_alive(now) {
-                    continue;
+            let permit = match ConnectionPermit::try_acquire(&self.shared) {
+                Some(permit) => Some(permit),
+                // Room can be made by closing idle keep-alive connections,
+                // but only once a client is really there to take it.
+                None if self.connections.iter().any(|(_, connection)| connection.idle_until().is_some()) => None,
+                None => {
+                    self.accept_deferred = true;
+                    self.complain_about_accept(now, || {
+                        "max_connections reached; new clients wait in the listen backlog".into()
+                    });
+                    return;
                 }
-                self.accept_deferred = true;
-                self.complain_about_accept(now, || {
-                    "max_connections reached; new clients wait in the listen backlog".into()
-                });
-                return;
             };
             let listener = &self.listeners[listener_index];
+            let scheme = listener.scheme();
             match listener.accept() {
-                Ok((client, peer)) if !permit.claim_address(&peer) => self.refuse_for_its_address(client, peer, now),
                 Ok((client, peer)) => {
-                    let scheme = listener.scheme();
-                    self.add_connection(client, peer, scheme, permit, now)
+                    let permit = permit.or_else(|| {
+                        self.close_idle_keep_alive(now);
+                        ConnectionPermit::try_acquire(&self.shared)
+                    });
+                    match permit {
+                        Some(mut permit) => {
+                            if permit.claim_address(&peer) {
+                                self.add_connection(client, peer, scheme, permit, now)
+                            } else {
+                                self.refuse_for_its_address(client, peer, now)
+                            }
+                        }
+                        // Another loop took the room made here: rare, and
+                        // the client may retry.
+                        None => drop(client),
+                    }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error)
@@ -193,6 +210,8 @@ impl EventLoop {
     /// false if it has none. A client whose next request is on its way
     /// sees the close and retries, as it would after keepalive_timeout.
     fn close_idle_keep_alive(&mut self, now: Instant) -> bool {
+        // A few at once, as nginx does, so a stream of newcomers does not
+        // scan every connection for each one.
         const AT_ONCE: usize = 16;
         let mut idle: Vec<(Instant, usize)> = self
             .connections
@@ -216,12 +235,15 @@ impl EventLoop {
     }
 
     /// An address over max_connections_per_address: told so in plain HTTP
-    /// where it can be (nginx's limit_conn answers 503), then closed, with
-    /// nothing read and nothing kept.
+    /// where it can be (nginx's limit_conn answers 503), then closed at
+    /// once. What it already sent is read first and dropped, since closing
+    /// a socket with unread bytes sends a reset that would destroy the 503.
     fn refuse_for_its_address(&mut self, mut client: ClientStream, peer: ClientAddress, now: Instant) {
         if !client.is_tls() {
             let refusal = Rejection::new(503, "too many connections from your address").to_response();
             let _ = crate::socket_io::write_some(&mut client, &refusal);
+            let _ = client.shutdown(std::net::Shutdown::Write);
+            let _ = crate::socket_io::read_some(&mut client, &mut self.scratch);
         }
         if self.shared.address_over_share.allows(now) {
             self.shared.log.info(format!(

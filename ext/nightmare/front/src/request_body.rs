@@ -22,6 +22,9 @@ pub enum BodyPlan {
     Read(Box<BodyRead>),
     /// The announced body is over client_max_body_size: refused unread.
     Refuse(Rejection),
+    /// The announced body needs a temp file the temp budget cannot cover
+    /// now: refused unread, before a `100 Continue` invites it.
+    NoTempRoom,
 }
 
 pub enum BodyFeed {
@@ -58,6 +61,12 @@ impl BodyRead {
             Progress::Length { remaining } => Some(remaining),
             Progress::Chunked(_) => None,
         };
+        if let Some(length) = expected
+            && length > config.client_body_buffer_size as u64
+            && !budget.could_hold(length)
+        {
+            return BodyPlan::NoTempRoom;
+        }
         let interim: &'static [u8] = if head.expects_continue && !body_started { CONTINUE } else { b"" };
         let spool = BodySpool::new(config.client_body_buffer_size, &config.temp_path, expected, budget);
         BodyPlan::Read(Box::new(BodyRead { head, progress, spool, interim }))

@@ -192,6 +192,7 @@ impl ResponseSpool {
             spool.progress.reset();
             spool.queued = 0;
             spool.sent = 0;
+            self.share.release();
         }
         WriteOutcome::Wrote(sent as usize)
     }
@@ -275,7 +276,14 @@ impl ResponseSink for ResponseSpool {
             self.tail.push(data);
             return;
         }
-        if self.file_unsent() == 0 && (self.memory.room() >= data.len() || self.max_file == 0) {
+        // Memory, beyond its size by this once, rather than a new file the
+        // temp budget cannot cover: room() let this read in for memory (a
+        // chunk-size line pushed first can leave the data just short of it).
+        let budget_spent = || {
+            let wanted = self.file.as_ref().map_or(0, |spool| spool.queued) + data.len() as u64;
+            self.share.could_cover(wanted) < wanted
+        };
+        if self.file_unsent() == 0 && (self.memory.room() >= data.len() || self.max_file == 0 || budget_spent()) {
             self.memory.push(data);
             return;
         }
@@ -409,6 +417,29 @@ mod tests {
         assert_eq!(budget.taken(), 100, "asking for room takes none");
         drop(first);
         assert_eq!(second.room(), 104, "the first file gave its share back");
+    }
+
+    #[test]
+    fn with_the_budget_spent_a_push_past_memory_stays_in_memory_and_a_drained_file_gives_its_share_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = crate::temp_budget::TempBudget::new(100);
+        let mut other = TempShare::new(&budget);
+        other.cover(100);
+        let mut spool = ResponseSpool::new(4, Arc::from(dir.path()), 1 << 20, TempShare::new(&budget), None);
+        assert_eq!(spool.room(), 4);
+        spool.push(b"3\r\n");
+        spool.push(b"abc"); // a chunk's data after its size line: past memory by this once
+        assert_eq!(spool.file_bytes(), 0, "no file the budget cannot cover");
+        assert_eq!(budget.taken(), 100);
+        drop(other);
+
+        let mut spool = ResponseSpool::new(4, Arc::from(dir.path()), 1 << 20, TempShare::new(&budget), None);
+        spool.push(b"abcd");
+        spool.push(&[b'x'; 50]);
+        assert_eq!(budget.taken(), 50);
+        let (mut client, mut peer) = pair();
+        assert_eq!(drain(&mut spool, &mut client, &mut peer).len(), 54);
+        assert_eq!(budget.taken(), 0, "the drained file is truncated and its share returned");
     }
 
     #[test]

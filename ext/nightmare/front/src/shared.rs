@@ -213,8 +213,13 @@ impl ConnectionPermit {
     /// Counts the connection against `peer`'s address; false (and nothing
     /// counted) when that address has its share open already.
     pub fn claim_address(&mut self, peer: &ClientAddress) -> bool {
-        let Some(key) = AddressKey::of(peer) else { return true };
-        let limit = self.shared.config.max_connections_per_address();
+        let config = &self.shared.config;
+        // By default only public addresses have a share: private, loopback
+        // and link-local ones are where proxies, load balancers and NAT
+        // gateways connect from, every client behind one address.
+        let counts_private = config.connections_per_address.is_some();
+        let Some(key) = AddressKey::of(peer, counts_private) else { return true };
+        let limit = config.max_connections_per_address();
         let mut counts = self.shared.connections_by_address.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = counts.entry(key).or_insert(0);
         if *count >= limit {
@@ -258,19 +263,40 @@ pub enum AddressKey {
 
 impl AddressKey {
     /// `None` for clients with no share to count: those of a UNIX-socket
-    /// listener, and 127.0.0.1 and ::1, where a proxy or a load test on the
-    /// same machine connects from (every connection from one address).
-    fn of(peer: &ClientAddress) -> Option<AddressKey> {
+    /// listener; 127.0.0.1 and ::1, where a proxy or a load test on the same
+    /// machine connects from; and, unless `counts_private`, every private,
+    /// loopback or link-local address.
+    fn of(peer: &ClientAddress, counts_private: bool) -> Option<AddressKey> {
         let ClientAddress::Ip(address) = peer else { return None };
         let ip = match address.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
-        match ip {
-            IpAddr::V4(v4) if v4 == Ipv4Addr::LOCALHOST => None,
-            IpAddr::V6(v6) if v6 == Ipv6Addr::LOCALHOST => None,
-            IpAddr::V4(v4) => Some(AddressKey::V4(u32::from(v4))),
-            IpAddr::V6(v6) => Some(AddressKey::V6Prefix((u128::from(v6) >> 64) as u64)),
+        let local = match ip {
+            IpAddr::V4(v4) => v4 == Ipv4Addr::LOCALHOST,
+            IpAddr::V6(v6) => v6 == Ipv6Addr::LOCALHOST,
+        };
+        if local || (!counts_private && is_private(ip)) {
+            return None;
+        }
+        Some(match ip {
+            IpAddr::V4(v4) => AddressKey::V4(u32::from(v4)),
+            IpAddr::V6(v6) => AddressKey::V6Prefix((u128::from(v6) >> 64) as u64),
+        })
+    }
+}
+
+/// RFC 1918, shared (RFC 6598), loopback, link-local and unique-local
+/// addresses: not the internet's.
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private() || v4.is_loopback() || v4.is_link_local() || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
         }
     }
 }
@@ -289,7 +315,7 @@ mod tests {
 
     #[test]
     fn addresses_share_by_ipv4_address_and_ipv6_64_and_local_ones_not_at_all() {
-        let key = |text: &str| AddressKey::of(&ClientAddress::Ip(text.parse().expect("socket address")));
+        let key = |text: &str| AddressKey::of(&ClientAddress::Ip(text.parse().expect("socket address")), true);
         assert_eq!(key("192.0.2.1:1"), key("192.0.2.1:2"), "ports do not matter");
         assert_ne!(key("192.0.2.1:1"), key("192.0.2.2:1"));
         assert_eq!(key("[2001:db8:1:2::1]:1"), key("[2001:db8:1:2:ffff::9]:1"), "one /64");
@@ -299,7 +325,21 @@ mod tests {
         assert_eq!(key("[::1]:1"), None);
         assert_eq!(key("[::ffff:127.0.0.1]:1"), None);
         assert!(key("127.0.0.2:1").is_some(), "only the usual local proxy address is exempt");
-        assert_eq!(AddressKey::of(&ClientAddress::Local), None);
+        assert_eq!(AddressKey::of(&ClientAddress::Local, true), None);
+    }
+
+    #[test]
+    fn by_default_private_addresses_have_no_share() {
+        let key = |text: &str| AddressKey::of(&ClientAddress::Ip(text.parse().expect("socket address")), false);
+        for private in ["10.1.2.3:1", "172.17.0.1:1", "192.168.1.1:1", "100.64.0.1:1", "169.254.1.1:1", "127.0.0.2:1"] {
+            assert_eq!(key(private), None, "{private}");
+        }
+        for private in ["[fd00::1]:1", "[fe80::1]:1", "[::ffff:10.0.0.1]:1"] {
+            assert_eq!(key(private), None, "{private}");
+        }
+        for public in ["192.0.2.1:1", "100.128.0.1:1", "172.32.0.1:1", "[2001:db8::1]:1"] {
+            assert!(key(public).is_some(), "{public}");
+        }
     }
 
     #[test]

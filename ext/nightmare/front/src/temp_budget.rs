@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Files take their share in steps this big, so a file that grows by small
-/// writes touches the shared counter once a MiB, not on every write.
-const STEP: u64 = 1024 * 1024;
+/// writes touches the shared counter once per step, not on every write;
+/// small, so a body trickling into a fresh file holds little it does not use.
+const STEP: u64 = 64 * 1024;
 
 #[derive(Debug)]
 pub struct TempBudget {
@@ -37,7 +38,9 @@ impl TempBudget {
         }
         // SAFETY: statvfs succeeded, so it filled the buffer.
         let stats = unsafe { stats.assume_init() };
-        Some(stats.f_bavail.saturating_mul(stats.f_frsize) / 2)
+        // A full disk gives a budget of one byte (no temp file at all), not
+        // 0, which would mean no limit.
+        Some((stats.f_bavail.saturating_mul(stats.f_frsize) / 2).max(1))
     }
 
     pub fn limit(&self) -> u64 {
@@ -47,6 +50,11 @@ impl TempBudget {
     /// Bytes the temp files hold now (rounded up to the steps they take).
     pub fn taken(&self) -> u64 {
         self.taken.load(Ordering::Acquire)
+    }
+
+    /// Whether a file of `size` bytes would fit now (nothing is taken).
+    pub fn could_hold(&self, size: u64) -> bool {
+        size <= self.available()
     }
 
     fn available(&self) -> u64 {
