@@ -23,8 +23,8 @@ class ConnectionLimitsTest < Minitest::Test
     assert(answered.all? { |socket| read_response(socket, 2).status == 503 }, "and the answer is 503")
     assert_equal 503, get("/", {}, bind: "127.0.0.2").status, "that address stays at its share"
     assert_equal 200, get("/", {}, bind: "127.0.0.3").status, "another address is served"
-    assert_match(/INFO -- : nightmare: client 127\.0\.0\.2 refused: its address holds max_connections_per_address \(10\)/,
-                 @server.log)
+    refused_line = /INFO -- : nightmare: client 127\.0\.0\.2 refused: its address holds max_connections_per_address \(10\)/
+    @server.wait_until("the refusal's log line", 5) { @server.log.match?(refused_line) }
 
     @sockets.each(&:close)
     @server.wait_until("the address's connections released", 5) { get("/", {}, bind: "127.0.0.2").status == 200 }
@@ -42,7 +42,8 @@ class ConnectionLimitsTest < Minitest::Test
       end
     end
     assert_equal 200, get("/", {}, bind: "127.0.0.3", timeout: 10).status
-    assert_match(/INFO -- : nightmare: max_connections reached: closed \d+ idle keep-alive connections/, @server.log)
+    closed_line = /INFO -- : nightmare: max_connections reached: closed \d+ idle keep-alive connections/
+    @server.wait_until("the log line about the room made", 5) { @server.log.match?(closed_line) }
     closed = (IO.select(@sockets, nil, nil, 2)&.first || []).count do |socket|
       socket.read_nonblock(1, exception: false).nil?
     rescue Errno::ECONNRESET

@@ -127,7 +127,8 @@ class TempBudgetTest < Minitest::Test
     end
     assert_equal "5", refused.headers["retry-after"]
     assert_operator used_bytes, :<=, BUDGET + (512 << 10), "the slow reader's file stopped at the total"
-    assert_match(/ERROR -- : nightmare: temp files hold \d+ of temp_path_max_size #{BUDGET} bytes/, @server.log)
+    line = /ERROR -- : nightmare: temp files hold \d+ of temp_path_max_size #{BUDGET} bytes/
+    @server.wait_until("the front's line about the budget", 5) { @server.log.match?(line) }
 
     small = "s" * 1000
     response = raw_request("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: #{small.bytesize}\r\n\r\n#{small}")

@@ -24,6 +24,10 @@ module Nightmare
       client_header_timeout: [:time, 60],
       # Longest pause between two reads of a request body (408 after).
       client_body_timeout: [:time, 60],
+      # Bytes a second a request body must average once client_body_timeout
+      # has passed since it began (408 after), so a byte now and then cannot
+      # hold a connection for hours; 0: no minimum.
+      client_body_min_rate: [:size, "1k", 0],
       # Longest pause of a client that does not take its response.
       send_timeout: [:time, 60],
       # How long an idle keep-alive connection waits for its next request.

@@ -249,6 +249,9 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     if let Some(timeout) = seconds(convert::<f64>(get("client_body_timeout"))?)? {
         config.client_body_timeout = timeout;
     }
+    if let Some(rate) = convert::<u64>(get("client_body_min_rate"))? {
+        config.client_body_min_rate = rate;
+    }
     if let Some(timeout) = seconds(convert::<f64>(get("send_timeout"))?)? {
         config.send_timeout = timeout;
     }

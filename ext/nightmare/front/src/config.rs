@@ -40,6 +40,10 @@ pub struct FrontConfig {
     pub client_header_timeout: Duration,
     /// Longest pause allowed between two reads of a request body.
     pub client_body_timeout: Duration,
+    /// Bytes a second a request body must average once client_body_timeout
+    /// has passed since it began; 0: no minimum. A byte now and then
+    /// resets client_body_timeout, not this.
+    pub client_body_min_rate: u64,
     /// Longest pause allowed between two writes to a client.
     pub send_timeout: Duration,
     /// How long an idle keep-alive connection waits for its next request.
@@ -90,6 +94,7 @@ impl Default for FrontConfig {
             client_max_body_size: 1024 * 1024 * 1024,
             client_header_timeout: Duration::from_secs(60),
             client_body_timeout: Duration::from_secs(60),
+            client_body_min_rate: 1024,
             send_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(75),
             keepalive_requests: 1000,

@@ -350,12 +350,12 @@ impl Connection {
     }
 
     fn begin_body(&mut self, head: RequestHead, leftover: Vec<u8>, ctx: &mut LoopContext) -> State {
-        match BodyRead::plan(head, &ctx.shared.config, &ctx.shared.temp_budget, !leftover.is_empty()) {
+        match BodyRead::plan(head, &ctx.shared.config, &ctx.shared.temp_budget, !leftover.is_empty(), ctx.now) {
             BodyPlan::None(head) => self.complete(head, SpooledBody::Memory(Vec::new()), b"", leftover, ctx),
             BodyPlan::Refuse(rejection) => self.reject(rejection, ctx),
             BodyPlan::NoTempRoom => self.refuse_for_want_of_temp_room(ctx),
             BodyPlan::Read(mut body) => {
-                self.deadline = Some(ctx.now + ctx.shared.config.client_body_timeout);
+                self.deadline = Some(body_deadline(&body, ctx));
                 match body.feed(&leftover) {
                     (BodyFeed::NeedMore, _) => State::ReadingBody(body),
                     (finished, used) => self.finish_body(body, finished, leftover[used..].to_vec(), ctx),
@@ -382,7 +382,10 @@ impl Connection {
             ReadOutcome::Data(n) => {
                 self.deadline = Some(ctx.now + ctx.shared.config.client_body_timeout);
                 match body.feed(&ctx.scratch[..n]) {
-                    (BodyFeed::NeedMore, _) => (State::ReadingBody(body), Step::Again),
+                    (BodyFeed::NeedMore, _) => {
+                        self.deadline = Some(body_deadline(&body, ctx));
+                        (State::ReadingBody(body), Step::Again)
+                    }
                     (finished, used) => {
                         let leftover = ctx.scratch[used..n].to_vec();
                         (self.finish_body(body, finished, leftover, ctx), Step::Again)
@@ -742,12 +745,25 @@ impl Connection {
                 ));
                 self.reply_with(Rejection::new(408, "request head not received in time"), true, ctx)
             }
-            State::ReadingBody(_) => {
-                let limit = config.client_body_timeout.as_secs_f64();
-                ctx.shared.log.info(format!(
-                    "client {} sent nothing of its request body for client_body_timeout ({limit}s); answered 408",
-                    self.peer
-                ));
+            State::ReadingBody(body) => {
+                let too_slow = body
+                    .rate_deadline(config.client_body_min_rate, config.client_body_timeout)
+                    .is_some_and(|deadline| deadline <= ctx.now);
+                if too_slow {
+                    ctx.shared.log.info(format!(
+                        "client {} sent its request body slower than client_body_min_rate ({} bytes/s, {} bytes \
+                         so far); answered 408",
+                        self.peer,
+                        config.client_body_min_rate,
+                        body.received()
+                    ));
+                } else {
+                    let limit = config.client_body_timeout.as_secs_f64();
+                    ctx.shared.log.info(format!(
+                        "client {} sent nothing of its request body for client_body_timeout ({limit}s); answered 408",
+                        self.peer
+                    ));
+                }
                 self.reply_with(Rejection::new(408, "request body not received in time"), true, ctx)
             }
             State::Exchanging(exchange) => {
@@ -819,4 +835,12 @@ impl Drop for Connection {
             self.permit.shared().dispatcher.cancel(self.id);
         }
     }
+}
+
+/// The sooner of client_body_timeout from now and the moment the body
+/// falls below client_body_min_rate.
+fn body_deadline(body: &BodyRead, ctx: &LoopContext) -> Instant {
+    let config = &ctx.shared.config;
+    let pause = ctx.now + config.client_body_timeout;
+    body.rate_deadline(config.client_body_min_rate, config.client_body_timeout).map_or(pause, |rate| rate.min(pause))
 }

@@ -2,12 +2,13 @@
 //! a worker only ever sees a complete request.
 
 use crate::chunked::{ChunkError, ChunkedDecoder};
-use crate::config::FrontConfig;
+use crate::config::{FrontConfig, MAX_TIMEOUT};
 use crate::error_response::{CONTINUE, Rejection};
 use crate::request_head::{BodyFraming, RequestHead};
 use crate::spool::{BodySpool, SpoolError, SpooledBody};
 use crate::temp_budget::TempBudget;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 enum Progress {
@@ -40,6 +41,7 @@ pub struct BodyRead {
     head: RequestHead,
     progress: Progress,
     spool: BodySpool,
+    started: Instant,
     /// `100 Continue` bytes still to send before the client sends its body.
     interim: &'static [u8],
 }
@@ -47,7 +49,13 @@ pub struct BodyRead {
 impl BodyRead {
     /// `body_started` says bytes after the head already arrived, in which
     /// case the client did not wait for `100 Continue`.
-    pub fn plan(head: RequestHead, config: &FrontConfig, budget: &Arc<TempBudget>, body_started: bool) -> BodyPlan {
+    pub fn plan(
+        head: RequestHead,
+        config: &FrontConfig,
+        budget: &Arc<TempBudget>,
+        body_started: bool,
+        now: Instant,
+    ) -> BodyPlan {
         let max_body = (config.client_max_body_size > 0).then_some(config.client_max_body_size);
         let progress = match head.framing {
             BodyFraming::None | BodyFraming::Length(0) => return BodyPlan::None(head),
@@ -69,7 +77,7 @@ impl BodyRead {
         }
         let interim: &'static [u8] = if head.expects_continue && !body_started { CONTINUE } else { b"" };
         let spool = BodySpool::new(config.client_body_buffer_size, &config.temp_path, expected, budget);
-        BodyPlan::Read(Box::new(BodyRead { head, progress, spool, interim }))
+        BodyPlan::Read(Box::new(BodyRead { head, progress, spool, started: now, interim }))
     }
 
     pub fn interim(&self) -> &'static [u8] {
@@ -87,6 +95,17 @@ impl BodyRead {
             Progress::Length { remaining } => Some(remaining),
             Progress::Chunked(_) => None,
         }
+    }
+
+    /// When the body falls below `min_rate` bytes a second on average, if
+    /// nothing more comes: `grace` after it began, plus the time its bytes
+    /// so far buy. `None` without a minimum.
+    pub fn rate_deadline(&self, min_rate: u64, grace: Duration) -> Option<Instant> {
+        if min_rate == 0 {
+            return None;
+        }
+        let bought = Duration::try_from_secs_f64(self.received() as f64 / min_rate as f64).unwrap_or(MAX_TIMEOUT);
+        Some(self.started + grace + bought.min(MAX_TIMEOUT))
     }
 
     /// Body bytes received so far.
@@ -171,12 +190,26 @@ mod tests {
     }
 
     #[test]
+    fn a_body_slower_than_the_minimum_rate_runs_out_of_time() {
+        let started = Instant::now();
+        let raw = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
+        let roomy = FrontConfig { client_body_buffer_size: 4096, ..FrontConfig::default() };
+        let mut body = read(BodyRead::plan(head(raw), &roomy, &TempBudget::new(0), true, started));
+        let grace = Duration::from_secs(60);
+        assert_eq!(body.rate_deadline(1024, grace), Some(started + grace));
+        assert_eq!(body.feed(&[b'x'; 2048]).1, 2048);
+        assert_eq!(body.rate_deadline(1024, grace), Some(started + grace + Duration::from_secs(2)), "2 KiB buy 2 s");
+        assert_eq!(body.rate_deadline(0, grace), None, "no minimum");
+    }
+
+    #[test]
     fn length_body_stops_at_its_end_and_leaves_the_rest() {
         let mut body = read(BodyRead::plan(
             head(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"),
             &config(),
             &TempBudget::new(0),
             true,
+            Instant::now(),
         ));
         assert!(matches!(body.feed(b"hel"), (BodyFeed::NeedMore, 3)));
         assert!(matches!(body.feed(b"loGET /"), (BodyFeed::Complete, 2)));
@@ -188,10 +221,10 @@ mod tests {
     #[test]
     fn chunked_body_completes_and_oversize_is_refused() {
         let raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), true));
+        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), true, Instant::now()));
         assert!(matches!(body.feed(b"3\r\nabc\r\n0\r\n\r\nNEXT"), (BodyFeed::Complete, 13)));
 
-        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), true));
+        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), true, Instant::now()));
         assert!(matches!(body.feed(b"b\r\n"), (BodyFeed::Rejected(Rejection { status: 413, .. }), _)));
     }
 
@@ -199,28 +232,37 @@ mod tests {
     fn announced_oversize_is_refused_unread_and_no_body_means_complete() {
         let big = head(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n");
         assert!(matches!(
-            BodyRead::plan(big, &config(), &TempBudget::new(0), false),
+            BodyRead::plan(big, &config(), &TempBudget::new(0), false, Instant::now()),
             BodyPlan::Refuse(Rejection { status: 413, .. })
         ));
         let none = head(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert!(matches!(BodyRead::plan(none, &config(), &TempBudget::new(0), false), BodyPlan::None(_)));
+        assert!(matches!(
+            BodyRead::plan(none, &config(), &TempBudget::new(0), false, Instant::now()),
+            BodyPlan::None(_)
+        ));
     }
 
     #[test]
     fn continue_is_owed_only_to_a_client_that_waits_for_it() {
         let raw = b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
-        assert_eq!(read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), false)).interim(), CONTINUE);
-        assert_eq!(read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), true)).interim(), b"");
+        assert_eq!(
+            read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), false, Instant::now())).interim(),
+            CONTINUE
+        );
+        assert_eq!(
+            read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), true, Instant::now())).interim(),
+            b""
+        );
     }
 
     #[test]
     fn half_sent_continue_is_finished_and_unsent_one_dropped() {
         let raw = b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
-        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), false));
+        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), false, Instant::now()));
         body.interim_sent(5);
         body.feed(b"abc");
         assert_eq!(body.finish().2, &CONTINUE[5..]);
-        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), false));
+        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), false, Instant::now()));
         body.feed(b"abc");
         assert_eq!(body.finish().2, b"");
     }
