@@ -12,7 +12,6 @@
 #
 #   rake bench_many   (BENCH_HOLDERS=10000 BENCH_SECONDS=10 by default)
 require "tmpdir"
-require "etc"
 require "socket"
 
 ROOT = File.expand_path("..", __dir__)
@@ -20,6 +19,7 @@ require_relative "../support/local_processes"
 UNICORN_BIN = LocalProcesses.unicorn_bin
 require_relative "targets"
 require_relative "load"
+require_relative "machine"
 
 HOLDERS = Integer(ENV.fetch("BENCH_HOLDERS", "10000"))
 SECONDS = Integer(ENV.fetch("BENCH_SECONDS", "10"))
@@ -116,9 +116,7 @@ Dir.mktmpdir("nightmare-bench-many") do |root|
   end
 end
 
-machine = "#{Etc.nprocessors} cores, #{(File.read('/proc/meminfo')[/MemTotal:\s+(\d+)/, 1].to_i / 1024.0 / 1024).round} GiB, " \
-          "Debian #{File.read('/etc/debian_version').strip rescue '?'}, Linux #{`uname -r`.strip}" # rubocop:disable Style/RescueModifier
-lines = ["Run #{Time.now.utc.strftime('%Y-%m-%d %H:%M UTC')} on #{machine}; #{HOLDERS} holders from " \
+lines = ["Run #{Time.now.utc.strftime('%Y-%m-%d %H:%M UTC')} on #{Bench.machine}; #{HOLDERS} holders from " \
          "#{ADDRESSES.size} addresses, wrk #{FAST_CONNECTIONS} connections for #{SECONDS}s beside them; one run each.", ""]
 lines << "| holders | server | fast clients | what faces clients: RSS | holders still held | nightmare/nginx |"
 lines << "|---|---|---|---|---|---|"

@@ -13,7 +13,6 @@
 #   rake bench     (BENCH_SECONDS=10 BENCH_ROUNDS=5 BENCH_ATTACK_ROUNDS=3
 #                   BENCH_ATTACKERS=500 by default)
 require "tmpdir"
-require "etc"
 require "fileutils"
 
 ROOT = File.expand_path("..", __dir__)
@@ -21,6 +20,7 @@ require_relative "../support/local_processes"
 UNICORN_BIN = LocalProcesses.unicorn_bin
 require_relative "targets"
 require_relative "load"
+require_relative "machine"
 require_relative "process_cost"
 
 SECONDS = Integer(ENV.fetch("BENCH_SECONDS", "10"))
@@ -179,10 +179,8 @@ def ratio(results, ratios, phase)
   end
 end
 
-machine = "#{Etc.nprocessors} cores, #{(File.read('/proc/meminfo')[/MemTotal:\s+(\d+)/, 1].to_i / 1024.0**2).round} GiB, " \
-          "Debian #{File.read('/etc/debian_version').strip rescue '?'}, Linux #{`uname -r`.strip}" # rubocop:disable Style/RescueModifier
 lines = []
-lines << "Run #{Time.now.utc.strftime('%Y-%m-%d %H:%M UTC')} on #{machine}; wrk #{FAST_CONNECTIONS} connections " \
+lines << "Run #{Time.now.utc.strftime('%Y-%m-%d %H:%M UTC')} on #{Bench.machine}; wrk #{FAST_CONNECTIONS} connections " \
          "for #{SECONDS}s per phase, #{ATTACKERS} slowhttptest attackers, #{Bench::WORKERS} workers per server."
 lines << ""
 lines << "Fast clients, #{ROUNDS} alternating rounds (req/s; per request: CPU of what faces clients and of the " \

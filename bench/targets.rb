@@ -108,6 +108,30 @@ module Bench
     end
 
     def start
+      start_with(<<~HTTP)
+        client_max_body_size 100m;
+        server {
+          listen 127.0.0.1:#{@port};
+          location / {
+            proxy_pass http://unicorn;
+            proxy_buffering on;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+          }
+        }
+      HTTP
+      wait_for_port
+      self
+    end
+
+    def front_peak_rss_kib = front_pids.sum { |pid| LocalProcesses.peak_rss_kib(pid) }
+    def front_pids = LocalProcesses.children_of(@nginx)
+
+    private
+
+    # Unicorn on a UNIX socket, and nginx with +http+ (its servers) beside
+    # an upstream named unicorn, temp files in this target's directory.
+    def start_with(http)
       socket = File.join(@dir, "unicorn.sock")
       unicorn(<<~CONFIG)
         worker_processes #{WORKERS}
@@ -131,26 +155,12 @@ module Bench
           fastcgi_temp_path #{@dir}/fastcgi;
           uwsgi_temp_path #{@dir}/uwsgi;
           scgi_temp_path #{@dir}/scgi;
-          client_max_body_size 100m;
           upstream unicorn { server unix:#{socket} fail_timeout=0; }
-          server {
-            listen 127.0.0.1:#{@port};
-            location / {
-              proxy_pass http://unicorn;
-              proxy_buffering on;
-              proxy_set_header Host $host;
-              proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            }
-          }
+        #{http.gsub(/^/, '  ').strip}
         }
       NGINX
       @nginx = spawn("nginx", "-c", File.join(@dir, "nginx.conf"), log: "nginx.log")
-      wait_for_port
-      self
     end
-
-    def front_peak_rss_kib = front_pids.sum { |pid| LocalProcesses.peak_rss_kib(pid) }
-    def front_pids = LocalProcesses.children_of(@nginx)
   end
 
   class UnicornNightmare < Target

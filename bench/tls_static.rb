@@ -11,7 +11,6 @@
 #   rake bench_tls   (BENCH_SECONDS=10 BENCH_TLS_ROUNDS=3 BENCH_TLS_DOWNLOAD_ROUNDS=7 by default;
 #                     BENCH_TLS_ONLY=regexp runs the phases it matches)
 require "tmpdir"
-require "etc"
 require "fileutils"
 require "open3"
 
@@ -20,6 +19,7 @@ require_relative "../support/local_processes"
 UNICORN_BIN = LocalProcesses.unicorn_bin
 require_relative "tls_static_targets"
 require_relative "load"
+require_relative "machine"
 
 SECONDS = Integer(ENV.fetch("BENCH_SECONDS", "10"))
 ROUNDS = Integer(ENV.fetch("BENCH_TLS_ROUNDS", "3"))
@@ -125,9 +125,7 @@ Dir.mktmpdir("nightmare-bench-tls") do |root|
   end
 end
 
-machine = "#{Etc.nprocessors} cores, #{(File.read('/proc/meminfo')[/MemTotal:\s+(\d+)/, 1].to_i / 1024.0 / 1024).round} GiB, " \
-          "Debian #{File.read('/etc/debian_version').strip rescue '?'}, Linux #{`uname -r`.strip}" # rubocop:disable Style/RescueModifier
-lines = ["Run #{Time.now.utc.strftime('%Y-%m-%d %H:%M UTC')} on #{machine}; wrk #{CONNECTIONS} connections " \
+lines = ["Run #{Time.now.utc.strftime('%Y-%m-%d %H:%M UTC')} on #{Bench.machine}; wrk #{CONNECTIONS} connections " \
          "for #{SECONDS}s, #{ROUNDS} alternating rounds per phase (downloads: #{DOWNLOAD_ROUNDS} rounds, median of " \
          "#{DOWNLOADS} per round); " \
          "ECDSA P-256 certificate unless said; 2 workers each.", ""]

@@ -21,53 +21,29 @@ module Bench
     def tls_url(path = "/") = "https://127.0.0.1:#{@tls_port}#{path}"
 
     def start
-      socket = File.join(@dir, "unicorn.sock")
-      unicorn(<<~CONFIG)
-        worker_processes #{WORKERS}
-        listen "#{socket}"
-        stderr_path "#{@dir}/unicorn.log"
-      CONFIG
-      %w[client_body proxy fastcgi uwsgi scgi].each { |d| FileUtils.mkdir_p(File.join(@dir, d)) }
-      File.write(File.join(@dir, "nginx.conf"), <<~NGINX)
-        daemon off;
-        master_process on;
-        user root;
-        worker_processes #{WORKERS};
-        pid #{@dir}/nginx.pid;
-        error_log #{@dir}/nginx-error.log warn;
-        events { worker_connections 4096; }
-        http {
-          access_log off;
-          sendfile on;
-          tcp_nopush on;
-          client_body_temp_path #{@dir}/client_body;
-          proxy_temp_path #{@dir}/proxy;
-          fastcgi_temp_path #{@dir}/fastcgi;
-          uwsgi_temp_path #{@dir}/uwsgi;
-          scgi_temp_path #{@dir}/scgi;
-          client_max_body_size 200m;
-          proxy_max_temp_file_size 1024m;
-          upstream unicorn { server unix:#{socket} fail_timeout=0; }
-          server {
-            listen 127.0.0.1:#{@port};
-            listen 127.0.0.1:#{@tls_port} ssl;
-            ssl_certificate #{@site.certificate};
-            ssl_certificate_key #{@site.key};
-            ssl_protocols TLSv1.2 TLSv1.3;
-            ssl_session_cache shared:SSL:10m;
-            root #{@site.public_dir};
-            location / { try_files $uri @unicorn; }
-            location @unicorn {
-              proxy_pass http://unicorn;
-              proxy_buffering on;
-              proxy_set_header Host $host;
-              proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-              proxy_set_header X-Forwarded-Proto $scheme;
-            }
+      start_with(<<~HTTP)
+        sendfile on;
+        tcp_nopush on;
+        client_max_body_size 200m;
+        proxy_max_temp_file_size 1024m;
+        server {
+          listen 127.0.0.1:#{@port};
+          listen 127.0.0.1:#{@tls_port} ssl;
+          ssl_certificate #{@site.certificate};
+          ssl_certificate_key #{@site.key};
+          ssl_protocols TLSv1.2 TLSv1.3;
+          ssl_session_cache shared:SSL:10m;
+          root #{@site.public_dir};
+          location / { try_files $uri @unicorn; }
+          location @unicorn {
+            proxy_pass http://unicorn;
+            proxy_buffering on;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
           }
         }
-      NGINX
-      @nginx = spawn("nginx", "-c", File.join(@dir, "nginx.conf"), log: "nginx.log")
+      HTTP
       wait_for_port
       wait_for_port(@tls_port)
       self
