@@ -7,9 +7,9 @@ module Bench
   # the HTTPS and static-file benchmark.
   Site = Struct.new(:certificate, :key, :public_dir)
 
-  # nginx with HTTPS and `try_files $uri @unicorn` in front of Unicorn:
-  # the nginx recipe Nightmare's ssl block and try_files replace.
-  class NginxTlsStatic < NginxUnicorn
+  # A target that also listens for HTTPS, serving +site+ (its certificate
+  # and public directory).
+  module TlsSite
     attr_reader :tls_port
 
     def initialize(name, root, site)
@@ -19,6 +19,12 @@ module Bench
     end
 
     def tls_url(path = "/") = "https://127.0.0.1:#{@tls_port}#{path}"
+  end
+
+  # nginx with HTTPS and `try_files $uri @unicorn` in front of Unicorn:
+  # the nginx recipe Nightmare's ssl block and try_files replace.
+  class NginxTlsStatic < NginxUnicorn
+    include TlsSite
 
     def start
       start_with(<<~HTTP)
@@ -52,15 +58,7 @@ module Bench
 
   # Unicorn with Nightmare!: an ssl block and try_files in unicorn.conf.rb.
   class NightmareTlsStatic < UnicornNightmare
-    attr_reader :tls_port
-
-    def initialize(name, root, site)
-      super(name, root)
-      @site = site
-      @tls_port = LocalProcesses.free_port
-    end
-
-    def tls_url(path = "/") = "https://127.0.0.1:#{@tls_port}#{path}"
+    include TlsSite
 
     def start
       @master = unicorn(<<~CONFIG)
