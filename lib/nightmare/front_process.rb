@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require "json"
+require_relative "stats"
 
 module Nightmare
   # Runs in the front process, forked from the master: starts the Rust event
@@ -102,8 +103,20 @@ module Nightmare
         read_control(readers) if ready&.include?(@control)
         handle_signals
         check_threads
+        publish_stats
       end
       @front.join
+    end
+
+    # At most once a second, for Nightmare.stats in the master and workers.
+    def publish_stats
+      now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      return if @stats_written_at && now - @stats_written_at < CHECK_INTERVAL
+
+      @stats_written_at = now
+      Stats.write(Stats.path_for(@worker_socket), @front.stats.merge(pid: Process.pid, updated_at: Time.now.to_f))
+    rescue SystemCallError => e
+      @logger.warn "nightmare front cannot write its stats: #{e.message}"
     end
 
     def handle_signals

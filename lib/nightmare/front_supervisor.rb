@@ -23,6 +23,7 @@ module Nightmare
       @logger = logger
       @private_listener = PrivateListener.new(owner)
       @logger.info "nightmare: workers take requests from the front on #{@private_listener.path}"
+      Stats.path = Stats.path_for(@private_listener.path)
       @current = nil
       @retiring = {}
       @not_before = 0.0

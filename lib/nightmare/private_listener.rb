@@ -5,6 +5,7 @@ require "fileutils"
 require "kgio"
 require "securerandom"
 require "tmpdir"
+require_relative "stats"
 
 module Nightmare
   # The master's private UNIX listener: the front connects to it once per
@@ -49,6 +50,8 @@ module Nightmare
 
       @io.close unless @io.closed?
       File.unlink(@path) if File.socket?(@path)
+      stats = Stats.path_for(@path)
+      File.unlink(stats) if File.file?(stats)
     end
 
     private
@@ -77,10 +80,10 @@ module Nightmare
                            "(it holds the workers' private socket); remove it or set TMPDIR elsewhere"
     end
 
-    # Sockets of masters that are gone (killed outright, say).
+    # Sockets (and stats) of masters that are gone (killed outright, say).
     def remove_stale_sockets
-      Dir.glob(File.join(@dir, "*.sock")).each do |file|
-        pid = File.basename(file, ".sock")[/\A\d+\z/] or next
+      Dir.glob(File.join(@dir, "*.{sock,stats}")).each do |file|
+        pid = File.basename(file)[/\A(\d+)\.(?:sock|stats)\z/, 1] or next
         next if pid.to_i == @master_pid || alive?(pid.to_i)
 
         File.unlink(file)

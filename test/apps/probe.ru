@@ -36,6 +36,8 @@ run lambda { |env|
   when "/count"
     # Run with one worker: how many requests reached the app.
     [200, { "content-type" => "text/plain" }, [requests_seen.to_s]]
+  when "/nightmare_stats"
+    [200, { "content-type" => "application/json" }, [JSON.generate(Nightmare.stats)]]
   when "/pid"
     [200, { "content-type" => "text/plain" }, [Process.pid.to_s]]
   when "/hold"
