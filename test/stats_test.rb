@@ -18,10 +18,13 @@ class StatsTest < Minitest::Test
 
   def test_a_worker_reads_the_fronts_figures
     3.times { assert_equal 200, get("/").status }
+    assert_equal 400, raw_request("NONSENSE\r\n\r\n").status
     stats = nil
     @server.wait_until("figures that count the requests", 5) do
-      (stats = get("/nightmare_stats").json) && stats["requests_handed_off"].to_i >= 3
+      (stats = get("/nightmare_stats").json) && stats["requests_handed_off"].to_i >= 3 && stats["responses_4xx"] == 1
     end
+    assert_operator stats["responses_2xx"], :>=, 3
+    assert_equal 0, stats["responses_5xx"]
     assert_equal 1, stats["workers"]
     assert_kind_of Integer, stats["open_connections"]
     assert_in_delta Time.now.to_f, stats["updated_at"], 3, "at most a second or so old"

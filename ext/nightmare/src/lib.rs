@@ -124,6 +124,9 @@ impl RubyFront {
         hash.aset(ruby.to_symbol("log_lines_dropped"), stats.log_lines_dropped)?;
         hash.aset(ruby.to_symbol("temp_file_bytes"), stats.temp_file_bytes)?;
         hash.aset(ruby.to_symbol("temp_path_max_size"), stats.temp_path_max_size)?;
+        for (class, count) in stats.responses_by_class.iter().enumerate() {
+            hash.aset(ruby.to_symbol(format!("responses_{}xx", class + 1)), *count)?;
+        }
         Ok(hash)
     }
 }

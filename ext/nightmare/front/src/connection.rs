@@ -460,6 +460,7 @@ impl Connection {
             match files.lookup(&head, self.keeps_alive(&head, ctx), ctx.now) {
                 Lookup::App => {}
                 Lookup::Serve(mut reply) => {
+                    ctx.shared.count_response(reply.status());
                     reply.put_first(interim);
                     self.deadline = Some(ctx.now + ctx.shared.config.send_timeout);
                     return State::ServingFile { reply: Box::new(reply), leftover };
@@ -606,11 +607,17 @@ impl Connection {
                 (State::Exchanging(exchange), Step::Wait)
             }
             Pump::Finished { keep_alive } => {
+                if let Some(status) = exchange.status() {
+                    ctx.shared.count_response(status);
+                }
                 let leftover = exchange.take_leftover();
                 (self.after_response(keep_alive, leftover, ctx), Step::Again)
             }
             Pump::Broken { problem, client_got_bytes, worker_died } => {
                 if client_got_bytes {
+                    if let Some(status) = exchange.status() {
+                        ctx.shared.count_response(status);
+                    }
                     ctx.shared.log.error(format!("worker response to client {} broke off: {problem}", self.peer));
                     (State::Closed, Step::Again)
                 } else if worker_died {
@@ -631,11 +638,15 @@ impl Connection {
                 }
             }
             Pump::ClientGone => {
+                if let Some(status) = exchange.status() {
+                    ctx.shared.count_response(status);
+                }
                 ctx.shared.log.info(format!("client {} went away before the end of its response", self.peer));
                 (self.abandon(exchange, ctx), Step::Again)
             }
             Pump::Upgraded => match exchange.into_tunnel(ctx.shared.config.proxy_buffer_size) {
                 Some(tunnel) => {
+                    ctx.shared.count_response(101);
                     self.deadline = Some(ctx.now + ctx.shared.config.tunnel_timeout);
                     (State::Tunneling(Box::new(tunnel)), Step::Again)
                 }
@@ -821,6 +832,7 @@ impl Connection {
     }
 
     fn reply_with(&mut self, rejection: Rejection, linger: bool, ctx: &mut LoopContext) -> State {
+        ctx.shared.count_response(rejection.status);
         let timeout = ctx.shared.config.send_timeout.min(REPLY_TIMEOUT);
         self.deadline = Some(ctx.now + timeout);
         State::Replying(Reply { bytes: rejection.to_response(), sent: 0, linger })

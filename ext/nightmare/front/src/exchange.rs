@@ -328,6 +328,11 @@ impl Exchange {
         Some(Tunnel::new(upstream, self.upstream_ready, slot, self.response, &to_worker, buffer_size))
     }
 
+    /// The status of the worker's response, once its head was read.
+    pub fn status(&self) -> Option<u16> {
+        self.framer.status()
+    }
+
     fn broken(&self, problem: String, worker_died: bool) -> Pump {
         Pump::Broken { problem, client_got_bytes: self.to_client > 0, worker_died }
     }

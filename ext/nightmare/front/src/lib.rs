@@ -78,6 +78,8 @@ pub struct FrontStats {
     /// What temp files hold now, and what they may (0: no limit).
     pub temp_file_bytes: u64,
     pub temp_path_max_size: u64,
+    /// Responses begun, 1xx to 5xx.
+    pub responses_by_class: [u64; 5],
 }
 
 impl Front {
@@ -202,6 +204,7 @@ impl Front {
             log_lines_dropped: self.shared.log.dropped(),
             temp_file_bytes: self.shared.temp_budget.taken(),
             temp_path_max_size: self.shared.temp_budget.limit(),
+            responses_by_class: self.shared.responses_by_class(),
         }
     }
 }

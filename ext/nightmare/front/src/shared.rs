@@ -129,6 +129,8 @@ pub struct Shared {
     pub idle_closed_for_room: Throttle,
     pub address_over_share: Throttle,
     pub open_connections: AtomicUsize,
+    /// Responses begun, by status class: 1xx to 5xx.
+    responses_by_class: [AtomicU64; 5],
     /// Open connections per client address, for max_connections_per_address.
     connections_by_address: Mutex<HashMap<AddressKey, usize>>,
     pub requests_handed_off: AtomicU64,
@@ -165,10 +167,23 @@ impl Shared {
             idle_closed_for_room: Throttle::new(std::time::Duration::from_secs(10)),
             address_over_share: Throttle::new(std::time::Duration::from_secs(10)),
             open_connections: AtomicUsize::new(0),
+            responses_by_class: Default::default(),
             connections_by_address: Mutex::new(HashMap::new()),
             requests_handed_off: AtomicU64::new(0),
             stop: AtomicU8::new(0),
         }
+    }
+
+    /// Counts a response of `status` as it begins.
+    pub fn count_response(&self, status: u16) {
+        if let Some(class) = self.responses_by_class.get(usize::from(status / 100).wrapping_sub(1)) {
+            class.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Responses begun so far, 1xx to 5xx.
+    pub fn responses_by_class(&self) -> [u64; 5] {
+        self.responses_by_class.each_ref().map(|class| class.load(Ordering::Relaxed))
     }
 
     pub fn stop_mode(&self) -> StopMode {

@@ -42,6 +42,11 @@ impl FileReply {
         FileReply { head, sent: 0, body, keep_alive }
     }
 
+    /// The status its head announces (`HTTP/1.1 206 ...`).
+    pub fn status(&self) -> u16 {
+        self.head.get(9..12).and_then(|code| std::str::from_utf8(code).ok()?.parse().ok()).unwrap_or(0)
+    }
+
     /// Bytes owed to the client before this response (the rest of a
     /// `100 Continue`).
     pub fn put_first(&mut self, bytes: &[u8]) {
