@@ -380,7 +380,7 @@ impl Connection {
         });
         match read_some(&mut self.client, &mut ctx.scratch[..wanted]) {
             ReadOutcome::Data(n) => {
-                self.deadline = Some(ctx.now + ctx.shared.config.client_body_timeout);
+                // A finished body's next state sets its own deadline.
                 match body.feed(&ctx.scratch[..n]) {
                     (BodyFeed::NeedMore, _) => {
                         self.deadline = Some(body_deadline(&body, ctx));

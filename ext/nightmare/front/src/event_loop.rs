@@ -206,10 +206,10 @@ impl EventLoop {
     }
 
     /// At max_connections, closes this loop's idle keep-alive connections
-    /// that would time out soonest (nginx does the same), a few at a time;
-    /// false if it has none. A client whose next request is on its way
-    /// sees the close and retries, as it would after keepalive_timeout.
-    fn close_idle_keep_alive(&mut self, now: Instant) -> bool {
+    /// that would time out soonest (nginx does the same), a few at a time.
+    /// A client whose next request is on its way sees the close and
+    /// retries, as it would after keepalive_timeout.
+    fn close_idle_keep_alive(&mut self, now: Instant) {
         // A few at once, as nginx does, so a stream of newcomers does not
         // scan every connection for each one.
         const AT_ONCE: usize = 16;
@@ -219,7 +219,7 @@ impl EventLoop {
             .filter_map(|(slot, connection)| connection.idle_until().map(|until| (until, slot)))
             .collect();
         if idle.is_empty() {
-            return false;
+            return;
         }
         let count = idle.len().min(AT_ONCE);
         idle.select_nth_unstable(count - 1);
@@ -231,7 +231,6 @@ impl EventLoop {
                 .log
                 .info(format!("max_connections reached: closed {count} idle keep-alive connections for new clients"));
         }
-        true
     }
 
     /// An address over max_connections_per_address: told so in plain HTTP

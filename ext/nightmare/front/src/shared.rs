@@ -236,14 +236,11 @@ impl ConnectionPermit {
         let Some(key) = AddressKey::of(peer, counts_private) else { return true };
         let limit = config.max_connections_per_address();
         let mut counts = self.shared.connections_by_address.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let count = counts.entry(key).or_insert(0);
-        if *count >= limit {
-            if *count == 0 {
-                counts.remove(&key);
-            }
+        // The limit is at least 1, so an address at it has an entry already.
+        if counts.get(&key).is_some_and(|&count| count >= limit) {
             return false;
         }
-        *count += 1;
+        *counts.entry(key).or_insert(0) += 1;
         self.address = Some(key);
         true
     }
