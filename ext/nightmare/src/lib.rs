@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use magnus::{Error, ExceptionClass, RArray, RHash, RModule, RString, Ruby, TryConvert, function, method, prelude::*};
-use nightmare_front::proxy_header::{self, Secret};
+use nightmare_front::net::descriptors;
+use nightmare_front::net::tls::{self, CertificatePair, TlsSettings, TlsVersion};
 use nightmare_front::static_files::StaticSettings;
-use nightmare_front::tls::{self, CertificatePair, TlsSettings, TlsVersion};
-use nightmare_front::{Front, FrontConfig, InheritedListener, descriptors};
+use nightmare_front::upstream::proxy_header::{self, Secret};
+use nightmare_front::{Front, FrontConfig, InheritedListener};
 
 /// The front as Ruby holds it. Ruby 3.1 frees wrapped objects at exit in
 /// every process, forked children included, so the pid of the process that

@@ -5,27 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::request::head::HeadLimits;
 use crate::static_files::StaticSettings;
 
 /// Deadlines are `Instant`s: a timeout this long at most can never overflow one.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
-
-/// Limits on a request head, in the spirit of nginx's
-/// `large_client_header_buffers number size`: the request line and each
-/// header line must fit in `line_size` bytes, the whole head in
-/// `line_count * line_size`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HeadLimits {
-    pub line_size: usize,
-    pub head_size: usize,
-    pub max_headers: usize,
-}
-
-impl Default for HeadLimits {
-    fn default() -> Self {
-        HeadLimits { line_size: 8 * 1024, head_size: 4 * 8 * 1024, max_headers: 100 }
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct FrontConfig {

@@ -9,17 +9,17 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::client_stream::ClientStream;
-use crate::connection::{Connection, FIRST_CONNECTION_TOKEN, LoopContext, Verdict, client_token};
-use crate::dispatch::Waiter;
-use crate::error_response::Rejection;
-use crate::listener::{Listener, Scheme};
-use crate::proxy_header::ClientAddress;
-use crate::shared::{ConnectionPermit, Shared, StopMode};
-use crate::spool_writer::SpoolWriter;
+use crate::connection::Connection;
+use crate::connection_permit::ConnectionPermit;
+use crate::http::error_response::Rejection;
+use crate::loop_context::{FIRST_LISTENER_TOKEN, LoopContext, TokenOwner, Verdict, client_token};
+use crate::mailbox::ConnectionId;
+use crate::net::client_address::ClientAddress;
+use crate::net::client_stream::ClientStream;
+use crate::net::listener::{Listener, Scheme};
+use crate::response::spool_writer::SpoolWriter;
+use crate::shared::{Shared, StopMode};
 
-pub const WAKER: Token = Token(0);
-const FIRST_LISTENER_TOKEN: usize = 1;
 /// Deadlines are checked this often; timeouts are in seconds, so this is
 /// precise enough and costs nothing when idle.
 const TICK: Duration = Duration::from_millis(100);
@@ -83,14 +83,10 @@ impl EventLoop {
             }
             let now = Instant::now();
             for event in events.iter() {
-                match event.token() {
-                    WAKER => {}
-                    Token(token) if token >= FIRST_CONNECTION_TOKEN => {
-                        let slot = (token - FIRST_CONNECTION_TOKEN) / 2;
-                        let upstream = (token - FIRST_CONNECTION_TOKEN) % 2 == 1;
-                        self.connection_event(slot, upstream, event, now);
-                    }
-                    Token(token) => self.accept_clients(token - FIRST_LISTENER_TOKEN, now),
+                match TokenOwner::of(event.token()) {
+                    TokenOwner::Waker => {}
+                    TokenOwner::Connection { slot, upstream } => self.connection_event(slot, upstream, event, now),
+                    TokenOwner::Listener(index) => self.accept_clients(index, now),
                 }
             }
             if now.duration_since(self.last_tick) >= TICK {
@@ -153,7 +149,7 @@ impl EventLoop {
             return;
         }
         loop {
-            let permit = match ConnectionPermit::try_acquire(&self.shared) {
+            let permit = match ConnectionPermit::try_acquire(&self.shared.clients) {
                 Some(permit) => Some(permit),
                 // Room can be made by closing idle keep-alive connections,
                 // but only once a client is really there to take it.
@@ -172,7 +168,7 @@ impl EventLoop {
                 Ok((client, peer)) => {
                     let permit = permit.or_else(|| {
                         self.close_idle_keep_alive(now);
-                        ConnectionPermit::try_acquire(&self.shared)
+                        ConnectionPermit::try_acquire(&self.shared.clients)
                     });
                     match permit {
                         Some(mut permit) => {
@@ -240,14 +236,14 @@ impl EventLoop {
     fn refuse_for_its_address(&mut self, mut client: ClientStream, peer: ClientAddress, now: Instant) {
         if !client.is_tls() {
             let refusal = Rejection::new(503, "too many connections from your address").to_response();
-            let _ = crate::socket_io::write_some(&mut client, &refusal);
+            let _ = crate::net::socket_io::write_some(&mut client, &refusal);
             let _ = client.shutdown(std::net::Shutdown::Write);
-            let _ = crate::socket_io::read_some(&mut client, &mut self.scratch);
+            let _ = crate::net::socket_io::read_some(&mut client, &mut self.scratch);
         }
         if self.shared.address_over_share.allows(now) {
             self.shared.log.info(format!(
                 "client {peer} refused: its address holds max_connections_per_address ({}) already",
-                self.shared.config.max_connections_per_address()
+                self.shared.clients.per_address()
             ));
         }
     }
@@ -276,7 +272,7 @@ impl EventLoop {
         }
         self.next_serial += 1;
         let deadline = now + self.shared.config.client_header_timeout;
-        let id = Waiter { loop_index: self.index, slot, serial: self.next_serial };
+        let id = ConnectionId { loop_index: self.index, slot, serial: self.next_serial };
         let connection = Connection::new(id, client, peer, scheme, permit, deadline);
         self.connections.insert(connection);
         self.run_connection(slot, None, now, Connection::drive);
@@ -302,11 +298,15 @@ impl EventLoop {
         }
     }
 
-    fn handle_grants(&mut self, grants: Vec<Waiter>, now: Instant) {
-        for waiter in grants {
-            if !self.run_connection(waiter.slot, Some(waiter.serial), now, Connection::on_grant) {
-                // The waiter left before its turn came: pass the slot on.
-                drop(self.shared.dispatcher.claim());
+    fn handle_grants(&mut self, grants: Vec<ConnectionId>, now: Instant) {
+        for id in grants {
+            let waiting = self.connections.get(id.slot).is_some_and(|c| c.serial() == id.serial && c.is_queued());
+            if waiting {
+                self.run_connection(id.slot, Some(id.serial), now, Connection::on_grant);
+            } else {
+                // The connection left (or stopped waiting) before its turn
+                // came: the room goes on to the next one.
+                self.shared.dispatcher.release_undelivered();
             }
         }
     }

@@ -4,34 +4,24 @@
 //! relays the response back. This crate knows nothing of Ruby; the gem's
 //! glue drives it through `Front`.
 
-pub mod chunked;
-pub mod client_stream;
+pub mod byte_queue;
 pub mod config;
 pub mod connection;
-pub mod descriptors;
-pub mod dispatch;
-pub mod error_response;
+pub mod connection_permit;
 pub mod event_loop;
-pub mod exchange;
-pub mod http_date;
-pub mod listener;
+pub mod http;
 pub mod log;
-pub mod proxy_header;
-pub mod relay;
-pub mod request_body;
-pub mod request_head;
+pub mod loop_context;
+pub mod mailbox;
+pub mod net;
+pub mod request;
 pub mod response;
-pub mod response_spool;
 pub mod shared;
-pub mod socket_io;
-pub mod spool;
-pub mod spool_writer;
 pub mod static_files;
 pub mod temp_budget;
 #[cfg(test)]
 mod test_support;
-pub mod tls;
-pub mod tunnel;
+pub mod threads;
 pub mod upstream;
 
 use std::io;
@@ -42,17 +32,20 @@ use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
 
-pub use config::{FrontConfig, HeadLimits};
-pub use dispatch::DispatchStats;
+pub use config::FrontConfig;
+pub use request::head::HeadLimits;
+pub use upstream::dispatch::DispatchStats;
 
-use event_loop::{EventLoop, WAKER};
-use listener::Listener;
+use event_loop::EventLoop;
 use log::Log;
-use proxy_header::Secret;
-use shared::{Mailbox, Mailboxes, Shared, StopMode};
+use loop_context::WAKER;
+use mailbox::{Mailbox, Mailboxes};
+use net::listener::Listener;
+use net::tls::{self, TlsContext, TlsSettings, TlsSetupError};
+use shared::{Shared, StopMode};
 use static_files::StaticFiles;
-use tls::{TlsContext, TlsSettings, TlsSetupError};
-use upstream::WorkerListener;
+use upstream::connect::WorkerListener;
+use upstream::proxy_header::Secret;
 
 /// A running front: its loop threads and what they share.
 pub struct Front {
@@ -135,7 +128,9 @@ impl Front {
                 .map(Listener::duplicate)
                 .collect::<io::Result<Vec<_>>>()
                 .and_then(|own_listeners| EventLoop::new(index, poll, Arc::clone(&shared), own_listeners))
-                .and_then(|event_loop| spawn_without_signals(format!("nightmare-{index}"), move || event_loop.run()));
+                .and_then(|event_loop| {
+                    threads::spawn_without_signals(format!("nightmare-{index}"), move || event_loop.run())
+                });
             match started {
                 Ok(handle) => threads.push(handle),
                 Err(error) => {
@@ -198,7 +193,7 @@ impl Front {
 
     pub fn stats(&self) -> FrontStats {
         FrontStats {
-            open_connections: self.shared.open_connections.load(std::sync::atomic::Ordering::Relaxed),
+            open_connections: self.shared.clients.open(),
             requests_handed_off: self.shared.requests_handed_off.load(std::sync::atomic::Ordering::Relaxed),
             dispatch: self.shared.dispatcher.stats(),
             log_lines_dropped: self.shared.log.dropped(),
@@ -206,25 +201,5 @@ impl Front {
             temp_path_max_size: self.shared.temp_budget.limit(),
             responses_by_class: self.shared.responses_by_class(),
         }
-    }
-}
-
-/// Loop threads block every signal, so signals reach the process's main
-/// thread (Ruby's) and a SIGPIPE from a write to a closed peer stays a mere
-/// EPIPE.
-fn spawn_without_signals<F>(name: String, body: F) -> io::Result<JoinHandle<()>>
-where
-    F: FnOnce() + Send + 'static,
-{
-    // SAFETY: sigset_t is plain data, filled by sigfillset before use; the
-    // calling thread's mask is restored right after the spawn.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut previous: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
-        let spawned = std::thread::Builder::new().name(name).spawn(body);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
-        spawned
     }
 }

@@ -4,7 +4,7 @@
 //! nginx's (modification time and size in hex), so a file keeps its ETag
 //! when the front takes over from nginx.
 
-use crate::http_date;
+use crate::http::date;
 
 /// A file as its validators describe it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,7 +17,7 @@ pub struct Validators {
 
 impl Validators {
     pub fn new(modified: u64, size: u64) -> Self {
-        let last_modified = http_date::format(std::time::UNIX_EPOCH + std::time::Duration::from_secs(modified));
+        let last_modified = date::format(std::time::UNIX_EPOCH + std::time::Duration::from_secs(modified));
         Validators { etag: format!("\"{modified:x}-{size:x}\""), modified, last_modified }
     }
 }
@@ -60,7 +60,7 @@ fn is_not_modified(conditions: &Conditions, validators: &Validators) -> bool {
         let tags = String::from_utf8_lossy(tags);
         return tags.split(',').map(str::trim).any(|tag| tag == "*" || weak(tag) == weak(&validators.etag));
     }
-    conditions.if_modified_since.and_then(http_date::parse).is_some_and(|since| validators.modified <= since)
+    conditions.if_modified_since.and_then(date::parse).is_some_and(|since| validators.modified <= since)
 }
 
 /// A weak comparison: `W/"x"` and `"x"` are the same tag.
@@ -75,7 +75,7 @@ fn if_range_holds(if_range: &[u8], validators: &Validators) -> bool {
     if value.starts_with('"') {
         value == validators.etag
     } else {
-        http_date::parse(value.as_bytes()) == Some(validators.modified)
+        date::parse(value.as_bytes()) == Some(validators.modified)
     }
 }
 

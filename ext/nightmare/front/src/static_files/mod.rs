@@ -23,9 +23,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::error_response::Rejection;
-use crate::http_date;
-use crate::request_head::RequestHead;
+use crate::http::date;
+use crate::http::error_response::Rejection;
+use crate::request::head::RequestHead;
 
 use conditional::{Answer, Conditions, Validators};
 use path::PathVerdict;
@@ -247,7 +247,7 @@ impl ResponseHead {
         head.0.extend_from_slice(b"HTTP/1.1 ");
         head.0.extend_from_slice(status.as_bytes());
         head.0.extend_from_slice(b"\r\n");
-        head.line("Date", &http_date::format(SystemTime::now()));
+        head.line("Date", &date::format(SystemTime::now()));
         // HTTP/1.0 clients need the word to keep the connection; for
         // HTTP/1.1 it is harmless.
         head.line("Connection", if keep_alive { "keep-alive" } else { "close" });
@@ -361,12 +361,12 @@ fn open_beneath(root: &OwnedFd, name: &[u8], symlinks_outside: bool) -> io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request_head::HeadReader;
+    use crate::request::head::HeadReader;
 
     fn request(raw: &str) -> RequestHead {
         let mut reader = HeadReader::default();
         reader.push(raw.as_bytes());
-        reader.poll(&crate::config::HeadLimits::default()).unwrap().expect("complete").0
+        reader.poll(&crate::request::head::HeadLimits::default()).unwrap().expect("complete").0
     }
 
     fn served(files: &StaticFiles, raw: &str) -> Option<String> {

@@ -5,7 +5,7 @@
 //! encoded slash, a backslash, a dotfile) goes to the application instead,
 //! which has always seen such paths.
 
-use crate::error_response::Rejection;
+use crate::http::error_response::Rejection;
 
 /// What to do with a request path.
 #[derive(Debug, PartialEq, Eq)]

@@ -4,8 +4,8 @@
 
 use std::fs::File;
 
-use crate::client_stream::ClientStream;
-use crate::socket_io::{WriteOutcome, write_some};
+use crate::net::client_stream::ClientStream;
+use crate::net::socket_io::{WriteOutcome, write_some};
 
 #[derive(Debug)]
 pub struct FileReply {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use crate::dispatch::Waiter;
+use crate::mailbox::{ConnectionId, Mailboxes};
 
 /// How far a spool file's writes have got, shared with the writer.
 #[derive(Debug, Default)]
@@ -57,12 +57,18 @@ struct Job {
     offset: u64,
     data: Arc<[u8]>,
     progress: Arc<WriteProgress>,
-    owner: Waiter,
+    owner: ConnectionId,
 }
 
 /// Where a finished write is reported: the loop that owns the connection.
 pub trait WrittenSink: Send + 'static {
-    fn written(&self, owner: Waiter);
+    fn written(&self, owner: ConnectionId);
+}
+
+impl WrittenSink for Arc<Mailboxes> {
+    fn written(&self, owner: ConnectionId) {
+        self.post_written(owner);
+    }
 }
 
 #[derive(Clone)]
@@ -80,12 +86,19 @@ impl SpoolWriter {
     /// The writer thread runs until every SpoolWriter is dropped.
     pub fn start(name: String, sink: impl WrittenSink) -> io::Result<SpoolWriter> {
         let (jobs, queue) = mpsc::channel::<Job>();
-        crate::spawn_without_signals(name, move || run(queue, sink))?;
+        crate::threads::spawn_without_signals(name, move || run(queue, sink))?;
         Ok(SpoolWriter { jobs })
     }
 
     /// Queues `data` for `file` at `offset`; `owner` hears when it is done.
-    pub fn write(&self, file: Arc<File>, offset: u64, data: Arc<[u8]>, progress: Arc<WriteProgress>, owner: Waiter) {
+    pub fn write(
+        &self,
+        file: Arc<File>,
+        offset: u64,
+        data: Arc<[u8]>,
+        progress: Arc<WriteProgress>,
+        owner: ConnectionId,
+    ) {
         let job = Job { file, offset, data, progress, owner };
         if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
             fail(&job.progress, io::Error::other("spool writer stopped"));
@@ -120,16 +133,16 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    struct Channel(Mutex<mpsc::Sender<Waiter>>);
+    struct Channel(Mutex<mpsc::Sender<ConnectionId>>);
 
     impl WrittenSink for Channel {
-        fn written(&self, owner: Waiter) {
+        fn written(&self, owner: ConnectionId) {
             let _ = self.0.lock().unwrap().send(owner);
         }
     }
 
-    fn owner() -> Waiter {
-        Waiter { loop_index: 0, slot: 3, serial: 9 }
+    fn owner() -> ConnectionId {
+        ConnectionId { loop_index: 0, slot: 3, serial: 9 }
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
+use crate::net::client_address::ClientAddress;
+
 const SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 const VERSION_2_PROXY: u8 = 0x21;
 const FAMILY_UNSPEC: u8 = 0x00;
@@ -28,24 +30,6 @@ const TLV_HEAD_LEN: usize = 3;
 const SECRET_TLV_LEN: usize = TLV_HEAD_LEN + SECRET_LEN;
 /// The largest address block (IPv6) and the secret; the others are padded to it.
 pub const PREAMBLE_LEN: usize = FIXED_LEN + TCP6_LEN + SECRET_TLV_LEN;
-
-/// Who the front's client is, as the worker will report it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientAddress {
-    Ip(SocketAddr),
-    /// A client of a UNIX-socket listener: no IP address to pass on.
-    Local,
-}
-
-impl std::fmt::Display for ClientAddress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ClientAddress::Ip(address) => address.ip().fmt(f),
-            // What Unicorn reports for clients of a UNIX-socket listener.
-            ClientAddress::Local => f.write_str("127.0.0.1"),
-        }
-    }
-}
 
 pub type Secret = [u8; SECRET_LEN];
 
@@ -209,7 +193,7 @@ pub fn read(
                 }
                 wait_readable(socket, left)?;
             }
-            _ if crate::socket_io::is_peer_gone(&error) => return Ok(Err(Refusal::Incomplete)),
+            _ if crate::net::socket_io::is_peer_gone(&error) => return Ok(Err(Refusal::Incomplete)),
             _ => return Err(error),
         }
     }

@@ -1,29 +1,31 @@
-//! The buffer a worker's response passes through on its way to the client.
-//! Its capacity is a budget, not a hard wall: the exchange stops reading
-//! the worker once that much is pending, so framing added to the last read
-//! (a rewritten head, chunk sizes) overshoots it by a bounded amount only.
+//! A queue of bytes on their way somewhere: pushed at the back, consumed
+//! from the front. A worker's response passes through one on its way to the
+//! client, a tunnel's client bytes on their way to the worker. Its capacity
+//! is a budget, not a hard wall: the reader stops once that much is
+//! pending, so framing added to the last read (a rewritten head, chunk
+//! sizes) overshoots it by a bounded amount only.
 
 /// Where a framed response goes.
 pub trait ResponseSink {
     fn push(&mut self, data: &[u8]);
 }
 
-impl ResponseSink for RelayBuffer {
+impl ResponseSink for ByteQueue {
     fn push(&mut self, data: &[u8]) {
-        RelayBuffer::push(self, data);
+        ByteQueue::push(self, data);
     }
 }
 
 #[derive(Debug)]
-pub struct RelayBuffer {
+pub struct ByteQueue {
     bytes: Vec<u8>,
     start: usize,
     capacity: usize,
 }
 
-impl RelayBuffer {
+impl ByteQueue {
     pub fn new(capacity: usize) -> Self {
-        RelayBuffer { bytes: Vec::new(), start: 0, capacity }
+        ByteQueue { bytes: Vec::new(), start: 0, capacity }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -74,7 +76,7 @@ mod tests {
 
     #[test]
     fn pushes_drain_in_order_and_reuse_the_space() {
-        let mut buffer = RelayBuffer::new(8);
+        let mut buffer = ByteQueue::new(8);
         assert_eq!(buffer.room(), 8);
         buffer.push(b"abcdef");
         assert_eq!(buffer.room(), 2);

@@ -5,11 +5,11 @@
 //! ends at close is re-framed as chunked for an HTTP/1.1 client, and the
 //! hop-by-hop headers are the front's own.
 
-use crate::chunked::{ChunkError, ChunkedDecoder};
 #[cfg(test)]
-use crate::relay::RelayBuffer;
-use crate::relay::ResponseSink;
-use crate::request_head::{HttpVersion, parse_content_length};
+use crate::byte_queue::ByteQueue;
+use crate::byte_queue::ResponseSink;
+use crate::http::chunked::{ChunkError, ChunkedDecoder};
+use crate::request::head::{HttpVersion, parse_content_length};
 
 const MAX_RESPONSE_HEADERS: usize = 100;
 
@@ -329,7 +329,7 @@ mod tests {
     /// the client gets.
     fn frame(terms: ClientTerms, response: &[u8], piece: usize) -> (Result<String, FramingError>, bool) {
         let mut framer = ResponseFramer::new(terms, 4096);
-        let mut out = RelayBuffer::new(1 << 20);
+        let mut out = ByteQueue::new(1 << 20);
         for slice in response.chunks(piece) {
             if let Err(error) = framer.feed(slice, &mut out) {
                 return (Err(error), framer.keep_alive());
@@ -370,7 +370,7 @@ mod tests {
     #[test]
     fn content_length_body_passes_and_ends_without_waiting_for_close() {
         let mut framer = ResponseFramer::new(terms(HttpVersion::Http10, true), 4096);
-        let mut out = RelayBuffer::new(1024);
+        let mut out = ByteQueue::new(1024);
         framer.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhelloEXTRA", &mut out).unwrap();
         assert!(framer.is_done());
         assert!(framer.keep_alive());
@@ -434,7 +434,7 @@ mod tests {
     #[test]
     fn x_accel_buffering_is_read_and_not_passed_on() {
         let mut framer = ResponseFramer::new(terms(HttpVersion::Http11, true), 4096);
-        let mut out = RelayBuffer::new(1024);
+        let mut out = ByteQueue::new(1024);
         framer.feed(b"HTTP/1.1 200 OK\r\nX-Accel-Buffering: no\r\nContent-Length: 0\r\n\r\n", &mut out).unwrap();
         assert!(framer.unbuffered());
         assert_eq!(String::from_utf8_lossy(out.pending()), "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
@@ -446,7 +446,7 @@ mod tests {
         let mut asked = terms(HttpVersion::Http11, true);
         asked.upgrade = true;
         let mut framer = ResponseFramer::new(asked, 4096);
-        let mut out = RelayBuffer::new(1024);
+        let mut out = ByteQueue::new(1024);
         framer.feed(response, &mut out).unwrap();
         assert_eq!(framer.status(), Some(101));
         assert_eq!(String::from_utf8_lossy(out.pending()), String::from_utf8_lossy(response));
@@ -505,7 +505,7 @@ mod tests {
             let mut terms = terms(version, shape % 3 != 0);
             terms.head_request = shape % 5 == 0;
             let mut framer = ResponseFramer::new(terms, 256);
-            let mut out = RelayBuffer::new(1 << 16);
+            let mut out = ByteQueue::new(1 << 16);
             let fed = noise.pieces(input).into_iter().try_for_each(|piece| framer.feed(piece, &mut out));
             if fed.and_then(|()| framer.finish(&mut out)).is_err() {
                 return;

@@ -11,9 +11,18 @@ pub struct Rejection {
     pub retry_after: Option<u32>,
 }
 
+/// What a 503 for overload (a queue full, a wait too long, no room for a
+/// body) tells clients about when to come back.
+const OVERLOAD_RETRY_AFTER_SECONDS: u32 = 5;
+
 impl Rejection {
     pub const fn new(status: u16, reason: &'static str) -> Self {
         Rejection { status, reason, retry_after: None }
+    }
+
+    /// A 503 for a passing overload, with `Retry-After`.
+    pub const fn overloaded(reason: &'static str) -> Self {
+        Rejection::new(503, reason).retry_after(OVERLOAD_RETRY_AFTER_SECONDS)
     }
 
     pub const fn retry_after(self, seconds: u32) -> Self {

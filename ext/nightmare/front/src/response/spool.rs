@@ -18,11 +18,11 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::client_stream::ClientStream;
-use crate::dispatch::Waiter;
-use crate::relay::{RelayBuffer, ResponseSink};
-use crate::socket_io::{WriteOutcome, write_some};
-use crate::spool_writer::{SpoolWriter, WriteProgress};
+use crate::byte_queue::{ByteQueue, ResponseSink};
+use crate::mailbox::ConnectionId;
+use crate::net::client_stream::ClientStream;
+use crate::net::socket_io::{WriteOutcome, write_some};
+use crate::response::spool_writer::{SpoolWriter, WriteProgress};
 use crate::temp_budget::TempShare;
 
 /// Bytes handed to the writer and not yet written, per connection; beyond
@@ -57,10 +57,10 @@ impl SpoolFile {
 
 #[derive(Debug)]
 pub struct ResponseSpool {
-    memory: RelayBuffer,
+    memory: ByteQueue,
     file: Option<SpoolFile>,
     /// Bytes that came after the file's written part once the file failed.
-    tail: RelayBuffer,
+    tail: ByteQueue,
     temp_path: Arc<Path>,
     /// Bytes the file may hold (nginx's proxy_max_temp_file_size); 0 means
     /// no file: the worker waits for the client instead.
@@ -72,7 +72,7 @@ pub struct ResponseSpool {
     file_failed: bool,
     /// The loop's writer and this connection's identity; without a writer
     /// the file is written in place (tests).
-    writer: Option<(SpoolWriter, Waiter)>,
+    writer: Option<(SpoolWriter, ConnectionId)>,
 }
 
 impl ResponseSpool {
@@ -81,12 +81,12 @@ impl ResponseSpool {
         temp_path: Arc<Path>,
         max_file: u64,
         share: TempShare,
-        writer: Option<(SpoolWriter, Waiter)>,
+        writer: Option<(SpoolWriter, ConnectionId)>,
     ) -> Self {
         ResponseSpool {
-            memory: RelayBuffer::new(memory),
+            memory: ByteQueue::new(memory),
             file: None,
-            tail: RelayBuffer::new(memory),
+            tail: ByteQueue::new(memory),
             temp_path,
             max_file,
             share,
@@ -98,8 +98,8 @@ impl ResponseSpool {
 
     /// Drops everything held (the client left): the temp file goes now.
     pub fn discard_all(&mut self) {
-        self.memory = RelayBuffer::new(0);
-        self.tail = RelayBuffer::new(0);
+        self.memory = ByteQueue::new(0);
+        self.tail = ByteQueue::new(0);
         self.file = None;
         self.share.release();
         self.max_file = 0;
@@ -305,7 +305,7 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    use crate::spool_writer::WrittenSink;
+    use crate::response::spool_writer::WrittenSink;
 
     fn unlimited() -> TempShare {
         TempShare::new(&crate::temp_budget::TempBudget::new(0))
@@ -339,10 +339,10 @@ mod tests {
         received
     }
 
-    struct Channel(Mutex<mpsc::Sender<Waiter>>);
+    struct Channel(Mutex<mpsc::Sender<ConnectionId>>);
 
     impl WrittenSink for Channel {
-        fn written(&self, owner: Waiter) {
+        fn written(&self, owner: ConnectionId) {
             let _ = self.0.lock().unwrap().send(owner);
         }
     }
@@ -350,7 +350,7 @@ mod tests {
     fn threaded(dir: &std::path::Path, memory: usize) -> ResponseSpool {
         let (tell, _heard) = mpsc::channel();
         let writer = SpoolWriter::start("test-writer".into(), Channel(Mutex::new(tell))).unwrap();
-        let owner = Waiter { loop_index: 0, slot: 0, serial: 1 };
+        let owner = ConnectionId { loop_index: 0, slot: 0, serial: 1 };
         ResponseSpool::new(memory, Arc::from(dir), 1 << 20, unlimited(), Some((writer, owner)))
     }
 

@@ -2,8 +2,24 @@
 //! is whole, then the framing rules that keep requests from being smuggled
 //! (RFC 9112 §6). What passes is rebuilt, not copied, for the worker.
 
-use crate::config::HeadLimits;
-use crate::error_response::Rejection;
+use crate::http::error_response::Rejection;
+
+/// Limits on a request head, in the spirit of nginx's
+/// `large_client_header_buffers number size`: the request line and each
+/// header line must fit in `line_size` bytes, the whole head in
+/// `line_count * line_size`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeadLimits {
+    pub line_size: usize,
+    pub head_size: usize,
+    pub max_headers: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits { line_size: 8 * 1024, head_size: 4 * 8 * 1024, max_headers: 100 }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HttpVersion {

@@ -202,8 +202,8 @@ impl Write for TlsStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::test_certificates::Certificate;
-    use crate::tls::{TlsSettings, server_config};
+    use crate::net::tls::test_certificates::Certificate;
+    use crate::net::tls::{TlsSettings, server_config};
     use std::time::{Duration, Instant};
 
     /// A server-side TlsStream and a blocking rustls client, over loopback.
@@ -212,7 +212,7 @@ mod tests {
     ) -> (TlsStream, rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>) {
         let certificate = Certificate::make(dir, "server", &["localhost"]);
         let settings = TlsSettings {
-            certificates: vec![crate::tls::CertificatePair {
+            certificates: vec![crate::net::tls::CertificatePair {
                 certificate: certificate.chain_path.clone(),
                 key: certificate.key_path.clone(),
             }],

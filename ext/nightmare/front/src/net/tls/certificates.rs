@@ -115,7 +115,7 @@ fn read(directive: &'static str, path: &Path) -> Result<Vec<u8>, TlsSetupError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::test_certificates::{Certificate, provider};
+    use crate::net::tls::test_certificates::{Certificate, provider};
 
     fn pair(certificate: &Certificate) -> CertificatePair {
         CertificatePair { certificate: certificate.chain_path.clone(), key: certificate.key_path.clone() }

@@ -10,9 +10,9 @@ use mio::event::Source;
 use mio::net::{TcpListener, UnixListener};
 use mio::{Interest, Registry, Token};
 
-use crate::client_stream::ClientStream;
-use crate::proxy_header::ClientAddress;
-use crate::tls::{TlsContext, TlsStream};
+use crate::net::client_address::ClientAddress;
+use crate::net::client_stream::ClientStream;
+use crate::net::tls::{TlsContext, TlsStream};
 
 /// What a listener's clients speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

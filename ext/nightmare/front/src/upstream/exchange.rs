@@ -1,7 +1,7 @@
 //! One request's time with a worker: the buffered request goes out over a
 //! fresh connection to the workers' private listener, the response comes
 //! back as fast as the worker writes it and is framed for the client, and
-//! the worker's slot is given back the moment its last byte has arrived.
+//! the worker's room in flight is given back the moment its last byte has arrived.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -10,17 +10,18 @@ use std::sync::Arc;
 use mio::net::UnixStream;
 use mio::{Interest, Registry, Token};
 
-use crate::client_stream::ClientStream;
+use crate::byte_queue::ResponseSink;
 use crate::config::FrontConfig;
-use crate::dispatch::{Slot, Waiter};
-use crate::relay::ResponseSink;
-use crate::response::{ClientTerms, FramingError, ResponseFramer};
-use crate::response_spool::ResponseSpool;
-use crate::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, send_file, write_some};
-use crate::spool::SpooledBody;
-use crate::spool_writer::SpoolWriter;
+use crate::mailbox::ConnectionId;
+use crate::net::client_stream::ClientStream;
+use crate::net::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, send_file, write_some};
+use crate::request::body_spool::SpooledBody;
+use crate::response::framing::{ClientTerms, FramingError, ResponseFramer};
+use crate::response::spool::ResponseSpool;
+use crate::response::spool_writer::SpoolWriter;
 use crate::temp_budget::{TempBudget, TempShare};
-use crate::tunnel::Tunnel;
+use crate::upstream::dispatch::InFlight;
+use crate::upstream::tunnel::Tunnel;
 
 /// The request as the worker will read it.
 #[derive(Debug)]
@@ -116,7 +117,7 @@ pub enum Pump {
 pub struct Exchange {
     upstream: Option<UnixStream>,
     upstream_ready: Readiness,
-    slot: Option<Slot>,
+    in_flight: Option<InFlight>,
     outbound: Option<Outbound>,
     framer: ResponseFramer,
     response: ResponseSpool,
@@ -133,11 +134,11 @@ impl Exchange {
     /// it would otherwise wake the loop for nothing.
     pub fn start(
         mut upstream: UnixStream,
-        slot: Slot,
+        in_flight: InFlight,
         request: ForwardedRequest,
         config: &FrontConfig,
         budget: &Arc<TempBudget>,
-        writer: (SpoolWriter, Waiter),
+        writer: (SpoolWriter, ConnectionId),
         watch: (&Registry, Token),
     ) -> io::Result<Exchange> {
         let (registry, token) = watch;
@@ -156,7 +157,7 @@ impl Exchange {
         let mut exchange = Exchange {
             upstream: Some(upstream),
             upstream_ready: Readiness { readable: false, writable: true, hung_up: false },
-            slot: Some(slot),
+            in_flight: Some(in_flight),
             outbound: Some(Outbound::new(head, body)),
             framer: ResponseFramer::new(terms, config.proxy_buffer_size),
             response,
@@ -234,7 +235,7 @@ impl Exchange {
     }
 
     /// After the client went away: drop whatever the worker still writes,
-    /// until it closes its end and its slot can be given back.
+    /// until it closes its end and its room in flight can be given back.
     pub fn discard(&mut self, scratch: &mut [u8]) -> bool {
         self.outbound = None;
         // Nobody will read it: the temp file goes now, not when the worker ends.
@@ -302,7 +303,7 @@ impl Exchange {
             }
             // The framing says the response is whole: the worker has written
             // its last byte, so it is free now, before it even closes; its
-            // slot goes to the next request, which then waits for the
+            // room goes to the next request, which then waits for the
             // worker in the channel instead of the worker waiting for it.
             if self.framer.is_done() && self.upstream.is_some() {
                 self.finish_worker();
@@ -324,8 +325,8 @@ impl Exchange {
         }
         to_worker.extend_from_slice(&self.leftover);
         let upstream = self.upstream.take()?;
-        let slot = self.slot.take()?;
-        Some(Tunnel::new(upstream, self.upstream_ready, slot, self.response, &to_worker, buffer_size))
+        let in_flight = self.in_flight.take()?;
+        Some(Tunnel::new(upstream, self.upstream_ready, in_flight, self.response, &to_worker, buffer_size))
     }
 
     /// The status of the worker's response, once its head was read.
@@ -339,10 +340,10 @@ impl Exchange {
 
     /// The worker is done with this request: close our end (any late bytes
     /// of a worker writing past its own framing are dropped with it) and
-    /// give its slot back.
+    /// give its room in flight back.
     fn finish_worker(&mut self) {
         self.upstream = None;
         self.outbound = None;
-        self.slot = None;
+        self.in_flight = None;
     }
 }

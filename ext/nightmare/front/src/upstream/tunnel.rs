@@ -2,7 +2,7 @@
 //! through rack.hijack): bytes pass both ways between client and worker,
 //! each way with back-pressure. An EOF from one side becomes a write
 //! shutdown toward the other. A worker that closed its socket entirely is
-//! free (its slot is given back at once) and the tunnel ends when its last
+//! free (its room in flight is given back at once) and the tunnel ends when its last
 //! bytes have reached the client; a worker that only shut down its writing
 //! still reads, so the tunnel then lasts until the client is done too.
 
@@ -10,11 +10,11 @@ use std::net::Shutdown;
 
 use mio::net::UnixStream;
 
-use crate::client_stream::ClientStream;
-use crate::dispatch::Slot;
-use crate::relay::{RelayBuffer, ResponseSink};
-use crate::response_spool::ResponseSpool;
-use crate::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, write_some};
+use crate::byte_queue::{ByteQueue, ResponseSink};
+use crate::net::client_stream::ClientStream;
+use crate::net::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, write_some};
+use crate::response::spool::ResponseSpool;
+use crate::upstream::dispatch::InFlight;
 
 #[derive(Debug)]
 pub enum TunnelStep {
@@ -26,8 +26,8 @@ pub enum TunnelStep {
 pub struct Tunnel {
     upstream: UnixStream,
     upstream_ready: Readiness,
-    slot: Option<Slot>,
-    to_worker: RelayBuffer,
+    in_flight: Option<InFlight>,
+    to_worker: ByteQueue,
     to_client: ResponseSpool,
     client_done: bool,
     /// The worker will send nothing more (EOF).
@@ -44,18 +44,18 @@ impl Tunnel {
     pub fn new(
         upstream: UnixStream,
         upstream_ready: Readiness,
-        slot: Slot,
+        in_flight: InFlight,
         mut to_client: ResponseSpool,
         to_worker: &[u8],
         buffer_size: usize,
     ) -> Tunnel {
         to_client.disable_file();
-        let mut buffer = RelayBuffer::new(buffer_size);
+        let mut buffer = ByteQueue::new(buffer_size);
         buffer.push(to_worker);
         Tunnel {
             upstream,
             upstream_ready,
-            slot: Some(slot),
+            in_flight: Some(in_flight),
             to_worker: buffer,
             to_client,
             client_done: false,
@@ -81,7 +81,7 @@ impl Tunnel {
         loop {
             let Some(progress) = self.step(client, client_ready, scratch) else { return TunnelStep::Closed };
             if self.worker_gone && self.worker_done {
-                self.slot = None;
+                self.in_flight = None;
             }
             let worker_finished = self.worker_done && (self.worker_gone || self.client_done);
             if worker_finished && self.to_client.is_empty() {
@@ -124,7 +124,7 @@ impl Tunnel {
                 WriteOutcome::Gone => {
                     self.worker_gone = true;
                     self.client_done = true;
-                    self.to_worker = RelayBuffer::new(0);
+                    self.to_worker = ByteQueue::new(0);
                     progress = true;
                 }
                 WriteOutcome::Failed(_) => return None,

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use mio::net::UnixStream;
 
-use crate::proxy_header::Secret;
+use crate::upstream::proxy_header::Secret;
 
 /// Where the workers listen, and the secret that proves a connection came
 /// from their own front.

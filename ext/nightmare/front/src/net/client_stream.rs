@@ -13,8 +13,8 @@ use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use crate::socket_io::{WriteOutcome, send_file, write_some};
-use crate::tls::TlsStream;
+use crate::net::socket_io::{WriteOutcome, send_file, write_some};
+use crate::net::tls::TlsStream;
 
 /// How much of a file one write through TLS takes: four records, which
 /// rustls sends in one writev (one record per read cost a pread and a
@@ -130,7 +130,7 @@ impl ClientStream {
 fn classify_write_error(error: io::Error) -> WriteOutcome {
     match error.kind() {
         io::ErrorKind::WouldBlock => WriteOutcome::WouldBlock,
-        _ if crate::socket_io::is_peer_gone(&error) => WriteOutcome::Gone,
+        _ if crate::net::socket_io::is_peer_gone(&error) => WriteOutcome::Gone,
         io::ErrorKind::BrokenPipe => WriteOutcome::Gone,
         _ => WriteOutcome::Failed(error),
     }

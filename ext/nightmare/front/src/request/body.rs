@@ -1,11 +1,11 @@
 //! Reads a request body, by Content-Length or chunked, into its spool, so
 //! a worker only ever sees a complete request.
 
-use crate::chunked::{ChunkError, ChunkedDecoder};
 use crate::config::{FrontConfig, MAX_TIMEOUT};
-use crate::error_response::{CONTINUE, Rejection};
-use crate::request_head::{BodyFraming, RequestHead};
-use crate::spool::{BodySpool, SpoolError, SpooledBody};
+use crate::http::chunked::{ChunkError, ChunkedDecoder};
+use crate::http::error_response::{CONTINUE, Rejection};
+use crate::request::body_spool::{BodySpool, SpoolError, SpooledBody};
+use crate::request::head::{BodyFraming, RequestHead};
 use crate::temp_budget::TempBudget;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -170,7 +170,7 @@ fn too_large() -> Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request_head::HeadReader;
+    use crate::request::head::HeadReader;
 
     fn head(raw: &[u8]) -> RequestHead {
         let mut reader = HeadReader::default();

@@ -1,0 +1,299 @@
+//! One client connection: a state machine from the first byte of a request
+//! to the last byte of its response, and on to the next request while the
+//! connection is kept alive. Each state owns what it needs; a transition
+//! consumes the old state and returns the next. The states' work is split
+//! by phase: `request` reads the request in, `response` follows it through
+//! a worker (or try_files) back to the client, `reply` is the front's own
+//! answers and the lingering close.
+
+mod handoff;
+mod reply;
+mod request;
+mod response;
+
+use std::time::Instant;
+
+use crate::connection_permit::ConnectionPermit;
+use crate::http::error_response::Rejection;
+use crate::loop_context::{LoopContext, Verdict};
+use crate::mailbox::ConnectionId;
+use crate::net::client_address::ClientAddress;
+use crate::net::client_stream::ClientStream;
+use crate::net::listener::Scheme;
+use crate::net::socket_io::{Readiness, WriteOutcome};
+use crate::request::body::BodyRead;
+use crate::request::head::HeadReader;
+use crate::shared::StopMode;
+use crate::static_files::FileReply;
+use crate::upstream::exchange::Exchange;
+use crate::upstream::tunnel::Tunnel;
+use handoff::{ClientSide, QueuedRequest};
+
+use reply::Reply;
+
+enum Step {
+    /// The state changed or may move further: run the machine again.
+    Again,
+    /// Nothing more until the next event or tick.
+    Wait,
+}
+
+#[derive(Debug)]
+enum State {
+    ReadingHead(HeadReader),
+    ReadingBody(Box<BodyRead>),
+    /// Complete, waiting in the front's queue for room with the workers.
+    Queued(QueuedRequest),
+    Exchanging(Box<Exchange>),
+    /// The client left while its worker was busy: wait for the worker to
+    /// finish so its room is given back when it really is free.
+    Draining(Box<Exchange>),
+    /// The worker switched protocols: bytes pass both ways.
+    Tunneling(Box<Tunnel>),
+    /// try_files found the file: the front answers, no worker is involved.
+    ServingFile {
+        reply: Box<FileReply>,
+        /// What the client sent after this request (pipelining).
+        leftover: Vec<u8>,
+    },
+    Replying(Reply),
+    Lingering {
+        until: Instant,
+    },
+    /// Done, but for bytes a TLS session still holds for the socket.
+    Flushing,
+    Closed,
+}
+
+pub struct Connection {
+    /// Loop, slab slot and serial: also how other threads address it.
+    id: ConnectionId,
+    client: ClientStream,
+    client_ready: Readiness,
+    peer: ClientAddress,
+    scheme: Scheme,
+    state: State,
+    deadline: Option<Instant>,
+    requests_served: usize,
+    /// Counts it against max_connections while it lives.
+    _permit: ConnectionPermit,
+}
+
+impl Connection {
+    pub fn new(
+        id: ConnectionId,
+        client: ClientStream,
+        peer: ClientAddress,
+        scheme: Scheme,
+        permit: ConnectionPermit,
+        deadline: Instant,
+    ) -> Self {
+        Connection {
+            id,
+            client,
+            // A new connection often has its request waiting already.
+            client_ready: Readiness { readable: true, writable: true, hung_up: false },
+            peer,
+            scheme,
+            state: State::ReadingHead(HeadReader::default()),
+            deadline: Some(deadline),
+            requests_served: 0,
+            _permit: permit,
+        }
+    }
+
+    pub fn serial(&self) -> u64 {
+        self.id.serial
+    }
+
+    pub fn on_client_event(&mut self, event: &mio::event::Event, ctx: &mut LoopContext) -> Verdict {
+        // A client that is gone while its request waits for a worker must
+        // not cost a worker later, nor hold its connection and temp file
+        // meanwhile. (A half-close alone may still want the answer.)
+        let gone = event.is_error() || (event.is_read_closed() && event.is_write_closed());
+        if gone && matches!(self.state, State::Queued(_)) {
+            return Verdict::Close;
+        }
+        self.client_ready.note(event);
+        self.drive(ctx)
+    }
+
+    pub fn on_upstream_event(&mut self, event: &mio::event::Event, ctx: &mut LoopContext) -> Verdict {
+        match &mut self.state {
+            State::Exchanging(exchange) | State::Draining(exchange) => exchange.note_upstream_event(event),
+            State::Tunneling(tunnel) => tunnel.note_upstream_event(event),
+            _ => {}
+        }
+        self.drive(ctx)
+    }
+
+    /// Its request waits in the front's queue for a grant.
+    pub fn is_queued(&self) -> bool {
+        matches!(self.state, State::Queued(_))
+    }
+
+    /// Room with the workers was granted to this connection's queued
+    /// request (the caller checked `is_queued`).
+    pub fn on_grant(&mut self, ctx: &mut LoopContext) -> Verdict {
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Queued(queued) => {
+                let handoff = handoff::granted(queued, self.client_side(ctx), ctx);
+                self.state = self.follow(handoff, ctx);
+                self.drive(ctx)
+            }
+            other => {
+                self.state = other;
+                ctx.shared.dispatcher.release_undelivered();
+                Verdict::Keep
+            }
+        }
+    }
+
+    /// Deadlines and graceful stops, called every loop tick.
+    pub fn on_tick(&mut self, ctx: &mut LoopContext) -> Verdict {
+        if self.is_idle() && ctx.shared.stop_mode() != StopMode::Running {
+            return Verdict::Close;
+        }
+        match self.deadline {
+            Some(deadline) if ctx.now >= deadline => {
+                let state = std::mem::replace(&mut self.state, State::Closed);
+                self.state = self.expire(state, ctx);
+                self.drive(ctx)
+            }
+            _ => Verdict::Keep,
+        }
+    }
+
+    /// Runs the machine until it has to wait for I/O.
+    pub fn drive(&mut self, ctx: &mut LoopContext) -> Verdict {
+        if !self.flush_client(ctx) {
+            return Verdict::Close;
+        }
+        loop {
+            let state = std::mem::replace(&mut self.state, State::Closed);
+            let (next, step) = self.advance(state, ctx);
+            self.state = next;
+            if let State::Closed = self.state {
+                if !self.client.has_pending_output() {
+                    return Verdict::Close;
+                }
+                // Bytes already written (by TLS) still wait for the socket:
+                // closing now would cut the end of a response.
+                // At most one write's worth waits (kilobytes): send_timeout
+                // is for a client that takes none of it.
+                self.deadline = Some(ctx.now + ctx.shared.config.send_timeout);
+                self.state = State::Flushing;
+                return Verdict::Keep;
+            }
+            if let Step::Wait = step {
+                return Verdict::Keep;
+            }
+        }
+    }
+
+    /// When an idle keep-alive connection would time out, if this is one:
+    /// what nginx closes first when connections run out, soonest first.
+    pub fn idle_until(&self) -> Option<Instant> {
+        if self.is_idle() { self.deadline } else { None }
+    }
+
+    /// Waiting for the next request on a connection that served one.
+    fn is_idle(&self) -> bool {
+        self.requests_served > 0 && matches!(&self.state, State::ReadingHead(reader) if reader.is_empty())
+    }
+
+    /// The connection as the handoff needs to know it, now.
+    fn client_side(&self, ctx: &LoopContext) -> ClientSide<'_> {
+        ClientSide {
+            id: self.id,
+            peer: &self.peer,
+            scheme: self.scheme,
+            may_keep_alive: ctx.shared.stop_mode() == StopMode::Running
+                && self.requests_served + 1 < ctx.shared.config.keepalive_requests,
+        }
+    }
+
+    /// Sends what a TLS session holds for a socket that said it was full;
+    /// false when the client is gone, or when that was all it waited for.
+    fn flush_client(&mut self, ctx: &LoopContext) -> bool {
+        if !self.client.has_pending_output() || !self.client_ready.writable {
+            return true;
+        }
+        match self.client.flush_pending() {
+            WriteOutcome::Wrote(_) => !matches!(self.state, State::Flushing),
+            WriteOutcome::WouldBlock => {
+                self.client_ready.writable = false;
+                true
+            }
+            WriteOutcome::Gone => false,
+            WriteOutcome::Failed(error) => {
+                ctx.shared.log.info(format!("writing to client {}: {error}", self.peer));
+                false
+            }
+        }
+    }
+
+    fn advance(&mut self, state: State, ctx: &mut LoopContext) -> (State, Step) {
+        match state {
+            State::ReadingHead(reader) => self.read_head(reader, ctx),
+            State::ReadingBody(body) => self.read_body(body, ctx),
+            State::Exchanging(exchange) => self.exchange(exchange, ctx),
+            State::Draining(exchange) => self.drain(exchange, ctx),
+            State::Tunneling(tunnel) => self.tunnel(tunnel, ctx),
+            State::ServingFile { reply, leftover } => self.serve_file(reply, leftover, ctx),
+            State::Replying(reply) => self.reply(reply, ctx),
+            State::Lingering { until } => self.linger(until, ctx),
+            waiting @ (State::Queued(_) | State::Flushing | State::Closed) => (waiting, Step::Wait),
+        }
+    }
+
+    /// The connection's deadline passed while in `state`.
+    fn expire(&mut self, state: State, ctx: &mut LoopContext) -> State {
+        let config = &ctx.shared.config;
+        match state {
+            // keepalive_timeout: an idle connection just ends.
+            State::ReadingHead(reader) if reader.is_empty() && self.requests_served > 0 => State::Closed,
+            State::ReadingHead(_) => {
+                let limit = config.client_header_timeout.as_secs_f64();
+                ctx.shared.log.info(format!(
+                    "client {} sent no complete request head within client_header_timeout ({limit}s); answered 408",
+                    self.peer
+                ));
+                self.reply_with(Rejection::new(408, "request head not received in time"), ctx)
+            }
+            State::ReadingBody(body) => self.body_too_slow(body, ctx),
+            State::Exchanging(exchange) => {
+                let limit = config.send_timeout.as_secs_f64();
+                ctx.shared
+                    .log
+                    .info(format!("client {} took none of its response for send_timeout ({limit}s)", self.peer));
+                self.abandon(exchange, ctx)
+            }
+            // A worker still busy long after its client left: stop waiting,
+            // which gives its room back (the worker fails on its next write).
+            State::Replying(_) | State::Lingering { .. } | State::Draining(_) | State::Flushing => State::Closed,
+            State::Queued(queued) => {
+                let rejection = handoff::waited_too_long(queued, self.client_side(ctx), ctx);
+                self.reply_with(rejection, ctx)
+            }
+            State::ServingFile { .. } => {
+                let limit = config.send_timeout.as_secs_f64();
+                ctx.shared
+                    .log
+                    .info(format!("client {} took none of its static file for send_timeout ({limit}s)", self.peer));
+                State::Closed
+            }
+            State::Tunneling(_) => {
+                let limit = config.tunnel_timeout.as_secs_f64();
+                ctx.shared
+                    .log
+                    .info(format!("tunnel of client {} idle for tunnel_timeout ({limit}s); closed", self.peer));
+                State::Closed
+            }
+            State::Closed => {
+                self.deadline = None;
+                State::Closed
+            }
+        }
+    }
+}

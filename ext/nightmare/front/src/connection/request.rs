@@ -1,0 +1,232 @@
+//! Reading a request in: the head under its limits, then the body into
+//! memory or a temp file; a whole request goes to try_files or on to the
+//! workers.
+
+use std::io;
+use std::time::Instant;
+
+use super::handoff::{self, BufferedRequest};
+use super::{Connection, State, Step};
+use crate::http::error_response::Rejection;
+use crate::loop_context::LoopContext;
+use crate::net::socket_io::{ReadOutcome, WriteOutcome, read_some, write_some};
+use crate::request::body::{BodyFeed, BodyPlan, BodyRead};
+use crate::request::body_spool::{SpoolError, SpooledBody};
+use crate::request::head::{HeadReader, RequestHead};
+use crate::static_files::Lookup;
+
+impl Connection {
+    pub(super) fn read_head(&mut self, mut reader: HeadReader, ctx: &mut LoopContext) -> (State, Step) {
+        if reader.has_unscanned() {
+            return (self.poll_head(reader, ctx), Step::Again);
+        }
+        if !self.client_ready.readable {
+            return (State::ReadingHead(reader), Step::Wait);
+        }
+        let room = reader.room(&ctx.shared.config.head_limits).min(ctx.scratch.len());
+        match read_some(&mut self.client, &mut ctx.scratch[..room]) {
+            ReadOutcome::Data(n) => {
+                if !self.client.buffers_reads() {
+                    self.client_ready.note_short_read(n, room);
+                }
+                if reader.is_empty() && self.requests_served > 0 {
+                    // A kept-alive connection starts its next request: the
+                    // head now has client_header_timeout to arrive.
+                    self.deadline = Some(ctx.now + ctx.shared.config.client_header_timeout);
+                }
+                reader.push(&ctx.scratch[..n]);
+                (self.poll_head(reader, ctx), Step::Again)
+            }
+            ReadOutcome::WouldBlock => {
+                self.client_ready.readable = false;
+                (State::ReadingHead(reader), Step::Wait)
+            }
+            ReadOutcome::Eof | ReadOutcome::Gone => {
+                if !reader.is_empty() {
+                    ctx.shared
+                        .log
+                        .info(format!("client {} closed the connection before finishing its request head", self.peer));
+                }
+                (State::Closed, Step::Again)
+            }
+            ReadOutcome::Failed(error) if error.kind() == io::ErrorKind::InvalidData => {
+                // A TLS failure is the client's (an old client, a scanner,
+                // a certificate it does not trust): info, and closed.
+                ctx.shared.log.info(format!("client {}: {error}; closed", self.peer));
+                (State::Closed, Step::Again)
+            }
+            ReadOutcome::Failed(error) => {
+                ctx.shared.log.warn(format!("reading from client {}: {error}", self.peer));
+                (State::Closed, Step::Again)
+            }
+        }
+    }
+
+    fn poll_head(&mut self, mut reader: HeadReader, ctx: &mut LoopContext) -> State {
+        match reader.poll(&ctx.shared.config.head_limits) {
+            Ok(None) => State::ReadingHead(reader),
+            Ok(Some(_)) if self.client.spoke_plain_http() => {
+                self.reject(Rejection::new(400, "plain HTTP request sent to the HTTPS port"), ctx)
+            }
+            Ok(Some((head, leftover))) => self.begin_body(head, leftover, ctx),
+            Err(rejection) => self.reject(rejection, ctx),
+        }
+    }
+
+    fn begin_body(&mut self, head: RequestHead, leftover: Vec<u8>, ctx: &mut LoopContext) -> State {
+        match BodyRead::plan(head, &ctx.shared.config, &ctx.shared.temp_budget, !leftover.is_empty(), ctx.now) {
+            BodyPlan::None(head) => self.complete(head, SpooledBody::Memory(Vec::new()), b"", leftover, ctx),
+            BodyPlan::Refuse(rejection) => self.reject(rejection, ctx),
+            BodyPlan::NoTempRoom => self.refuse_for_want_of_temp_room(ctx),
+            BodyPlan::Read(mut body) => {
+                self.deadline = Some(body_deadline(&body, ctx));
+                match body.feed(&leftover) {
+                    (BodyFeed::NeedMore, _) => State::ReadingBody(body),
+                    (finished, used) => self.finish_body(body, finished, leftover[used..].to_vec(), ctx),
+                }
+            }
+        }
+    }
+
+    pub(super) fn read_body(&mut self, mut body: Box<BodyRead>, ctx: &mut LoopContext) -> (State, Step) {
+        if !body.interim().is_empty() && self.client_ready.writable {
+            match write_some(&mut self.client, body.interim()) {
+                WriteOutcome::Wrote(n) => body.interim_sent(n),
+                WriteOutcome::WouldBlock => self.client_ready.writable = false,
+                WriteOutcome::Gone | WriteOutcome::Failed(_) => return (State::Closed, Step::Again),
+            }
+        }
+        if !self.client_ready.readable {
+            return (State::ReadingBody(body), Step::Wait);
+        }
+        let wanted = body.still_needed().map_or(ctx.scratch.len(), |needed| {
+            usize::try_from(needed).unwrap_or(usize::MAX).clamp(1, ctx.scratch.len())
+        });
+        match read_some(&mut self.client, &mut ctx.scratch[..wanted]) {
+            ReadOutcome::Data(n) => {
+                // A finished body's next state sets its own deadline.
+                match body.feed(&ctx.scratch[..n]) {
+                    (BodyFeed::NeedMore, _) => {
+                        self.deadline = Some(body_deadline(&body, ctx));
+                        (State::ReadingBody(body), Step::Again)
+                    }
+                    (finished, used) => {
+                        let leftover = ctx.scratch[used..n].to_vec();
+                        (self.finish_body(body, finished, leftover, ctx), Step::Again)
+                    }
+                }
+            }
+            ReadOutcome::WouldBlock => {
+                self.client_ready.readable = false;
+                (State::ReadingBody(body), Step::Wait)
+            }
+            ReadOutcome::Eof | ReadOutcome::Gone => {
+                ctx.shared.log.info(format!(
+                    "client {} closed the connection after {} bytes of its request body",
+                    self.peer,
+                    body.received()
+                ));
+                (State::Closed, Step::Again)
+            }
+            ReadOutcome::Failed(error) => {
+                ctx.shared.log.warn(format!("reading from client {}: {error}", self.peer));
+                (State::Closed, Step::Again)
+            }
+        }
+    }
+
+    /// client_body_timeout or client_body_min_rate ran out: 408.
+    pub(super) fn body_too_slow(&mut self, body: Box<BodyRead>, ctx: &mut LoopContext) -> State {
+        let config = &ctx.shared.config;
+        let below_rate = body
+            .rate_deadline(config.client_body_min_rate, config.client_body_timeout)
+            .is_some_and(|deadline| deadline <= ctx.now);
+        if below_rate {
+            ctx.shared.log.info(format!(
+                "client {} sent its request body slower than client_body_min_rate ({} bytes/s, {} bytes \
+                 so far); answered 408",
+                self.peer,
+                config.client_body_min_rate,
+                body.received()
+            ));
+        } else {
+            let limit = config.client_body_timeout.as_secs_f64();
+            ctx.shared.log.info(format!(
+                "client {} sent nothing of its request body for client_body_timeout ({limit}s); answered 408",
+                self.peer
+            ));
+        }
+        self.reply_with(Rejection::new(408, "request body not received in time"), ctx)
+    }
+
+    fn finish_body(&mut self, body: Box<BodyRead>, feed: BodyFeed, leftover: Vec<u8>, ctx: &mut LoopContext) -> State {
+        match feed {
+            BodyFeed::Complete => {
+                let (head, spooled, interim) = body.finish();
+                self.complete(head, spooled, interim, leftover, ctx)
+            }
+            BodyFeed::Rejected(rejection) => self.reject(rejection, ctx),
+            BodyFeed::SpoolFailed(SpoolError::BudgetSpent) => self.refuse_for_want_of_temp_room(ctx),
+            BodyFeed::SpoolFailed(SpoolError::Io(error)) => {
+                ctx.shared.log.error(format!(
+                    "cannot spool the request body of client {} to temp_path {}: {error}",
+                    self.peer,
+                    ctx.shared.config.temp_path.display()
+                ));
+                self.reply_with(Rejection::new(500, "the request body could not be stored"), ctx)
+            }
+            BodyFeed::NeedMore => State::ReadingBody(body),
+        }
+    }
+
+    /// temp_path_max_size is reached: 503, and a line now and then.
+    fn refuse_for_want_of_temp_room(&mut self, ctx: &mut LoopContext) -> State {
+        let budget = &ctx.shared.temp_budget;
+        if ctx.shared.temp_budget_spent.allows(ctx.now) {
+            ctx.shared.log.error(format!(
+                "temp files hold {} of temp_path_max_size {} bytes: request bodies that need a file \
+                 get 503 and responses stop spooling until some are gone",
+                budget.taken(),
+                budget.limit()
+            ));
+        }
+        self.reply_with(Rejection::overloaded("no room to store the request body now"), ctx)
+    }
+
+    /// The request is whole: try_files answers it, or it goes on to the
+    /// workers (now, or through the front's queue).
+    fn complete(
+        &mut self,
+        head: RequestHead,
+        body: SpooledBody,
+        interim: &'static [u8],
+        leftover: Vec<u8>,
+        ctx: &mut LoopContext,
+    ) -> State {
+        self.deadline = None;
+        if let Some(files) = &ctx.shared.static_files {
+            let keep_alive = head.keep_alive && self.client_side(ctx).may_keep_alive;
+            match files.lookup(&head, keep_alive, ctx.now) {
+                Lookup::App => {}
+                Lookup::Serve(mut reply) => {
+                    ctx.shared.count_response(reply.status());
+                    reply.put_first(interim);
+                    self.deadline = Some(ctx.now + ctx.shared.config.send_timeout);
+                    return State::ServingFile { reply: Box::new(reply), leftover };
+                }
+                Lookup::Refuse(rejection) => return self.reject(rejection, ctx),
+            }
+        }
+        let request = Box::new(BufferedRequest::new(head, body, interim, leftover));
+        let handoff = handoff::admit(request, self.client_side(ctx), ctx);
+        self.follow(handoff, ctx)
+    }
+}
+
+/// The sooner of client_body_timeout from now and the moment the body
+/// falls below client_body_min_rate.
+fn body_deadline(body: &BodyRead, ctx: &LoopContext) -> Instant {
+    let config = &ctx.shared.config;
+    let pause = ctx.now + config.client_body_timeout;
+    body.rate_deadline(config.client_body_min_rate, config.client_body_timeout).map_or(pause, |rate| rate.min(pause))
+}

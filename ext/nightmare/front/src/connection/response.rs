@@ -1,0 +1,175 @@
+//! A request's way back: the handoff's outcome, the exchange with a worker
+//! (and the tunnel a 101 makes of it), a static file, and what the
+//! connection does once the response is out.
+
+use std::net::Shutdown;
+
+use super::handoff::Handoff;
+use super::{Connection, State, Step};
+use crate::http::error_response::Rejection;
+use crate::loop_context::LoopContext;
+use crate::request::head::HeadReader;
+use crate::shared::StopMode;
+use crate::static_files::{FileReply, SendStep};
+use crate::upstream::exchange::{Exchange, Pump};
+use crate::upstream::tunnel::{Tunnel, TunnelStep};
+
+impl Connection {
+    /// The state a step of the handoff leads to.
+    pub(super) fn follow(&mut self, handoff: Handoff, ctx: &mut LoopContext) -> State {
+        match handoff {
+            Handoff::Started(exchange) => State::Exchanging(exchange),
+            Handoff::Queued(queued) => {
+                self.deadline = Some(queued.deadline);
+                State::Queued(queued)
+            }
+            Handoff::Refused(rejection) => self.reply_with(rejection, ctx),
+        }
+    }
+
+    pub(super) fn exchange(&mut self, mut exchange: Box<Exchange>, ctx: &mut LoopContext) -> (State, Step) {
+        let pumped = exchange.pump(&mut self.client, &mut self.client_ready, ctx.scratch);
+        if let Some(error) = exchange.take_spool_error() {
+            ctx.shared.log.error(format!(
+                "cannot spool the response to client {} in temp_path {}: {error}; the worker now waits for the client",
+                self.peer,
+                ctx.shared.config.temp_path.display()
+            ));
+        }
+        match pumped {
+            Pump::Working { client_kept_up } => {
+                // send_timeout runs only while the client has bytes it isn't taking.
+                self.deadline = match (exchange.has_pending_response(), client_kept_up, self.deadline) {
+                    (false, _, _) => None,
+                    (true, false, Some(deadline)) => Some(deadline),
+                    (true, _, _) => Some(ctx.now + ctx.shared.config.send_timeout),
+                };
+                (State::Exchanging(exchange), Step::Wait)
+            }
+            Pump::Finished { keep_alive } => {
+                if let Some(status) = exchange.status() {
+                    ctx.shared.count_response(status);
+                }
+                let leftover = exchange.take_leftover();
+                (self.after_response(keep_alive, leftover, ctx), Step::Again)
+            }
+            Pump::Broken { problem, client_got_bytes, worker_died } => {
+                if client_got_bytes {
+                    if let Some(status) = exchange.status() {
+                        ctx.shared.count_response(status);
+                    }
+                    ctx.shared.log.error(format!("worker response to client {} broke off: {problem}", self.peer));
+                    (State::Closed, Step::Again)
+                } else if worker_died {
+                    ctx.shared.log.error(format!(
+                        "worker closed its connection for client {} early ({problem}; killed or crashed?); answered 502",
+                        self.peer
+                    ));
+                    (self.reply_with(Rejection::new(502, "the worker did not answer"), ctx), Step::Again)
+                } else {
+                    ctx.shared.log.error(format!(
+                        "worker sent client {} a response the front cannot pass on ({problem}); answered 502",
+                        self.peer
+                    ));
+                    (self.reply_with(Rejection::new(502, "the worker's response was malformed"), ctx), Step::Again)
+                }
+            }
+            Pump::ClientGone => {
+                if let Some(status) = exchange.status() {
+                    ctx.shared.count_response(status);
+                }
+                ctx.shared.log.info(format!("client {} went away before the end of its response", self.peer));
+                (self.abandon(exchange, ctx), Step::Again)
+            }
+            Pump::Upgraded => match exchange.into_tunnel(ctx.shared.config.proxy_buffer_size) {
+                Some(tunnel) => {
+                    ctx.shared.count_response(101);
+                    self.deadline = Some(ctx.now + ctx.shared.config.tunnel_timeout);
+                    (State::Tunneling(Box::new(tunnel)), Step::Again)
+                }
+                None => {
+                    ctx.shared.log.error(format!("worker switched protocols for client {} mid-request", self.peer));
+                    (State::Closed, Step::Again)
+                }
+            },
+        }
+    }
+
+    /// The client is gone. A worker still reading the request is cut off
+    /// (it fails fast on the short read); one already working is waited
+    /// for, so its room is given back when it is really free, but no longer
+    /// than send_timeout.
+    pub(super) fn abandon(&mut self, exchange: Box<Exchange>, ctx: &LoopContext) -> State {
+        if exchange.is_sending_request() || exchange.worker_finished() {
+            return State::Closed;
+        }
+        let _ = self.client.shutdown(Shutdown::Both);
+        self.deadline = Some(ctx.now + ctx.shared.config.send_timeout);
+        State::Draining(exchange)
+    }
+
+    pub(super) fn drain(&mut self, mut exchange: Box<Exchange>, ctx: &mut LoopContext) -> (State, Step) {
+        if exchange.discard(ctx.scratch) {
+            (State::Closed, Step::Again)
+        } else {
+            (State::Draining(exchange), Step::Wait)
+        }
+    }
+
+    pub(super) fn tunnel(&mut self, mut tunnel: Box<Tunnel>, ctx: &mut LoopContext) -> (State, Step) {
+        match tunnel.pump(&mut self.client, &mut self.client_ready, ctx.scratch) {
+            TunnelStep::Open { moved } => {
+                if moved {
+                    self.deadline = Some(ctx.now + ctx.shared.config.tunnel_timeout);
+                }
+                (State::Tunneling(tunnel), Step::Wait)
+            }
+            // Closing as a lingering close: the client may still be sending.
+            TunnelStep::Closed => (self.start_lingering(ctx), Step::Again),
+        }
+    }
+
+    pub(super) fn serve_file(
+        &mut self,
+        mut reply: Box<FileReply>,
+        leftover: Vec<u8>,
+        ctx: &mut LoopContext,
+    ) -> (State, Step) {
+        if !self.client_ready.writable {
+            return (State::ServingFile { reply, leftover }, Step::Wait);
+        }
+        match reply.send(&mut self.client) {
+            SendStep::Done => (self.after_response(reply.keep_alive, leftover, ctx), Step::Again),
+            SendStep::Blocked { moved } => {
+                self.client_ready.writable = false;
+                if moved {
+                    self.deadline = Some(ctx.now + ctx.shared.config.send_timeout);
+                }
+                (State::ServingFile { reply, leftover }, Step::Wait)
+            }
+            SendStep::Gone => {
+                ctx.shared.log.info(format!("client {} went away before the end of a static file", self.peer));
+                (State::Closed, Step::Again)
+            }
+            SendStep::Failed(error) => {
+                ctx.shared.log.error(format!("cannot send a static file to client {}: {error}", self.peer));
+                (State::Closed, Step::Again)
+            }
+        }
+    }
+
+    /// A response is complete: wait for the next request, or close.
+    fn after_response(&mut self, keep_alive: bool, leftover: Vec<u8>, ctx: &mut LoopContext) -> State {
+        self.requests_served += 1;
+        let config = &ctx.shared.config;
+        if keep_alive && ctx.shared.stop_mode() == StopMode::Running {
+            let wait = if leftover.is_empty() { config.keepalive_timeout } else { config.client_header_timeout };
+            self.deadline = Some(ctx.now + wait);
+            return State::ReadingHead(HeadReader::with_leftover(leftover));
+        }
+        if leftover.is_empty() && !self.client_ready.readable {
+            return State::Closed;
+        }
+        self.start_lingering(ctx)
+    }
+}

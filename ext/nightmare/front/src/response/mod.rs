@@ -1,0 +1,7 @@
+//! A worker's response on its way to the client: framed for the client's
+//! connection, and held (memory, then a temp file) only as long as the
+//! client does not take it.
+
+pub mod framing;
+pub mod spool;
+pub mod spool_writer;
