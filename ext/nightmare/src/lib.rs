@@ -4,10 +4,13 @@
 use std::cell::RefCell;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
-use magnus::{Error, ExceptionClass, RArray, RHash, RModule, RString, Ruby, TryConvert, function, method, prelude::*};
+use magnus::{
+    Error, ExceptionClass, Float, Integer, RArray, RHash, RModule, RString, Ruby, Symbol, TryConvert, function, method,
+    prelude::*,
+};
+use nightmare_front::config::given::{Given, GivenValue};
+use nightmare_front::config::settings::{self, Normal};
 use nightmare_front::net::descriptors;
 use nightmare_front::net::tls::{self, CertificatePair, TlsSettings, TlsVersion};
 use nightmare_front::static_files::StaticSettings;
@@ -214,94 +217,74 @@ fn secret_from(ruby: &Ruby, secret: RString) -> Result<Secret, Error> {
     })
 }
 
+/// A FrontConfig from the normalized settings `Nightmare::Options` holds
+/// (and `read_settings` made), with try_files.
 fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
-    let mut config = FrontConfig::default();
-    let get = |key: &str| options.get(ruby.to_symbol(key));
-    fn convert<T: TryConvert>(value: Option<magnus::Value>) -> Result<Option<T>, Error> {
-        value.filter(|v| !v.is_nil()).map(T::try_convert).transpose()
-    }
-    // A value Duration cannot hold (infinite, negative) is an ArgumentError,
-    // never a panic: the Ruby side caps times at a day already.
-    let seconds = |value: Option<f64>| -> Result<Option<Duration>, Error> {
-        value
-            .map(|seconds| {
-                Duration::try_from_secs_f64(seconds).map_err(|_| {
-                    Error::new(ruby.exception_arg_error(), format!("not a usable time: {seconds} seconds"))
-                })
-            })
-            .transpose()
-    };
-    if let Some(threads) = convert::<usize>(get("threads"))? {
-        config.threads = threads;
-    }
-    if let Some([count, size]) = convert::<[usize; 2]>(get("large_client_header_buffers"))? {
-        config.head_limits.line_size = size;
-        config.head_limits.head_size = count * size;
-    }
-    if let Some(max_headers) = convert::<usize>(get("client_max_headers"))? {
-        config.head_limits.max_headers = max_headers;
-    }
-    if let Some(size) = convert::<usize>(get("client_body_buffer_size"))? {
-        config.client_body_buffer_size = size;
-    }
-    if let Some(size) = convert::<u64>(get("client_max_body_size"))? {
-        config.client_max_body_size = size;
-    }
-    if let Some(timeout) = seconds(convert::<f64>(get("client_header_timeout"))?)? {
-        config.client_header_timeout = timeout;
-    }
-    if let Some(timeout) = seconds(convert::<f64>(get("client_body_timeout"))?)? {
-        config.client_body_timeout = timeout;
-    }
-    if let Some(rate) = convert::<u64>(get("client_body_min_rate"))? {
-        config.client_body_min_rate = rate;
-    }
-    if let Some(timeout) = seconds(convert::<f64>(get("send_timeout"))?)? {
-        config.send_timeout = timeout;
-    }
-    if let Some(timeout) = seconds(convert::<f64>(get("keepalive_timeout"))?)? {
-        config.keepalive_timeout = timeout;
-    }
-    if let Some(requests) = convert::<usize>(get("keepalive_requests"))? {
-        config.keepalive_requests = requests;
-    }
-    if let Some(timeout) = seconds(convert::<f64>(get("tunnel_timeout"))?)? {
-        config.tunnel_timeout = timeout;
-    }
-    if let Some(timeout) = seconds(convert::<f64>(get("shutdown_timeout"))?)? {
-        config.shutdown_timeout = timeout;
-    }
-    if let Some(path) = convert::<String>(get("temp_path"))? {
-        config.temp_path = Arc::from(Path::new(&path));
-    }
-    if let Some(limit) = convert::<usize>(get("max_connections"))? {
-        config.max_connections = limit;
-    }
-    if let Some(limit) = convert::<usize>(get("max_connections_per_address"))? {
-        config.connections_per_address = Some(limit);
-    }
-    if let Some(size) = convert::<usize>(get("proxy_buffer_size"))? {
-        config.proxy_buffer_size = size;
-    }
-    if let Some(size) = convert::<u64>(get("max_temp_file_size"))? {
-        config.max_temp_file_size = size;
-    }
-    if let Some(size) = convert::<u64>(get("temp_path_max_size"))? {
-        config.temp_path_max_size = Some(size);
-    }
-    if let Some(count) = convert::<usize>(get("in_flight_per_worker"))? {
-        config.in_flight_per_worker = count;
-    }
-    if let Some(count) = convert::<usize>(get("max_queued_requests"))? {
-        config.max_queued_requests = count;
-    }
-    if let Some(timeout) = seconds(convert::<f64>(get("queue_timeout"))?)? {
-        config.queue_timeout = timeout;
-    }
-    if let Some(try_files) = convert::<RHash>(get("try_files"))? {
-        config.static_files = Some(static_settings(ruby, try_files)?);
+    let try_files = options.get(ruby.to_symbol("try_files")).filter(|value| !value.is_nil());
+    options.delete::<_, magnus::Value>(ruby.to_symbol("try_files"))?;
+    let (mut config, _) = FrontConfig::from_given(&given_pairs(options)?)
+        .map_err(|message| Error::new(ruby.exception_arg_error(), message))?;
+    if let Some(try_files) = try_files {
+        config.static_files = Some(static_settings(ruby, RHash::try_convert(try_files)?)?);
     }
     Ok(config)
+}
+
+/// `Nightmare::Native.read_settings(hash)`: the `nightmare` directive's
+/// settings checked and read, every setting present (defaults filled in),
+/// as `{name: value}` with sizes in bytes, times in seconds and "auto"
+/// kept; raises ArgumentError naming the setting and the fix.
+fn read_settings(ruby: &Ruby, given: RHash) -> Result<RHash, Error> {
+    let (_, read) = FrontConfig::from_given(&given_pairs(given)?)
+        .map_err(|message| Error::new(ruby.exception_arg_error(), message))?;
+    let hash = ruby.hash_new();
+    for (name, value) in read {
+        let value = match value {
+            Normal::Integer(number) => ruby.integer_from_u64(number).as_value(),
+            Normal::Seconds(seconds) => ruby.float_from_f64(seconds).as_value(),
+            Normal::Path(path) => ruby.str_new(&path).as_value(),
+            Normal::Pair(count, size) => {
+                ruby.ary_new_from_values(&[ruby.integer_from_u64(count), ruby.integer_from_u64(size)]).as_value()
+            }
+            Normal::Auto => ruby.str_new("auto").as_value(),
+        };
+        hash.aset(ruby.to_symbol(name), value)?;
+    }
+    Ok(hash)
+}
+
+/// `Nightmare::Native.settings_table`: the README's table of settings.
+fn settings_table() -> String {
+    settings::markdown_table()
+}
+
+fn given_pairs(hash: RHash) -> Result<Vec<(Given, Given)>, Error> {
+    let mut pairs = Vec::new();
+    hash.foreach(|name: magnus::Value, value: magnus::Value| {
+        pairs.push((given(name), given(value)));
+        Ok(magnus::r_hash::ForEach::Continue)
+    })?;
+    Ok(pairs)
+}
+
+/// A Ruby value as the settings table reads it, and as Ruby shows it.
+fn given(value: magnus::Value) -> Given {
+    let shown = value.inspect();
+    let value = if let Some(integer) = Integer::from_value(value) {
+        // Beyond i64 no setting can take it; shown as given, refused as too much.
+        integer.to_i64().map_or(GivenValue::Float(f64::INFINITY), GivenValue::Integer)
+    } else if let Some(float) = Float::from_value(value) {
+        GivenValue::Float(float.to_f64())
+    } else if let Some(text) = RString::from_value(value) {
+        text.to_string().map_or(GivenValue::Other, GivenValue::Text)
+    } else if let Some(symbol) = Symbol::from_value(value) {
+        symbol.name().map_or(GivenValue::Other, |name| GivenValue::Text(name.into_owned()))
+    } else if let Some(list) = RArray::from_value(value) {
+        GivenValue::List(list.into_iter().map(given).collect())
+    } else {
+        GivenValue::Other
+    };
+    Given { value, shown }
 }
 
 /// `{root:, candidates: [...], dotfiles:, symlinks_outside:, precompressed:}`,
@@ -355,6 +338,8 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     reader.define_method("read", method!(PreambleReader::read, 1))?;
     let front = native.define_class("Front", ruby.class_object())?;
     native.define_singleton_method("check_tls", function!(check_tls, 1))?;
+    native.define_singleton_method("read_settings", function!(read_settings, 1))?;
+    native.define_singleton_method("settings_table", function!(settings_table, 0))?;
     front.define_singleton_method("start", function!(RubyFront::start, 7))?;
     front.define_method("reload_tls", method!(RubyFront::reload_tls, 1))?;
     front.define_method("worker_count=", method!(RubyFront::set_worker_count, 1))?;

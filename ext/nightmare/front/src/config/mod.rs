@@ -1,5 +1,9 @@
-//! The front's settings, already validated by the Ruby configurator; the
-//! checks here only guard against values that would break the front itself.
+//! The front's settings: `FrontConfig` as the front uses it, made from the
+//! values of the `nightmare` directive (each read by its entry in
+//! `settings`) or from every setting's default.
+
+pub mod given;
+pub mod settings;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,9 +11,14 @@ use std::time::Duration;
 
 use crate::request::head::HeadLimits;
 use crate::static_files::StaticSettings;
+use given::{Given, GivenValue};
+use settings::{Normal, SETTINGS};
+
+/// Each setting's value as it was read, by name, in the table's order.
+pub type ReadSettings = Vec<(&'static str, Normal)>;
 
 /// Deadlines are `Instant`s: a timeout this long at most can never overflow one.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(given::MAX_SECONDS as u64);
 
 #[derive(Clone, Debug)]
 pub struct FrontConfig {
@@ -70,41 +79,73 @@ pub struct FrontConfig {
 }
 
 impl Default for FrontConfig {
+    /// Every setting at its default (the tests' starting point; the gem
+    /// always goes through `from_given`).
     fn default() -> Self {
-        FrontConfig {
-            threads: default_threads(),
-            head_limits: HeadLimits::default(),
-            client_body_buffer_size: 16 * 1024,
-            client_max_body_size: 1024 * 1024 * 1024,
-            client_header_timeout: Duration::from_secs(60),
-            client_body_timeout: Duration::from_secs(60),
-            client_body_min_rate: 1024,
-            send_timeout: Duration::from_secs(60),
-            keepalive_timeout: Duration::from_secs(75),
-            keepalive_requests: 1000,
-            tunnel_timeout: Duration::from_secs(60),
-            temp_path: Arc::from(std::env::temp_dir()),
-            max_connections: 10_000,
-            connections_per_address: None,
-            shutdown_timeout: Duration::from_secs(30),
-            proxy_buffer_size: 32 * 1024,
-            max_temp_file_size: 1024 * 1024 * 1024,
-            temp_path_max_size: None,
-            in_flight_per_worker: 16,
-            max_queued_requests: 1024,
-            queue_timeout: Duration::from_secs(60),
-            static_files: None,
+        match FrontConfig::from_given(&[]) {
+            Ok((config, _)) => config,
+            // Checked by `every_default_reads`: a default that does not
+            // read is a bug in the table, not a user's mistake.
+            Err(message) => panic!("a default setting does not read: {message}"),
         }
     }
 }
 
-/// One loop thread per core: a single loop serves its events one after
-/// another, and while it does the workers' accept queue runs dry.
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 impl FrontConfig {
+    /// A config from the directive's settings (`(name, value)` pairs, the
+    /// name as a `Given` so a message shows it as the user wrote it), every
+    /// other setting at its default; with every setting's value as read.
+    pub fn from_given(pairs: &[(Given, Given)]) -> Result<(FrontConfig, ReadSettings), String> {
+        let mut config = FrontConfig::blank();
+        for (name, _) in pairs {
+            let known = matches!(&name.value, GivenValue::Text(text) if settings::find(text).is_some());
+            if !known {
+                let names = SETTINGS.iter().map(|setting| setting.name).collect::<Vec<_>>().join(", ");
+                return Err(format!("nightmare: unknown setting {} (known: {names})", name.shown));
+            }
+        }
+        let mut read = Vec::with_capacity(SETTINGS.len());
+        for setting in SETTINGS {
+            let given = pairs.iter().rev().find_map(|(name, value)| {
+                matches!(&name.value, GivenValue::Text(text) if text == setting.name).then_some(value)
+            });
+            let value = match given {
+                Some(value) => setting.apply(&mut config, value)?,
+                None => setting.apply(&mut config, &setting.default_value())?,
+            };
+            read.push((setting.name, value));
+        }
+        Ok((config, read))
+    }
+
+    /// Placeholders that every setting overwrites in `from_given`.
+    fn blank() -> FrontConfig {
+        FrontConfig {
+            threads: 1,
+            head_limits: HeadLimits { line_size: 1, head_size: 1, max_headers: 1 },
+            client_body_buffer_size: 0,
+            client_max_body_size: 0,
+            client_header_timeout: Duration::ZERO,
+            client_body_timeout: Duration::ZERO,
+            client_body_min_rate: 0,
+            send_timeout: Duration::ZERO,
+            keepalive_timeout: Duration::ZERO,
+            keepalive_requests: 1,
+            tunnel_timeout: Duration::ZERO,
+            temp_path: Arc::from(Path::new("/")),
+            max_connections: 1,
+            connections_per_address: None,
+            shutdown_timeout: Duration::ZERO,
+            proxy_buffer_size: 0,
+            max_temp_file_size: 0,
+            temp_path_max_size: None,
+            in_flight_per_worker: 1,
+            max_queued_requests: 1,
+            queue_timeout: Duration::ZERO,
+            static_files: None,
+        }
+    }
+
     /// What one address may hold: so many that a whole office behind one
     /// NAT address fits, too few for one address to hold every connection.
     pub fn max_connections_per_address(&self) -> usize {
@@ -156,8 +197,60 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_pass_their_own_check() {
-        assert_eq!(FrontConfig::default().check(), Ok(()));
+    fn every_default_reads_and_passes_the_check() {
+        let (config, read) = FrontConfig::from_given(&[]).expect("defaults read");
+        assert_eq!(config.check(), Ok(()));
+        assert_eq!(read.len(), SETTINGS.len());
+        assert_eq!(config.client_header_timeout, Duration::from_secs(60));
+        assert_eq!(config.head_limits, HeadLimits { line_size: 8192, head_size: 4 * 8192, max_headers: 100 });
+        assert_eq!(config.client_max_body_size, 1 << 30);
+        assert!(config.threads >= 1);
+        assert_eq!(config.connections_per_address, None);
+    }
+
+    #[test]
+    fn given_settings_override_defaults_and_come_back_as_read() {
+        let pairs = [
+            (Given::text("send_timeout"), Given::text("1.5m")),
+            (Given::text("client_max_body_size"), Given::text("10m")),
+            (Given::text("max_connections_per_address"), Given::integer(3)),
+        ];
+        let (config, read) = FrontConfig::from_given(&pairs).expect("they read");
+        assert_eq!(config.send_timeout, Duration::from_secs(90));
+        assert_eq!(config.client_max_body_size, 10 << 20);
+        assert_eq!(config.connections_per_address, Some(3));
+        let value_of = |name| read.iter().find(|(n, _)| *n == name).map(|(_, value)| value.clone());
+        assert_eq!(value_of("send_timeout"), Some(Normal::Seconds(90.0)));
+        assert_eq!(value_of("temp_path_max_size"), Some(Normal::Auto));
+        assert_eq!(value_of("large_client_header_buffers"), Some(Normal::Pair(4, 8192)));
+    }
+
+    #[test]
+    fn an_unknown_setting_or_a_bad_value_is_named() {
+        let unknown = Given { value: GivenValue::Text("bogus".into()), shown: ":bogus".into() };
+        let message = FrontConfig::from_given(&[(unknown, Given::integer(1))]).unwrap_err();
+        assert!(message.starts_with("nightmare: unknown setting :bogus (known: threads, client_header_timeout,"));
+        let bad = FrontConfig::from_given(&[(Given::text("threads"), Given::integer(0))]).unwrap_err();
+        assert_eq!(bad, "too low (< 1): nightmare threads=0");
+    }
+
+    #[test]
+    fn what_reads_back_reads_the_same_again() {
+        let (_, read) = FrontConfig::from_given(&[]).expect("defaults read");
+        let again: Vec<(Given, Given)> = read
+            .iter()
+            .map(|(name, value)| {
+                let given = match value {
+                    Normal::Integer(n) => Given::integer(*n as i64),
+                    Normal::Seconds(s) => Given { value: GivenValue::Float(*s), shown: s.to_string() },
+                    Normal::Path(p) => Given::text(p),
+                    Normal::Pair(a, b) => Given::list(vec![Given::integer(*a as i64), Given::integer(*b as i64)]),
+                    Normal::Auto => Given::text("auto"),
+                };
+                (Given::text(name), given)
+            })
+            .collect();
+        assert_eq!(FrontConfig::from_given(&again).expect("reads").1, read);
     }
 
     #[test]
