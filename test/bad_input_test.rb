@@ -78,11 +78,13 @@ class BadInputTest < Minitest::Test
     assert_equal @requests_before + good_requests + 1, app_request_count, "only the good requests reached the app"
   end
 
-  def test_utf8_in_the_target_harms_nobody
+  def test_raw_utf8_in_the_target_is_400_and_harms_nobody
     front = @server.front_pid
     response = raw_request("GET /aaaaa\u00e9?q=\u00e9 HTTP/1.1\r\nHost: t\r\n\r\n".b)
-    assert_includes [200, 400], response.status, "the worker judges it, the front passes it"
-    assert_equal 200, get("/").status
+    assert_equal 400, response.status, "RFC 3986: a target is ASCII; UTF-8 must be percent-encoded"
+    assert_match(/percent-encode/, response.body)
+    assert_equal 200, get("/%C3%A9").status, "the same target percent-encoded passes"
+    assert_equal @requests_before + 2, app_request_count, "the raw one never reached the app"
     assert_equal front, @server.front_pid, "the front is the same process"
   end
 

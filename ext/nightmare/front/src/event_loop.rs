@@ -17,8 +17,8 @@ use crate::mailbox::ConnectionId;
 use crate::net::client_address::ClientAddress;
 use crate::net::client_stream::ClientStream;
 use crate::net::listener::{Listener, Scheme};
-use crate::response::spool_writer::SpoolWriter;
 use crate::shared::{Shared, StopMode};
+use crate::spool_writer::SpoolWriter;
 
 /// Deadlines are checked this often; timeouts are in seconds, so this is
 /// precise enough and costs nothing when idle.

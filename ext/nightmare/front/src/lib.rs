@@ -17,6 +17,7 @@ pub mod net;
 pub mod request;
 pub mod response;
 pub mod shared;
+pub mod spool_writer;
 pub mod static_files;
 pub mod temp_budget;
 #[cfg(test)]

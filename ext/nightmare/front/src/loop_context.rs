@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use mio::{Registry, Token};
 
-use crate::response::spool_writer::SpoolWriter;
 use crate::shared::Shared;
+use crate::spool_writer::SpoolWriter;
 
 /// The loop's own wakeup (mailbox posts, stop requests).
 pub const WAKER: Token = Token(0);

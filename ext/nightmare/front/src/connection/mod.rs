@@ -42,6 +42,12 @@ enum Step {
 enum State {
     ReadingHead(HeadReader),
     ReadingBody(Box<BodyRead>),
+    /// Read whole; the temp file's writer still has some of it to write.
+    StoringBody {
+        body: Box<BodyRead>,
+        /// What the client sent after this request (pipelining).
+        leftover: Vec<u8>,
+    },
     /// Complete, waiting in the front's queue for room with the workers.
     Queued(QueuedRequest),
     Exchanging(Box<Exchange>),
@@ -111,7 +117,7 @@ impl Connection {
         // not cost a worker later, nor hold its connection and temp file
         // meanwhile. (A half-close alone may still want the answer.)
         let gone = event.is_error() || (event.is_read_closed() && event.is_write_closed());
-        if gone && matches!(self.state, State::Queued(_)) {
+        if gone && matches!(self.state, State::Queued(_) | State::StoringBody { .. }) {
             return Verdict::Close;
         }
         self.client_ready.note(event);
@@ -237,6 +243,7 @@ impl Connection {
         match state {
             State::ReadingHead(reader) => self.read_head(reader, ctx),
             State::ReadingBody(body) => self.read_body(body, ctx),
+            State::StoringBody { body, leftover } => self.store_body(body, leftover, ctx),
             State::Exchanging(exchange) => self.exchange(exchange, ctx),
             State::Draining(exchange) => self.drain(exchange, ctx),
             State::Tunneling(tunnel) => self.tunnel(tunnel, ctx),
@@ -262,6 +269,7 @@ impl Connection {
                 self.reply_with(Rejection::new(408, "request head not received in time"), ctx)
             }
             State::ReadingBody(body) => self.body_too_slow(body, ctx),
+            State::StoringBody { .. } => self.body_never_stored(ctx),
             State::Exchanging(exchange) => {
                 let limit = config.send_timeout.as_secs_f64();
                 ctx.shared

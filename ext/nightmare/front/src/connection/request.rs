@@ -74,7 +74,9 @@ impl Connection {
     }
 
     fn begin_body(&mut self, head: RequestHead, leftover: Vec<u8>, ctx: &mut LoopContext) -> State {
-        match BodyRead::plan(head, &ctx.shared.config, &ctx.shared.temp_budget, !leftover.is_empty(), ctx.now) {
+        let writer = Some((ctx.writer.clone(), self.id));
+        let body_started = !leftover.is_empty();
+        match BodyRead::plan(head, &ctx.shared.config, &ctx.shared.temp_budget, body_started, ctx.now, writer) {
             BodyPlan::None(head) => self.complete(head, SpooledBody::Memory(Vec::new()), b"", leftover, ctx),
             BodyPlan::Refuse(rejection) => self.reject(rejection, ctx),
             BodyPlan::NoTempRoom => self.refuse_for_want_of_temp_room(ctx),
@@ -89,6 +91,9 @@ impl Connection {
     }
 
     pub(super) fn read_body(&mut self, mut body: Box<BodyRead>, ctx: &mut LoopContext) -> (State, Step) {
+        if let Some(failure) = body.spool_failure() {
+            return (self.finish_body(body, BodyFeed::SpoolFailed(failure), Vec::new(), ctx), Step::Again);
+        }
         if !body.interim().is_empty() && self.client_ready.writable {
             match write_some(&mut self.client, body.interim()) {
                 WriteOutcome::Wrote(n) => body.interim_sent(n),
@@ -99,9 +104,18 @@ impl Connection {
         if !self.client_ready.readable {
             return (State::ReadingBody(body), Step::Wait);
         }
+        let room = body.room();
+        if room == 0 {
+            // The temp file's writer is behind: the client waits for the
+            // disk (the writer tells this connection when it has written),
+            // and the pause is not the client's.
+            self.deadline = Some(ctx.now + ctx.shared.config.client_body_timeout);
+            return (State::ReadingBody(body), Step::Wait);
+        }
         let wanted = body.still_needed().map_or(ctx.scratch.len(), |needed| {
             usize::try_from(needed).unwrap_or(usize::MAX).clamp(1, ctx.scratch.len())
         });
+        let wanted = wanted.min(room);
         match read_some(&mut self.client, &mut ctx.scratch[..wanted]) {
             ReadOutcome::Data(n) => {
                 // A finished body's next state sets its own deadline.
@@ -161,6 +175,11 @@ impl Connection {
 
     fn finish_body(&mut self, body: Box<BodyRead>, feed: BodyFeed, leftover: Vec<u8>, ctx: &mut LoopContext) -> State {
         match feed {
+            BodyFeed::Complete if !body.is_stored() => {
+                // Read whole, but the writer still has some of it to write.
+                self.deadline = Some(ctx.now + ctx.shared.config.client_body_timeout);
+                State::StoringBody { body, leftover }
+            }
             BodyFeed::Complete => {
                 let (head, spooled, interim) = body.finish();
                 self.complete(head, spooled, interim, leftover, ctx)
@@ -177,6 +196,33 @@ impl Connection {
             }
             BodyFeed::NeedMore => State::ReadingBody(body),
         }
+    }
+
+    /// A body read whole, its last bytes on their way to the temp file.
+    pub(super) fn store_body(
+        &mut self,
+        body: Box<BodyRead>,
+        leftover: Vec<u8>,
+        ctx: &mut LoopContext,
+    ) -> (State, Step) {
+        if let Some(failure) = body.spool_failure() {
+            return (self.finish_body(body, BodyFeed::SpoolFailed(failure), leftover, ctx), Step::Again);
+        }
+        if body.is_stored() {
+            return (self.finish_body(body, BodyFeed::Complete, leftover, ctx), Step::Again);
+        }
+        (State::StoringBody { body, leftover }, Step::Wait)
+    }
+
+    /// The temp file's writer took client_body_timeout for a body's last
+    /// bytes: the disk is stalled, and the request cannot wait for it.
+    pub(super) fn body_never_stored(&mut self, ctx: &mut LoopContext) -> State {
+        ctx.shared.log.error(format!(
+            "the request body of client {} was not written to temp_path {} within client_body_timeout; answered 503",
+            self.peer,
+            ctx.shared.config.temp_path.display()
+        ));
+        self.reply_with(Rejection::overloaded("the request body could not be stored in time"), ctx)
     }
 
     /// temp_path_max_size is reached: 503, and a line now and then.

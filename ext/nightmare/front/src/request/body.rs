@@ -4,8 +4,10 @@
 use crate::config::{FrontConfig, MAX_TIMEOUT};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::error_response::{CONTINUE, Rejection};
+use crate::mailbox::ConnectionId;
 use crate::request::body_spool::{BodySpool, SpoolError, SpooledBody};
 use crate::request::head::{BodyFraming, RequestHead};
+use crate::spool_writer::SpoolWriter;
 use crate::temp_budget::TempBudget;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,13 +50,15 @@ pub struct BodyRead {
 
 impl BodyRead {
     /// `body_started` says bytes after the head already arrived, in which
-    /// case the client did not wait for `100 Continue`.
+    /// case the client did not wait for `100 Continue`. `writer` writes the
+    /// body's temp file, if it needs one, off the loop.
     pub fn plan(
         head: RequestHead,
         config: &FrontConfig,
         budget: &Arc<TempBudget>,
         body_started: bool,
         now: Instant,
+        writer: Option<(SpoolWriter, ConnectionId)>,
     ) -> BodyPlan {
         let max_body = (config.client_max_body_size > 0).then_some(config.client_max_body_size);
         let progress = match head.framing {
@@ -76,7 +80,7 @@ impl BodyRead {
             return BodyPlan::NoTempRoom;
         }
         let interim: &'static [u8] = if head.expects_continue && !body_started { CONTINUE } else { b"" };
-        let spool = BodySpool::new(config.client_body_buffer_size, &config.temp_path, expected, budget);
+        let spool = BodySpool::new(config.client_body_buffer_size, &config.temp_path, expected, budget, writer);
         BodyPlan::Read(Box::new(BodyRead { head, progress, spool, started: now, interim }))
     }
 
@@ -95,6 +99,21 @@ impl BodyRead {
             Progress::Length { remaining } => Some(remaining),
             Progress::Chunked(_) => None,
         }
+    }
+
+    /// How many bytes may be read from the client now (see `BodySpool::room`).
+    pub fn room(&self) -> usize {
+        self.spool.room()
+    }
+
+    /// Every byte read so far is stored: the body may go to a worker.
+    pub fn is_stored(&self) -> bool {
+        self.spool.is_stored()
+    }
+
+    /// The temp file could not be written.
+    pub fn spool_failure(&self) -> Option<SpoolError> {
+        self.spool.failure()
     }
 
     /// When the body falls below `min_rate` bytes a second on average, if
@@ -194,7 +213,7 @@ mod tests {
         let started = Instant::now();
         let raw = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
         let roomy = FrontConfig { client_body_buffer_size: 4096, ..FrontConfig::default() };
-        let mut body = read(BodyRead::plan(head(raw), &roomy, &TempBudget::new(0), true, started));
+        let mut body = read(BodyRead::plan(head(raw), &roomy, &TempBudget::new(0), true, started, None));
         let grace = Duration::from_secs(60);
         assert_eq!(body.rate_deadline(1024, grace), Some(started + grace));
         assert_eq!(body.feed(&[b'x'; 2048]).1, 2048);
@@ -210,6 +229,7 @@ mod tests {
             &TempBudget::new(0),
             true,
             Instant::now(),
+            None,
         ));
         assert!(matches!(body.feed(b"hel"), (BodyFeed::NeedMore, 3)));
         assert!(matches!(body.feed(b"loGET /"), (BodyFeed::Complete, 2)));
@@ -221,10 +241,10 @@ mod tests {
     #[test]
     fn chunked_body_completes_and_oversize_is_refused() {
         let raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), true, Instant::now()));
+        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), true, Instant::now(), None));
         assert!(matches!(body.feed(b"3\r\nabc\r\n0\r\n\r\nNEXT"), (BodyFeed::Complete, 13)));
 
-        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), true, Instant::now()));
+        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), true, Instant::now(), None));
         assert!(matches!(body.feed(b"b\r\n"), (BodyFeed::Rejected(Rejection { status: 413, .. }), _)));
     }
 
@@ -232,12 +252,12 @@ mod tests {
     fn announced_oversize_is_refused_unread_and_no_body_means_complete() {
         let big = head(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n");
         assert!(matches!(
-            BodyRead::plan(big, &config(), &TempBudget::new(0), false, Instant::now()),
+            BodyRead::plan(big, &config(), &TempBudget::new(0), false, Instant::now(), None),
             BodyPlan::Refuse(Rejection { status: 413, .. })
         ));
         let none = head(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(matches!(
-            BodyRead::plan(none, &config(), &TempBudget::new(0), false, Instant::now()),
+            BodyRead::plan(none, &config(), &TempBudget::new(0), false, Instant::now(), None),
             BodyPlan::None(_)
         ));
     }
@@ -246,11 +266,11 @@ mod tests {
     fn continue_is_owed_only_to_a_client_that_waits_for_it() {
         let raw = b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
         assert_eq!(
-            read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), false, Instant::now())).interim(),
+            read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), false, Instant::now(), None)).interim(),
             CONTINUE
         );
         assert_eq!(
-            read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), true, Instant::now())).interim(),
+            read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), true, Instant::now(), None)).interim(),
             b""
         );
     }
@@ -258,11 +278,11 @@ mod tests {
     #[test]
     fn half_sent_continue_is_finished_and_unsent_one_dropped() {
         let raw = b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
-        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), false, Instant::now()));
+        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), false, Instant::now(), None));
         body.interim_sent(5);
         body.feed(b"abc");
         assert_eq!(body.finish().2, &CONTINUE[5..]);
-        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), false, Instant::now()));
+        let mut body = read(BodyRead::plan(head(raw), &config(), &TempBudget::new(0), false, Instant::now(), None));
         body.feed(b"abc");
         assert_eq!(body.finish().2, b"");
     }

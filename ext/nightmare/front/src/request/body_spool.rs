@@ -3,20 +3,48 @@
 //! not the front's memory.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::mailbox::ConnectionId;
+use crate::spool_writer::{MAX_UNCONFIRMED, SpoolWriter, WriteProgress};
 use crate::temp_budget::{TempBudget, TempShare};
 
 #[derive(Debug)]
 pub struct BodySpool {
     memory: Vec<u8>,
-    file: Option<File>,
+    file: Option<BodyFile>,
     length: u64,
     memory_limit: usize,
     temp_path: Arc<Path>,
     share: TempShare,
+    /// The loop's writer and this connection's identity: the file is
+    /// written off the loop. Without one it is written in place (tests).
+    writer: Option<(SpoolWriter, ConnectionId)>,
+}
+
+/// The temp file and how far its writes have got.
+#[derive(Debug)]
+struct BodyFile {
+    file: Arc<File>,
+    /// Bytes handed to the writer (or written, without one).
+    queued: u64,
+    progress: Arc<WriteProgress>,
+}
+
+impl Drop for BodyFile {
+    fn drop(&mut self) {
+        // Writes still queued for a body that went (its client left) are skipped.
+        self.progress.cancel();
+    }
+}
+
+impl BodyFile {
+    fn unconfirmed(&self) -> u64 {
+        self.queued - self.progress.written().min(self.queued)
+    }
 }
 
 /// Why a body could not be stored.
@@ -50,7 +78,7 @@ pub enum SpooledBody {
     /// The file holds `length` bytes from offset 0; `share` is its part of
     /// the temp budget, given back when the file goes.
     File {
-        file: File,
+        file: Arc<File>,
         length: u64,
         share: TempShare,
     },
@@ -72,7 +100,13 @@ impl SpooledBody {
 impl BodySpool {
     /// `expected` is the Content-Length when known: a body that will not fit
     /// in memory goes straight to a file instead of being copied there later.
-    pub fn new(memory_limit: usize, temp_path: &Arc<Path>, expected: Option<u64>, budget: &Arc<TempBudget>) -> Self {
+    pub fn new(
+        memory_limit: usize,
+        temp_path: &Arc<Path>,
+        expected: Option<u64>,
+        budget: &Arc<TempBudget>,
+        writer: Option<(SpoolWriter, ConnectionId)>,
+    ) -> Self {
         let initial = match expected {
             Some(length) if length <= memory_limit as u64 => length as usize,
             _ => 0,
@@ -84,19 +118,21 @@ impl BodySpool {
             memory_limit,
             temp_path: Arc::clone(temp_path),
             share: TempShare::new(budget),
+            writer,
         }
     }
 
-    /// A spool that writes to `file` from the start; tests use it to reach
-    /// a real ENOSPC (`/dev/full`).
+    /// A spool that writes to `file` from the start, in place; tests use it
+    /// to reach a real ENOSPC (`/dev/full`).
     pub fn with_file(file: File) -> Self {
         BodySpool {
             memory: Vec::new(),
-            file: Some(file),
+            file: Some(BodyFile { file: Arc::new(file), queued: 0, progress: Arc::default() }),
             length: 0,
             memory_limit: 0,
             temp_path: Arc::from(Path::new("")),
             share: TempShare::new(&TempBudget::new(0)),
+            writer: None,
         }
     }
 
@@ -113,35 +149,90 @@ impl BodySpool {
         self.file.is_some()
     }
 
+    /// How many more body bytes may be read from the client now: while the
+    /// body goes to a file, no more than the writer can take (per body, and
+    /// for the loop's spools together); 0 means wait for the writer, which
+    /// tells the connection when it has written.
+    pub fn room(&self) -> usize {
+        let Some(body_file) = &self.file else { return usize::MAX };
+        let Some((writer, owner)) = &self.writer else { return usize::MAX };
+        let room = MAX_UNCONFIRMED.saturating_sub(body_file.unconfirmed());
+        if room == 0 || !writer.has_room(*owner) {
+            return 0;
+        }
+        usize::try_from(room).unwrap_or(usize::MAX)
+    }
+
+    /// Every byte is in memory or written to the file.
+    pub fn is_stored(&self) -> bool {
+        self.file.as_ref().is_none_or(|body_file| body_file.unconfirmed() == 0)
+    }
+
+    /// A write the writer could not make: the body cannot be stored.
+    pub fn failure(&self) -> Option<SpoolError> {
+        let body_file = self.file.as_ref()?;
+        body_file.progress.failed().then(|| {
+            SpoolError::Io(
+                body_file.progress.take_error().unwrap_or_else(|| io::Error::other("temp file write failed")),
+            )
+        })
+    }
+
     /// Appends body bytes. An error leaves the spool unusable; the request
     /// it belongs to must be answered 5xx.
     pub fn write(&mut self, data: &[u8]) -> Result<(), SpoolError> {
         if data.is_empty() {
             return Ok(());
         }
+        if let Some(failure) = self.failure() {
+            return Err(failure);
+        }
         let to_file = self.file.is_some() || self.memory.len() + data.len() > self.memory_limit;
         let length = self.length + data.len() as u64;
         if to_file && self.share.cover(length) < length {
             return Err(SpoolError::BudgetSpent);
         }
-        if self.file.is_none() && to_file {
-            let mut file = tempfile::tempfile_in(&self.temp_path)?;
-            file.write_all(&self.memory)?;
-            self.memory = Vec::new();
-            self.file = Some(file);
-        }
-        match &mut self.file {
-            Some(file) => file.write_all(data)?,
-            None => self.memory.extend_from_slice(data),
+        if to_file {
+            if self.file.is_none() {
+                let file = tempfile::tempfile_in(&self.temp_path)?;
+                self.file = Some(BodyFile { file: Arc::new(file), queued: 0, progress: Arc::default() });
+                let memory = std::mem::take(&mut self.memory);
+                self.append_to_file(&memory)?;
+            }
+            self.append_to_file(data)?;
+        } else {
+            self.memory.extend_from_slice(data);
         }
         self.length += data.len() as u64;
         Ok(())
     }
 
+    fn append_to_file(&mut self, data: &[u8]) -> io::Result<()> {
+        let Some(body_file) = &mut self.file else { return Ok(()) };
+        if data.is_empty() {
+            return Ok(());
+        }
+        let offset = body_file.queued;
+        match &self.writer {
+            Some((writer, owner)) => {
+                let copy = Arc::from(data);
+                writer.write(Arc::clone(&body_file.file), offset, copy, Arc::clone(&body_file.progress), *owner);
+            }
+            None => {
+                body_file.file.write_all_at(data, offset)?;
+                body_file.progress.advance_to(offset + data.len() as u64);
+            }
+        }
+        body_file.queued += data.len() as u64;
+        Ok(())
+    }
+
+    /// The body as a worker will get it; call once it `is_stored`.
     pub fn finish(self) -> SpooledBody {
-        match self.file {
-            Some(file) => SpooledBody::File { file, length: self.length, share: self.share },
-            None => SpooledBody::Memory(self.memory),
+        let BodySpool { memory, file, length, share, .. } = self;
+        match file {
+            Some(body_file) => SpooledBody::File { file: Arc::clone(&body_file.file), length, share },
+            None => SpooledBody::Memory(memory),
         }
     }
 }
@@ -154,10 +245,10 @@ mod tests {
     fn read_back(body: SpooledBody) -> Vec<u8> {
         match body {
             SpooledBody::Memory(bytes) => bytes,
-            SpooledBody::File { mut file, length, .. } => {
+            SpooledBody::File { file, length, .. } => {
                 let mut bytes = Vec::new();
-                file.seek(SeekFrom::Start(0)).unwrap();
-                file.read_to_end(&mut bytes).unwrap();
+                (&*file).seek(SeekFrom::Start(0)).unwrap();
+                (&*file).read_to_end(&mut bytes).unwrap();
                 assert_eq!(bytes.len() as u64, length);
                 bytes
             }
@@ -167,7 +258,7 @@ mod tests {
     #[test]
     fn small_body_stays_in_memory() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = BodySpool::new(16, &Arc::from(dir.path()), None, &TempBudget::new(0));
+        let mut spool = BodySpool::new(16, &Arc::from(dir.path()), None, &TempBudget::new(0), None);
         spool.write(b"hello ").unwrap();
         spool.write(b"world").unwrap();
         assert!(!spool.is_on_disk());
@@ -177,7 +268,7 @@ mod tests {
     #[test]
     fn growing_body_moves_to_an_unlinked_file() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = BodySpool::new(16, &Arc::from(dir.path()), None, &TempBudget::new(0));
+        let mut spool = BodySpool::new(16, &Arc::from(dir.path()), None, &TempBudget::new(0), None);
         let mut expected = Vec::new();
         for i in 0..100u8 {
             let piece = [i; 7];
@@ -193,10 +284,10 @@ mod tests {
     #[test]
     fn known_large_body_goes_straight_to_a_file() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = BodySpool::new(16, &Arc::from(dir.path()), Some(1000), &TempBudget::new(0));
+        let mut spool = BodySpool::new(16, &Arc::from(dir.path()), Some(1000), &TempBudget::new(0), None);
         spool.write(&[1; 17]).unwrap();
         assert!(spool.is_on_disk());
-        let mut spool = BodySpool::new(16, &Arc::from(dir.path()), Some(10), &TempBudget::new(0));
+        let mut spool = BodySpool::new(16, &Arc::from(dir.path()), Some(10), &TempBudget::new(0), None);
         spool.write(&[1; 10]).unwrap();
         assert!(!spool.is_on_disk());
     }
@@ -213,9 +304,9 @@ mod tests {
     fn a_spent_budget_refuses_a_file_but_not_memory() {
         let dir = tempfile::tempdir().unwrap();
         let budget = TempBudget::new(100);
-        let mut small = BodySpool::new(16, &Arc::from(dir.path()), None, &budget);
+        let mut small = BodySpool::new(16, &Arc::from(dir.path()), None, &budget, None);
         small.write(&[1; 16]).unwrap();
-        let mut large = BodySpool::new(16, &Arc::from(dir.path()), None, &budget);
+        let mut large = BodySpool::new(16, &Arc::from(dir.path()), None, &budget, None);
         large.write(&[2; 90]).unwrap();
         assert_eq!(budget.taken(), 90);
         assert!(matches!(large.write(&[2; 20]), Err(SpoolError::BudgetSpent)));
@@ -226,8 +317,72 @@ mod tests {
     }
 
     #[test]
+    fn with_a_writer_the_file_is_written_off_the_loop_and_reads_wait_for_it() {
+        use std::sync::mpsc;
+        struct Channel(std::sync::Mutex<mpsc::Sender<ConnectionId>>);
+        impl crate::spool_writer::WrittenSink for Channel {
+            fn written(&self, owner: ConnectionId) {
+                let _ = self.0.lock().unwrap().send(owner);
+            }
+        }
+        let (tell, heard) = mpsc::channel();
+        let writer = SpoolWriter::start("test-body-writer".into(), Channel(std::sync::Mutex::new(tell))).unwrap();
+        let owner = ConnectionId { loop_index: 0, slot: 1, serial: 1 };
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = BodySpool::new(16, &Arc::from(dir.path()), None, &TempBudget::new(0), Some((writer, owner)));
+        assert_eq!(spool.room(), usize::MAX, "memory takes anything up to its size");
+        let mut expected = Vec::new();
+        for i in 0..64u8 {
+            let piece = vec![i; 10_000];
+            spool.write(&piece).unwrap();
+            expected.extend_from_slice(&piece);
+            assert!(spool.room() <= MAX_UNCONFIRMED as usize, "no more than the writer may hold");
+            while spool.room() == 0 {
+                heard.recv_timeout(std::time::Duration::from_secs(5)).expect("the writer reports");
+            }
+        }
+        while !spool.is_stored() {
+            heard.recv_timeout(std::time::Duration::from_secs(5)).expect("the writer reports");
+        }
+        assert!(spool.failure().is_none());
+        assert_eq!(read_back(spool.finish()), expected);
+    }
+
+    #[test]
+    fn a_failed_write_off_the_loop_is_the_bodys_failure() {
+        let mut spool = BodySpool::with_file(File::options().write(true).open("/dev/full").unwrap());
+        assert!(spool.write(&[0; 10]).is_err(), "in place, at once");
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, _heard) = {
+            let (tell, heard) = std::sync::mpsc::channel::<ConnectionId>();
+            struct Quiet(std::sync::Mutex<std::sync::mpsc::Sender<ConnectionId>>);
+            impl crate::spool_writer::WrittenSink for Quiet {
+                fn written(&self, owner: ConnectionId) {
+                    let _ = self.0.lock().unwrap().send(owner);
+                }
+            }
+            (SpoolWriter::start("test-body-writer".into(), Quiet(std::sync::Mutex::new(tell))).unwrap(), heard)
+        };
+        let owner = ConnectionId { loop_index: 0, slot: 2, serial: 1 };
+        let mut spool = BodySpool::new(0, &Arc::from(dir.path()), None, &TempBudget::new(0), Some((writer, owner)));
+        spool.write(b"fine").unwrap();
+        // The file under the spool fails from now on: a closed descriptor
+        // stands in for a disk that breaks.
+        let body_file = spool.file.as_mut().unwrap();
+        body_file.file = Arc::new(File::open("/dev/null").unwrap());
+        spool.write(b"this write fails: /dev/null is open for reading only").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while spool.failure().is_none() {
+            assert!(std::time::Instant::now() < deadline, "the failure is seen");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(matches!(spool.write(b"more"), Err(SpoolError::Io(_))));
+    }
+
+    #[test]
     fn missing_temp_path_is_an_error() {
-        let mut spool = BodySpool::new(4, &Arc::from(Path::new("/nonexistent/nightmare")), None, &TempBudget::new(0));
+        let mut spool =
+            BodySpool::new(4, &Arc::from(Path::new("/nonexistent/nightmare")), None, &TempBudget::new(0), None);
         assert!(spool.write(b"more than four").is_err());
     }
 }

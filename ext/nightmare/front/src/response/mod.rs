@@ -4,4 +4,3 @@
 
 pub mod framing;
 pub mod spool;
-pub mod spool_writer;

@@ -22,12 +22,8 @@ use crate::byte_queue::{ByteQueue, ResponseSink};
 use crate::mailbox::ConnectionId;
 use crate::net::client_stream::ClientStream;
 use crate::net::socket_io::{WriteOutcome, write_some};
-use crate::response::spool_writer::{SpoolWriter, WriteProgress};
+use crate::spool_writer::{MAX_UNCONFIRMED, SpoolWriter, WriteProgress};
 use crate::temp_budget::TempShare;
-
-/// Bytes handed to the writer and not yet written, per connection; beyond
-/// it the worker waits, so a stalled disk cannot grow the front's memory.
-const MAX_UNCONFIRMED: u64 = 256 * 1024;
 
 #[derive(Debug)]
 struct SpoolFile {
@@ -129,7 +125,10 @@ impl ResponseSpool {
             None => (0, self.max_file.min(MAX_UNCONFIRMED)),
         };
         let file_room = self.share.could_cover(queued + file_room).saturating_sub(queued).min(file_room);
-        let file_room = usize::try_from(file_room).unwrap_or(usize::MAX);
+        // The loop's spools together hold their limit of copies: this one
+        // takes nothing for its file until the writer says there is room.
+        let loop_full = file_room > 0 && self.writer.as_ref().is_some_and(|(writer, owner)| !writer.has_room(*owner));
+        let file_room = if loop_full { 0 } else { usize::try_from(file_room).unwrap_or(usize::MAX) };
         if self.file_unsent() > 0 { file_room } else { self.memory.room().saturating_add(file_room) }
     }
 
@@ -305,7 +304,7 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    use crate::response::spool_writer::WrittenSink;
+    use crate::spool_writer::WrittenSink;
 
     fn unlimited() -> TempShare {
         TempShare::new(&crate::temp_budget::TempBudget::new(0))

@@ -18,7 +18,7 @@ use crate::net::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, sen
 use crate::request::body_spool::SpooledBody;
 use crate::response::framing::{ClientTerms, FramingError, ResponseFramer};
 use crate::response::spool::ResponseSpool;
-use crate::response::spool_writer::SpoolWriter;
+use crate::spool_writer::SpoolWriter;
 use crate::temp_budget::{TempBudget, TempShare};
 use crate::upstream::dispatch::InFlight;
 use crate::upstream::tunnel::Tunnel;
@@ -30,7 +30,7 @@ struct Outbound {
     /// memory: one write for most requests.
     bytes: Vec<u8>,
     sent: usize,
-    file: Option<(std::fs::File, u64)>,
+    file: Option<(Arc<std::fs::File>, u64)>,
     file_sent: u64,
     /// The body file's part of the temp budget, held while the file is.
     _share: Option<TempShare>,
