@@ -84,6 +84,9 @@ class ConfigErrorTest < Minitest::Test
     "nightmare true\nworker_exec true" => /nightmare cannot run with worker_exec true/,
     "nightmare queue_timeout: Float::INFINITY" => /too long \(> 1 day, 86400s\): nightmare queue_timeout=Infinity/,
     "nightmare send_timeout: 1e19" => /too long \(> 1 day, 86400s\): nightmare send_timeout=1.0e\+19/,
+    "nightmare true\nstatus_path 'status'" => /status_path "status": give a path like "\/_nightmare"/,
+    "nightmare true\nstatus_path '/s', allow: ['everyone']" => /status_path allow: "everyone" is not an IP address/,
+    "status_path '/s'" => /status_path needs the front/,
   }.freeze
 
   def test_bad_settings_fail_at_load_with_a_clear_message

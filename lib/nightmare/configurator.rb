@@ -38,6 +38,20 @@ module Nightmare
       set[:try_files] = Nightmare::TryFiles.new(root, candidates, options)
     end
 
+    # The front's own figures (the same as Nightmare.stats, and nginx's
+    # stub_status figures among them) at +path+, as JSON, or in nginx's
+    # stub_status format with ?format=nginx, answered by the front itself
+    # (so it answers while every worker is busy) to the addresses and
+    # networks in +allow+ only (others get 403).
+    #
+    #   status_path "/_nightmare"                                # this machine only
+    #   status_path "/_nightmare", allow: ["127.0.0.1", "10.0.0.0/8"]
+    #
+    # Needs +nightmare+ on.
+    def status_path(path, **options)
+      set[:status_path] = Nightmare::StatusPath.new(path, **options)
+    end
+
     def commit!(server, options = {}) # :nodoc:
       nightmare_on = set[:nightmare].is_a?(Nightmare::Options)
       if nightmare_on && set[:worker_exec] == true
@@ -45,8 +59,8 @@ module Nightmare
                              "cannot inherit the master's private listener; drop one of the two"
       end
       nightmare_check_tls(nightmare_on)
-      nightmare_fold_try_files(nightmare_on)
-      super(server, options.merge(skip: [*options[:skip], :try_files]))
+      nightmare_fold_front_pages(nightmare_on)
+      super(server, options.merge(skip: [*options[:skip], :try_files, :status_path]))
     end
 
     # HUP reads the file anew: an ssl block removed since must not leave
@@ -58,16 +72,22 @@ module Nightmare
 
     private
 
-    # try_files is served by the front, so it travels with the front's
-    # settings (a change on HUP starts a new front).
-    def nightmare_fold_try_files(nightmare_on)
-      try_files = set[:try_files]
-      return unless try_files.is_a?(Nightmare::TryFiles)
-      unless nightmare_on
+    # try_files and status_path are served by the front, so they travel
+    # with the front's settings (a change on HUP starts a new front).
+    def nightmare_fold_front_pages(nightmare_on)
+      try_files = set[:try_files].is_a?(Nightmare::TryFiles) ? set[:try_files] : nil
+      status_page = set[:status_path].is_a?(Nightmare::StatusPath) ? set[:status_path] : nil
+      if try_files && !nightmare_on
         raise ArgumentError, "try_files needs the front: Unicorn alone serves no static files; " \
                              "add `nightmare true` to the config (or remove try_files)"
       end
-      set[:nightmare] = set[:nightmare].with_try_files(try_files)
+      if status_page && !nightmare_on
+        raise ArgumentError, "status_path needs the front: it is the front that answers it; " \
+                             "add `nightmare true` to the config (or remove status_path)"
+      end
+      return unless nightmare_on
+
+      set[:nightmare] = set[:nightmare].with(try_files: try_files, status_page: status_page)
     end
 
     # Every ssl block's files are read and parsed now, so a bad one stops
@@ -90,3 +110,4 @@ Unicorn::Configurator.prepend(Nightmare::Configurator)
 # `nightmare` line turns the front off again.
 Unicorn::Configurator::DEFAULTS[:nightmare] = false
 Unicorn::Configurator::DEFAULTS[:try_files] = nil
+Unicorn::Configurator::DEFAULTS[:status_path] = nil

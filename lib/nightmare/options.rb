@@ -24,17 +24,19 @@ module Nightmare
       end
     end
 
-    # +try_files+ (a Nightmare::TryFiles) comes from its own directive.
-    # Raises ArgumentError naming a setting that is unknown or does not read.
-    def initialize(given, try_files: nil)
+    # +try_files+ (a Nightmare::TryFiles) and +status_page+ (a
+    # Nightmare::StatusPath) come from their own directives. Raises
+    # ArgumentError naming a setting that is unknown or does not read.
+    def initialize(given, try_files: nil, status_page: nil)
       @given = given
-      @values = Nightmare::Native.read_settings(given).merge(try_files: try_files&.to_native).freeze
+      @values = Nightmare::Native.read_settings(given)
+                                 .merge(try_files: try_files&.to_native, status_page: status_page&.to_native).freeze
       freeze
     end
 
-    # The same settings, with the static files the front serves.
-    def with_try_files(try_files)
-      Options.new(@given, try_files: try_files)
+    # The same settings, with what the front serves itself.
+    def with(try_files:, status_page:)
+      Options.new(@given, try_files: try_files, status_page: status_page)
     end
 
     # A setting as read: sizes in bytes, times in seconds, "auto" as given.

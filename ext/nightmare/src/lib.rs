@@ -14,6 +14,7 @@ use nightmare_front::config::settings::{self, Normal};
 use nightmare_front::net::descriptors;
 use nightmare_front::net::tls::{self, CertificatePair, TlsSettings, TlsVersion};
 use nightmare_front::static_files::StaticSettings;
+use nightmare_front::status_page::StatusPage;
 use nightmare_front::upstream::proxy_header::{self, Secret};
 use nightmare_front::{Front, FrontConfig, InheritedListener};
 
@@ -117,19 +118,10 @@ impl RubyFront {
     }
 
     fn stats(ruby: &Ruby, rb_self: &Self) -> Result<RHash, Error> {
-        let stats = Self::with_front(ruby, rb_self, |front| front.stats())?;
+        let figures = Self::with_front(ruby, rb_self, |front| front.stats())?;
         let hash = ruby.hash_new();
-        hash.aset(ruby.to_symbol("open_connections"), stats.open_connections)?;
-        hash.aset(ruby.to_symbol("requests_handed_off"), stats.requests_handed_off)?;
-        hash.aset(ruby.to_symbol("workers"), stats.dispatch.workers)?;
-        hash.aset(ruby.to_symbol("in_flight_limit"), stats.dispatch.limit)?;
-        hash.aset(ruby.to_symbol("in_flight"), stats.dispatch.in_flight)?;
-        hash.aset(ruby.to_symbol("queued"), stats.dispatch.queued)?;
-        hash.aset(ruby.to_symbol("log_lines_dropped"), stats.log_lines_dropped)?;
-        hash.aset(ruby.to_symbol("temp_file_bytes"), stats.temp_file_bytes)?;
-        hash.aset(ruby.to_symbol("temp_path_max_size"), stats.temp_path_max_size)?;
-        for (class, count) in stats.responses_by_class.iter().enumerate() {
-            hash.aset(ruby.to_symbol(format!("responses_{}xx", class + 1)), *count)?;
+        for (name, value) in figures {
+            hash.aset(ruby.to_symbol(name), value)?;
         }
         Ok(hash)
     }
@@ -222,12 +214,24 @@ fn secret_from(ruby: &Ruby, secret: RString) -> Result<Secret, Error> {
 fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     let try_files = options.get(ruby.to_symbol("try_files")).filter(|value| !value.is_nil());
     options.delete::<_, magnus::Value>(ruby.to_symbol("try_files"))?;
+    let status_page = options.get(ruby.to_symbol("status_page")).filter(|value| !value.is_nil());
+    options.delete::<_, magnus::Value>(ruby.to_symbol("status_page"))?;
     let (mut config, _) = FrontConfig::from_given(&given_pairs(options)?)
         .map_err(|message| Error::new(ruby.exception_arg_error(), message))?;
     if let Some(try_files) = try_files {
         config.static_files = Some(static_settings(ruby, RHash::try_convert(try_files)?)?);
     }
+    if let Some(page) = status_page {
+        let (path, allow) = <(String, Vec<String>)>::try_convert(page)?;
+        config.status_page = Some(check_status_page(ruby, path, allow)?);
+    }
     Ok(config)
+}
+
+/// `Nightmare::Native.check_status_page(path, allow)`: the status_path
+/// directive read, or an ArgumentError naming what does not read.
+fn check_status_page(ruby: &Ruby, path: String, allow: Vec<String>) -> Result<StatusPage, Error> {
+    StatusPage::new(&path, &allow).map_err(|message| Error::new(ruby.exception_arg_error(), message))
 }
 
 /// `Nightmare::Native.read_settings(hash)`: the `nightmare` directive's
@@ -340,6 +344,10 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     native.define_singleton_method("check_tls", function!(check_tls, 1))?;
     native.define_singleton_method("read_settings", function!(read_settings, 1))?;
     native.define_singleton_method("settings_table", function!(settings_table, 0))?;
+    native.define_singleton_method(
+        "check_status_page",
+        function!(|ruby: &Ruby, path: String, allow: Vec<String>| check_status_page(ruby, path, allow).map(|_| ()), 2),
+    )?;
     front.define_singleton_method("start", function!(RubyFront::start, 7))?;
     front.define_method("reload_tls", method!(RubyFront::reload_tls, 1))?;
     front.define_method("worker_count=", method!(RubyFront::set_worker_count, 1))?;

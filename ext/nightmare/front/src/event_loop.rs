@@ -19,6 +19,7 @@ use crate::net::client_stream::ClientStream;
 use crate::net::listener::{Listener, Scheme};
 use crate::shared::{Shared, StopMode};
 use crate::spool_writer::SpoolWriter;
+use crate::stats::{Counters, PhaseCount};
 
 /// Deadlines are checked this often; timeouts are in seconds, so this is
 /// precise enough and costs nothing when idle.
@@ -166,6 +167,7 @@ impl EventLoop {
             let scheme = listener.scheme();
             match listener.accept() {
                 Ok((client, peer)) => {
+                    Counters::add(&self.shared.counters.accepted);
                     let permit = permit.or_else(|| {
                         self.close_idle_keep_alive(now);
                         ConnectionPermit::try_acquire(&self.shared.clients)
@@ -314,7 +316,15 @@ impl EventLoop {
     fn tick(&mut self, now: Instant) {
         self.shared.dispatcher.retry_if_stuck();
         let (mut ctx, connections) = self.context(now);
-        connections.retain(|_, connection| guarded(&mut ctx, |ctx| connection.on_tick(ctx)) == Verdict::Keep);
+        let mut phases = PhaseCount::default();
+        connections.retain(|_, connection| {
+            let keep = guarded(&mut ctx, |ctx| connection.on_tick(ctx)) == Verdict::Keep;
+            if keep {
+                phases.add(connection.phase());
+            }
+            keep
+        });
+        self.shared.phases[self.index].publish(phases);
         self.resume_accepting(now);
     }
 

@@ -19,6 +19,8 @@ pub mod response;
 pub mod shared;
 pub mod spool_writer;
 pub mod static_files;
+pub mod stats;
+pub mod status_page;
 pub mod temp_budget;
 #[cfg(test)]
 mod test_support;
@@ -35,7 +37,6 @@ use mio::{Poll, Waker};
 
 pub use config::FrontConfig;
 pub use request::head::HeadLimits;
-pub use upstream::dispatch::DispatchStats;
 
 use event_loop::EventLoop;
 use log::Log;
@@ -61,19 +62,6 @@ pub struct Front {
 pub struct InheritedListener {
     pub fd: OwnedFd,
     pub tls: Option<usize>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrontStats {
-    pub open_connections: usize,
-    pub requests_handed_off: u64,
-    pub dispatch: DispatchStats,
-    pub log_lines_dropped: u64,
-    /// What temp files hold now, and what they may (0: no limit).
-    pub temp_file_bytes: u64,
-    pub temp_path_max_size: u64,
-    /// Responses begun, 1xx to 5xx.
-    pub responses_by_class: [u64; 5],
 }
 
 impl Front {
@@ -192,15 +180,8 @@ impl Front {
         self.threads.drain(..).map(|thread| thread.join()).filter(Result::is_err).count()
     }
 
-    pub fn stats(&self) -> FrontStats {
-        FrontStats {
-            open_connections: self.shared.clients.open(),
-            requests_handed_off: self.shared.requests_handed_off.load(std::sync::atomic::Ordering::Relaxed),
-            dispatch: self.shared.dispatcher.stats(),
-            log_lines_dropped: self.shared.log.dropped(),
-            temp_file_bytes: self.shared.temp_budget.taken(),
-            temp_path_max_size: self.shared.temp_budget.limit(),
-            responses_by_class: self.shared.responses_by_class(),
-        }
+    /// Every figure, by name (see `stats`).
+    pub fn stats(&self) -> stats::Figures {
+        stats::snapshot(&self.shared)
     }
 }

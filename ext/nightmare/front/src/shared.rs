@@ -3,7 +3,7 @@
 //! temp budget, client counts, and the stop signal.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use crate::config::FrontConfig;
@@ -11,6 +11,7 @@ use crate::connection_permit::ClientCounts;
 use crate::log::{Log, Throttle};
 use crate::mailbox::Mailboxes;
 use crate::static_files::StaticFiles;
+use crate::stats::{Counters, LoopPhases};
 use crate::temp_budget::TempBudget;
 use crate::upstream::connect::WorkerListener;
 use crate::upstream::dispatch::{DispatchLimits, Dispatcher};
@@ -48,9 +49,9 @@ pub struct Shared {
     pub address_over_share: Throttle,
     /// Open client connections, for max_connections and its per-address share.
     pub clients: Arc<ClientCounts>,
-    /// Responses begun, by status class: 1xx to 5xx.
-    responses_by_class: [AtomicU64; 5],
-    pub requests_handed_off: AtomicU64,
+    pub counters: Counters,
+    /// What each loop's connections are doing, as of its last tick.
+    pub phases: Vec<LoopPhases>,
     stop: AtomicU8,
 }
 
@@ -70,6 +71,7 @@ impl Shared {
             config.temp_path_max_size.or_else(|| TempBudget::half_of_free_space(&config.temp_path)).unwrap_or(0),
         );
         let clients = ClientCounts::new(&config);
+        let threads = config.threads;
         Shared {
             config,
             dispatcher,
@@ -85,22 +87,15 @@ impl Shared {
             idle_closed_for_room: Throttle::new(Duration::from_secs(10)),
             address_over_share: Throttle::new(Duration::from_secs(10)),
             clients,
-            responses_by_class: Default::default(),
-            requests_handed_off: AtomicU64::new(0),
+            counters: Counters::default(),
+            phases: (0..threads).map(|_| LoopPhases::default()).collect(),
             stop: AtomicU8::new(0),
         }
     }
 
     /// Counts a response of `status` as it begins.
     pub fn count_response(&self, status: u16) {
-        if let Some(class) = self.responses_by_class.get(usize::from(status / 100).wrapping_sub(1)) {
-            class.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Responses begun so far, 1xx to 5xx.
-    pub fn responses_by_class(&self) -> [u64; 5] {
-        self.responses_by_class.each_ref().map(|class| class.load(Ordering::Relaxed))
+        self.counters.count_response(status);
     }
 
     pub fn stop_mode(&self) -> StopMode {

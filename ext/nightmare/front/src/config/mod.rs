@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::request::head::HeadLimits;
 use crate::static_files::StaticSettings;
+use crate::status_page::StatusPage;
 use given::{Given, GivenValue};
 use settings::{Normal, SETTINGS};
 
@@ -76,6 +77,8 @@ pub struct FrontConfig {
     pub queue_timeout: Duration,
     /// try_files: static files the front serves itself.
     pub static_files: Option<StaticSettings>,
+    /// status_path: the front's own figures, to the addresses it allows.
+    pub status_page: Option<StatusPage>,
 }
 
 impl Default for FrontConfig {
@@ -143,6 +146,7 @@ impl FrontConfig {
             max_queued_requests: 1,
             queue_timeout: Duration::ZERO,
             static_files: None,
+            status_page: None,
         }
     }
 

@@ -4,7 +4,6 @@
 //! worker, and the exchange started. What cannot go is answered by the
 //! front (503), and said in the log here, in the front's words.
 
-use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::http::error_response::Rejection;
@@ -16,6 +15,7 @@ use crate::request::body_spool::SpooledBody;
 use crate::request::head::{BodyFraming, ForwardingFacts, RequestHead};
 use crate::response::framing::ClientTerms;
 use crate::shared::StopMode;
+use crate::stats::Counters;
 use crate::upstream::connect::ConnectError;
 use crate::upstream::dispatch::{Admission, InFlight, QueuePlace};
 use crate::upstream::exchange::{Exchange, ForwardedRequest};
@@ -172,7 +172,7 @@ fn start(request: Box<BufferedRequest>, in_flight: InFlight, client: ClientSide,
     let watch = (ctx.registry, upstream_token(client.id.slot));
     match Exchange::start(upstream, in_flight, forwarded, &shared.config, &shared.temp_budget, writer, watch) {
         Ok(exchange) => {
-            shared.requests_handed_off.fetch_add(1, Ordering::Relaxed);
+            Counters::add(&shared.counters.requests_handed_off);
             Handoff::Started(Box::new(exchange))
         }
         Err(error) => {

@@ -25,6 +25,7 @@ use crate::request::body::BodyRead;
 use crate::request::head::HeadReader;
 use crate::shared::StopMode;
 use crate::static_files::FileReply;
+use crate::stats::Phase;
 use crate::upstream::exchange::Exchange;
 use crate::upstream::tunnel::Tunnel;
 use handoff::{ClientSide, QueuedRequest};
@@ -131,6 +132,15 @@ impl Connection {
             _ => {}
         }
         self.drive(ctx)
+    }
+
+    /// What it is doing, as nginx's stub_status counts connections.
+    pub fn phase(&self) -> Phase {
+        match &self.state {
+            State::ReadingHead(reader) if reader.is_empty() => Phase::Waiting,
+            State::ReadingHead(_) | State::ReadingBody(_) | State::StoringBody { .. } => Phase::Reading,
+            _ => Phase::Writing,
+        }
     }
 
     /// Its request waits in the front's queue for a grant.

@@ -34,10 +34,16 @@ impl Connection {
 
     /// Answers with `rejection`, then closes (lingering).
     pub(super) fn reply_with(&mut self, rejection: Rejection, ctx: &mut LoopContext) -> State {
-        ctx.shared.count_response(rejection.status);
+        self.reply_and_close(rejection.status, rejection.to_response(), ctx)
+    }
+
+    /// Sends `bytes`, a whole response of `status` the front wrote, then
+    /// closes (lingering).
+    pub(super) fn reply_and_close(&mut self, status: u16, bytes: Vec<u8>, ctx: &mut LoopContext) -> State {
+        ctx.shared.count_response(status);
         let timeout = ctx.shared.config.send_timeout.min(REPLY_TIMEOUT);
         self.deadline = Some(ctx.now + timeout);
-        State::Replying(Reply { bytes: rejection.to_response(), sent: 0 })
+        State::Replying(Reply { bytes, sent: 0 })
     }
 
     pub(super) fn reply(&mut self, mut reply: Reply, ctx: &mut LoopContext) -> (State, Step) {

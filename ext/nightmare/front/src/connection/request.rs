@@ -14,6 +14,8 @@ use crate::request::body::{BodyFeed, BodyPlan, BodyRead};
 use crate::request::body_spool::{SpoolError, SpooledBody};
 use crate::request::head::{HeadReader, RequestHead};
 use crate::static_files::Lookup;
+use crate::stats::{self, Counters};
+use crate::status_page::StatusReply;
 
 impl Connection {
     pub(super) fn read_head(&mut self, mut reader: HeadReader, ctx: &mut LoopContext) -> (State, Step) {
@@ -68,7 +70,10 @@ impl Connection {
             Ok(Some(_)) if self.client.spoke_plain_http() => {
                 self.reject(Rejection::new(400, "plain HTTP request sent to the HTTPS port"), ctx)
             }
-            Ok(Some((head, leftover))) => self.begin_body(head, leftover, ctx),
+            Ok(Some((head, leftover))) => {
+                Counters::add(&ctx.shared.counters.requests);
+                self.begin_body(head, leftover, ctx)
+            }
             Err(rejection) => self.reject(rejection, ctx),
         }
     }
@@ -250,6 +255,14 @@ impl Connection {
         ctx: &mut LoopContext,
     ) -> State {
         self.deadline = None;
+        if let Some(page) = &ctx.shared.config.status_page
+            && page.is_for(&head)
+        {
+            return match page.answer(&head, &self.peer, || stats::snapshot(ctx.shared)) {
+                StatusReply::Page { status, bytes } => self.reply_and_close(status, bytes, ctx),
+                StatusReply::Refused(rejection) => self.reject(rejection, ctx),
+            };
+        }
         if let Some(files) = &ctx.shared.static_files {
             let keep_alive = head.keep_alive && self.client_side(ctx).may_keep_alive;
             match files.lookup(&head, keep_alive, ctx.now) {
