@@ -16,6 +16,9 @@ class OptionsTest < Minitest::Test
     assert_equal [4, 8192], defaults[:large_client_header_buffers]
     assert_equal "auto", defaults[:temp_path_max_size]
     assert_equal Etc.nprocessors, defaults[:threads]
+    assert_equal "off", defaults[:access_log]
+    assert_match(/\A\$remote_addr - \$remote_user \[\$time_local\] .* \$request_time \$queue_time\z/,
+                 defaults[:access_log_format])
 
     options = Nightmare::Options.new({ client_max_body_size: "10m", send_timeout: "1.5m", "keepalive_timeout" => 5,
                                        temp_path: ".", max_connections_per_address: 7 })
@@ -58,6 +61,9 @@ class OptionsTest < Minitest::Test
       { temp_path_max_size: "lots" } => 'not a size or "auto": nightmare temp_path_max_size="lots"',
       { max_connections_per_address: "some" } => 'not an integer: nightmare max_connections_per_address="some" ' \
                                                  '(or "auto")',
+      { access_log_format: "$remote_addr $bogus" } => "access_log_format: unknown variable $bogus (known: remote_addr,",
+      { access_log: "/no/such/dir/access.log" } => 'nightmare access_log="/no/such/dir/access.log" is not a file ' \
+                                                   "that can be written (or created)",
       { bogus: 1 } => "nightmare: unknown setting :bogus (known: threads, client_header_timeout,"
     }.each do |given, message|
       error = assert_raises(ArgumentError, given.inspect) { Nightmare::Options.new(given) }

@@ -16,8 +16,9 @@ module Nightmare
     # +early_signals+ is the queue the master's signal handlers fill: a
     # signal that arrives between fork and #trap_signals lands there.
     # +listeners+ are [io, ssl block index or nil] pairs, indexing +tls_blocks+.
+    # +access_log+ is the open access log File, or nil.
     def initialize(logger:, options:, listeners:, tls_blocks:, worker_socket:, secret:, control:, workers:,
-                   early_signals: [])
+                   access_log: nil, early_signals: [])
       @logger = logger
       @options = options
       @listeners = listeners
@@ -26,6 +27,7 @@ module Nightmare
       @secret = secret
       @control = control
       @workers = workers
+      @access_log = access_log
       @signals = []
       @early_signals = early_signals
     end
@@ -34,9 +36,11 @@ module Nightmare
       trap_signals
       raise_descriptor_limit
       log_reader, log_writer = IO.pipe
-      @front = Nightmare::Native::Front.start(@options.to_native, @listeners.map { |io, tls| [io.fileno, tls] },
-                                              @tls_blocks.map(&:to_native), @worker_socket, @secret,
-                                              log_writer.fileno, @workers)
+      @front = Nightmare::Native::Front.start(
+        options: @options.to_native, listeners: @listeners.map { |io, tls| [io.fileno, tls] },
+        tls: @tls_blocks.map(&:to_native), worker_socket: @worker_socket, secret: @secret, workers: @workers,
+        log_fd: log_writer.fileno, access_log_fd: @access_log&.fileno
+      )
       log_writer.close
       @logger.info "nightmare front ready: #{@options[:threads]} threads on #{describe_listeners}, " \
                    "#{@workers} workers, #{describe_temp_budget}"
@@ -126,6 +130,8 @@ module Nightmare
         when :QUIT then @front.stop(true)
         when :TERM, :INT then @front.stop(false)
         when :USR1
+          # The access log is one of them: reopened in place, the front's
+          # writes go on to the new file.
           @logger.info "nightmare front: reopening its log files"
           Unicorn::Util.reopen_logs
           @logger.info "nightmare front: log files reopened"

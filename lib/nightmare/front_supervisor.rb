@@ -168,10 +168,12 @@ module Nightmare
       # The front reaches the workers by the socket's path, as a client.
       @private_listener.io.close
       @retiring.each_value { |front| front.control.close }
+      access_log = open_access_log(options[:access_log])
       early_signals = yield || []
       FrontProcess.new(logger: @logger, options: options, listeners: listeners, tls_blocks: tls_blocks,
                        worker_socket: @private_listener.path, secret: @private_listener.secret,
-                       control: control_reader, workers: workers, early_signals: early_signals).run
+                       control: control_reader, workers: workers, access_log: access_log,
+                       early_signals: early_signals).run
     rescue Exception => e # rubocop:disable Lint/RescueException
       @logger.error "nightmare front could not start: #{e.message} (#{e.class})"
       exit!(1)
@@ -179,6 +181,15 @@ module Nightmare
 
     def fronts
       [@current, *@retiring.values].compact
+    end
+
+    # Opened before the front drops root (`user`), as Unicorn opens its own
+    # logs: Unicorn then hands it to that user with its own logs, and its
+    # reopening (USR1) finds it among them (append-only, unbuffered).
+    def open_access_log(path)
+      return if path == "off"
+
+      File.open(path, "a").tap { |file| file.sync = true }
     end
 
     # A listener Unicorn re-created under the same name (its UNIX socket

@@ -3,7 +3,6 @@
 
 use std::cell::RefCell;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
-use std::path::Path;
 
 use magnus::{
     Error, ExceptionClass, Float, Integer, RArray, RHash, RModule, RString, Ruby, Symbol, TryConvert, function, method,
@@ -16,7 +15,7 @@ use nightmare_front::net::tls::{self, CertificatePair, TlsSettings, TlsVersion};
 use nightmare_front::static_files::StaticSettings;
 use nightmare_front::status_page::StatusPage;
 use nightmare_front::upstream::proxy_header::{self, Secret};
-use nightmare_front::{Front, FrontConfig, InheritedListener};
+use nightmare_front::{Front, FrontConfig, FrontSetup, InheritedListener};
 
 /// The front as Ruby holds it. Ruby 3.1 frees wrapped objects at exit in
 /// every process, forked children included, so the pid of the process that
@@ -43,30 +42,38 @@ impl Drop for RubyFront {
 }
 
 impl RubyFront {
-    /// `listeners` are `[fd, ssl block index or nil]` pairs, `tls` the
-    /// ssl blocks' settings (see `tls_settings`).
-    #[allow(clippy::too_many_arguments)]
-    fn start(
-        ruby: &Ruby,
-        options: RHash,
-        listeners: Vec<(RawFd, Option<usize>)>,
-        tls: RArray,
-        worker_socket: String,
-        secret: RString,
-        log_fd: RawFd,
-        workers: usize,
-    ) -> Result<RubyFront, Error> {
-        let config = front_config(ruby, options)?;
-        let secret = secret_from(ruby, secret)?;
-        let listeners = listeners
+    /// `setup` is `{options:, listeners:, tls:, worker_socket:, secret:,
+    /// workers:, log_fd:, access_log_fd:}`: the normalized settings, the
+    /// listeners as `[fd, ssl block index or nil]` pairs, the ssl blocks'
+    /// settings (see `tls_settings`), the workers' socket and secret, how
+    /// many workers run, the log pipe's write end, and the access log's
+    /// descriptor (nil when off), which the caller keeps open.
+    fn start(ruby: &Ruby, setup: RHash) -> Result<RubyFront, Error> {
+        let get = |key: &str| -> Result<magnus::Value, Error> {
+            setup
+                .get(ruby.to_symbol(key))
+                .ok_or_else(|| Error::new(ruby.exception_arg_error(), format!("the front's setup lacks {key}")))
+        };
+        let config = front_config(ruby, RHash::try_convert(get("options")?)?)?;
+        let secret = secret_from(ruby, RString::try_convert(get("secret")?)?)?;
+        let listeners = Vec::<(RawFd, Option<usize>)>::try_convert(get("listeners")?)?
             .into_iter()
             .map(|(fd, tls)| Ok(InheritedListener { fd: duplicate(ruby, fd)?, tls }))
             .collect::<Result<Vec<_>, Error>>()?;
-        let tls = tls_settings_list(ruby, tls)?;
-        let log = duplicate(ruby, log_fd)?;
+        let tls = tls_settings_list(ruby, RArray::try_convert(get("tls")?)?)?;
+        let log = duplicate(ruby, RawFd::try_convert(get("log_fd")?)?)?;
         descriptors::set_nonblocking(log.as_fd()).map_err(|e| io_error(ruby, "log pipe", e))?;
-        let socket = Path::new(&worker_socket);
-        let front = Front::start(config, listeners, &tls, socket, secret, log, workers).map_err(|error| {
+        let setup = FrontSetup {
+            config,
+            listeners,
+            tls,
+            worker_socket: String::try_convert(get("worker_socket")?)?.into(),
+            secret,
+            workers: usize::try_convert(get("workers")?)?,
+            log,
+            access_log: Option::<RawFd>::try_convert(get("access_log_fd")?)?,
+        };
+        let front = Front::start(setup).map_err(|error| {
             if error.kind() == std::io::ErrorKind::InvalidInput {
                 Error::new(ruby.exception_arg_error(), error.to_string())
             } else {
@@ -250,7 +257,9 @@ fn read_settings(ruby: &Ruby, given: RHash) -> Result<RHash, Error> {
             Normal::Pair(count, size) => {
                 ruby.ary_new_from_values(&[ruby.integer_from_u64(count), ruby.integer_from_u64(size)]).as_value()
             }
+            Normal::Text(text) => ruby.str_new(&text).as_value(),
             Normal::Auto => ruby.str_new("auto").as_value(),
+            Normal::Off => ruby.str_new("off").as_value(),
         };
         hash.aset(ruby.to_symbol(name), value)?;
     }
@@ -348,7 +357,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
         "check_status_page",
         function!(|ruby: &Ruby, path: String, allow: Vec<String>| check_status_page(ruby, path, allow).map(|_| ()), 2),
     )?;
-    front.define_singleton_method("start", function!(RubyFront::start, 7))?;
+    front.define_singleton_method("start", function!(RubyFront::start, 1))?;
     front.define_method("reload_tls", method!(RubyFront::reload_tls, 1))?;
     front.define_method("worker_count=", method!(RubyFront::set_worker_count, 1))?;
     front.define_method("stop", method!(RubyFront::stop, 1))?;

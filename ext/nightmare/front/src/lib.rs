@@ -4,6 +4,7 @@
 //! relays the response back. This crate knows nothing of Ruby; the gem's
 //! glue drives it through `Front`.
 
+pub mod access_log;
 pub mod byte_queue;
 pub mod config;
 pub mod connection;
@@ -28,8 +29,8 @@ pub mod threads;
 pub mod upstream;
 
 use std::io;
-use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::os::fd::{OwnedFd, RawFd};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -38,13 +39,14 @@ use mio::{Poll, Waker};
 pub use config::FrontConfig;
 pub use request::head::HeadLimits;
 
+use access_log::AccessLog;
 use event_loop::EventLoop;
 use log::Log;
 use loop_context::WAKER;
 use mailbox::{Mailbox, Mailboxes};
 use net::listener::Listener;
 use net::tls::{self, TlsContext, TlsSettings, TlsSetupError};
-use shared::{Shared, StopMode};
+use shared::{Outputs, Shared, StopMode};
 use static_files::StaticFiles;
 use upstream::connect::WorkerListener;
 use upstream::proxy_header::Secret;
@@ -64,20 +66,30 @@ pub struct InheritedListener {
     pub tls: Option<usize>,
 }
 
+/// Everything a front starts with.
+pub struct FrontSetup {
+    pub config: FrontConfig,
+    pub listeners: Vec<InheritedListener>,
+    /// The `ssl` blocks, which listeners name by index.
+    pub tls: Vec<TlsSettings>,
+    /// Where the workers listen; each preamble carries `secret`.
+    pub worker_socket: PathBuf,
+    pub secret: Secret,
+    /// How many workers there are now.
+    pub workers: usize,
+    /// The non-blocking write end of the log pipe.
+    pub log: OwnedFd,
+    /// The access log's descriptor, when `access_log` is on. It stays the
+    /// caller's, open for the front's life: reopening it (USR1) in place
+    /// points the front's writes at the new file.
+    pub access_log: Option<RawFd>,
+}
+
 impl Front {
-    /// Starts `config.threads` event loops accepting on `listeners` (TLS
-    /// ones with `tls` settings), handing requests to `workers` workers
-    /// listening on `worker_socket` (each preamble carries `secret`),
-    /// logging into `log` (the non-blocking write end of a pipe).
-    pub fn start(
-        config: FrontConfig,
-        listeners: Vec<InheritedListener>,
-        tls: &[TlsSettings],
-        worker_socket: &Path,
-        secret: Secret,
-        log: OwnedFd,
-        workers: usize,
-    ) -> io::Result<Front> {
+    /// Starts `config.threads` event loops accepting on the listeners,
+    /// handing requests to the workers.
+    pub fn start(setup: FrontSetup) -> io::Result<Front> {
+        let FrontSetup { config, listeners, tls, worker_socket, secret, workers, log, access_log } = setup;
         config.check().map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
         if listeners.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listeners to accept on"));
@@ -100,7 +112,7 @@ impl Front {
                 }
             })
             .collect::<io::Result<Vec<_>>>()?;
-        let worker_listener = WorkerListener::new(worker_socket, secret)?;
+        let worker_listener = WorkerListener::new(&worker_socket, secret)?;
         let polls = (0..config.threads).map(|_| Poll::new()).collect::<io::Result<Vec<_>>>()?;
         let mailboxes = polls
             .iter()
@@ -108,7 +120,9 @@ impl Front {
             .collect::<io::Result<Vec<_>>>()?;
         let mailboxes = Arc::new(Mailboxes(mailboxes));
         let static_files = config.static_files.clone().map(StaticFiles::new).transpose()?;
-        let shared = Arc::new(Shared::new(config, workers, worker_listener, Log::new(log), mailboxes, static_files));
+        let access_log = access_log.map(|fd| AccessLog::start(config.access_log_format.clone(), fd)).transpose()?;
+        let outputs = Outputs { log: Log::new(log), access_log };
+        let shared = Arc::new(Shared::new(config, workers, worker_listener, outputs, mailboxes, static_files));
 
         let mut threads = Vec::with_capacity(polls.len());
         for (index, poll) in polls.into_iter().enumerate() {

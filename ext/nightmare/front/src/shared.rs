@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+use crate::access_log::AccessLog;
 use crate::config::FrontConfig;
 use crate::connection_permit::ClientCounts;
 use crate::log::{Log, Throttle};
@@ -25,11 +26,19 @@ pub enum StopMode {
     Immediate,
 }
 
+/// Where the front writes: its log (to Unicorn's logger) and the access log.
+pub struct Outputs {
+    pub log: Log,
+    pub access_log: Option<Arc<AccessLog>>,
+}
+
 pub struct Shared {
     pub config: FrontConfig,
     pub dispatcher: Arc<Dispatcher>,
     pub workers: WorkerListener,
     pub log: Log,
+    /// A line per request, when access_log is on.
+    pub access_log: Option<Arc<AccessLog>>,
     /// For "the workers cannot be reached", which every request would say.
     pub unreachable_workers: Throttle,
     /// For "the workers' accept queue is full", likewise.
@@ -60,7 +69,7 @@ impl Shared {
         config: FrontConfig,
         worker_count: usize,
         workers: WorkerListener,
-        log: Log,
+        outputs: Outputs,
         mailboxes: Arc<Mailboxes>,
         static_files: Option<StaticFiles>,
     ) -> Self {
@@ -76,7 +85,8 @@ impl Shared {
             config,
             dispatcher,
             workers,
-            log,
+            log: outputs.log,
+            access_log: outputs.access_log,
             unreachable_workers: Throttle::new(Duration::from_secs(1)),
             full_accept_queue: Throttle::new(Duration::from_secs(1)),
             overload: Throttle::new(Duration::from_secs(1)),

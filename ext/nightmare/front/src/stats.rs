@@ -112,6 +112,7 @@ pub fn snapshot(shared: &Shared) -> Figures {
         ("responses_4xx", c4),
         ("responses_5xx", c5),
         ("log_lines_dropped", shared.log.dropped()),
+        ("access_log_lines_lost", shared.access_log.as_ref().map_or(0, |log| log.lines_lost())),
     ]
 }
 

@@ -46,6 +46,10 @@ impl Given {
     pub fn is_auto(&self) -> bool {
         matches!(&self.value, GivenValue::Text(text) if text == "auto")
     }
+
+    pub fn is_off(&self) -> bool {
+        matches!(&self.value, GivenValue::Text(text) if text == "off")
+    }
 }
 
 /// Why a value does not read, as the line `nightmare` raises.
@@ -146,7 +150,7 @@ pub fn directory(name: &str, given: &Given) -> Result<PathBuf, String> {
         return Err(refuse("not a path", name, given, ""));
     };
     let path = expand(text);
-    if path.is_dir() && is_writable(&path) {
+    if path.is_dir() && is_accessible(&path, libc::W_OK | libc::X_OK) {
         Ok(path)
     } else {
         Err(format!("nightmare {name}={} is not a writable directory", given.shown))
@@ -163,13 +167,33 @@ fn expand(text: &str) -> PathBuf {
     std::path::absolute(&path).unwrap_or(path)
 }
 
-fn is_writable(path: &Path) -> bool {
+/// access(2): whether this process may use `path` as `mode` says.
+fn is_accessible(path: &Path, mode: libc::c_int) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return false;
     };
     // SAFETY: a NUL-terminated path that lives across the call.
-    unsafe { libc::access(c_path.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+    unsafe { libc::access(c_path.as_ptr(), mode) == 0 }
+}
+
+/// A file the front may append to: one that is writable, or a new one in
+/// a writable directory; made absolute as `directory` does.
+pub fn file(name: &str, given: &Given) -> Result<PathBuf, String> {
+    let GivenValue::Text(text) = &given.value else {
+        return Err(refuse("not a path", name, given, r#"give a file name, or "off""#));
+    };
+    let path = expand(text);
+    let writable = if path.exists() {
+        path.is_file() && is_accessible(&path, libc::W_OK)
+    } else {
+        path.parent().is_some_and(|dir| dir.is_dir() && is_accessible(dir, libc::W_OK | libc::X_OK))
+    };
+    if writable {
+        Ok(path)
+    } else {
+        Err(format!("nightmare {name}={} is not a file that can be written (or created)", given.shown))
+    }
 }
 
 /// nginx's `large_client_header_buffers number size`, as `[4, "8k"]`.

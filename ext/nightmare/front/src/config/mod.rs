@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access_log::Format;
 use crate::request::head::HeadLimits;
 use crate::static_files::StaticSettings;
 use crate::status_page::StatusPage;
@@ -79,6 +80,9 @@ pub struct FrontConfig {
     pub static_files: Option<StaticSettings>,
     /// status_path: the front's own figures, to the addresses it allows.
     pub status_page: Option<StatusPage>,
+    /// Where the access log goes (the front process opens it); `None`: off.
+    pub access_log: Option<std::path::PathBuf>,
+    pub access_log_format: Format,
 }
 
 impl Default for FrontConfig {
@@ -147,6 +151,8 @@ impl FrontConfig {
             queue_timeout: Duration::ZERO,
             static_files: None,
             status_page: None,
+            access_log: None,
+            access_log_format: Format::parse(crate::access_log::COMBINED).unwrap_or_else(|_| unreachable!()),
         }
     }
 
@@ -249,7 +255,9 @@ mod tests {
                     Normal::Seconds(s) => Given { value: GivenValue::Float(*s), shown: s.to_string() },
                     Normal::Path(p) => Given::text(p),
                     Normal::Pair(a, b) => Given::list(vec![Given::integer(*a as i64), Given::integer(*b as i64)]),
+                    Normal::Text(text) => Given::text(text),
                     Normal::Auto => Given::text("auto"),
+                    Normal::Off => Given::text("off"),
                 };
                 (Given::text(name), given)
             })

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::FrontConfig;
 use super::given::{self, Given};
+use crate::access_log::Format;
 
 /// How a setting's value reads, and where it goes.
 pub enum Kind {
@@ -38,6 +39,14 @@ pub enum Kind {
     /// nginx's `large_client_header_buffers number size`.
     Buffers {
         store: fn(&mut FrontConfig, u64, u64),
+    },
+    /// A file to append to, or "off".
+    FileOrOff {
+        store: fn(&mut FrontConfig, Option<std::path::PathBuf>),
+    },
+    /// nginx's log_format language.
+    LogFormat {
+        store: fn(&mut FrontConfig, Format),
     },
 }
 
@@ -72,7 +81,9 @@ pub enum Normal {
     Seconds(f64),
     Path(String),
     Pair(u64, u64),
+    Text(String),
     Auto,
+    Off,
 }
 
 impl Setting {
@@ -130,6 +141,23 @@ impl Setting {
                 let (count, size) = given::buffers(name, value)?;
                 store(config, count, size);
                 Normal::Pair(count, size)
+            }
+            Kind::FileOrOff { store } if value.is_off() => {
+                store(config, None);
+                Normal::Off
+            }
+            Kind::FileOrOff { store } => {
+                let path = given::file(name, value)?;
+                let shown = path.to_string_lossy().into_owned();
+                store(config, Some(path));
+                Normal::Path(shown)
+            }
+            Kind::LogFormat { store } => {
+                let given::GivenValue::Text(text) = &value.value else {
+                    return Err(format!("not a format: nightmare {name}={} (give a String)", value.shown));
+                };
+                store(config, Format::parse(text)?);
+                Normal::Text(text.clone())
             }
         })
     }
@@ -343,7 +371,32 @@ pub static SETTINGS: &[Setting] = &[
         nginx: "HAProxy's `timeout queue`",
         about: "how long a request may wait in the front for a worker; 503 with `Retry-After` after",
     },
+    Setting {
+        name: "access_log",
+        kind: Kind::FileOrOff { store: |c, v| c.access_log = v },
+        default: Default::Written("off"),
+        nginx: "same",
+        about: "a file that gets a line for every request (see `access_log_format`), written off the event loop, \
+                reopened on USR1 like Unicorn's logs; `\"off\"` logs none",
+    },
+    Setting {
+        name: "access_log_format",
+        kind: Kind::LogFormat { store: |c, v| c.access_log_format = v },
+        default: Default::Written(DEFAULT_ACCESS_LOG_FORMAT),
+        nginx: "`log_format`",
+        about: "nginx's variables (`$remote_addr`, `$time_local`, `$request`, `$status`, `$body_bytes_sent`, \
+                `$request_time`, `$http_NAME`, ...) and `$queue_time`, how long the request waited in the front for \
+                a worker; `\"combined\"` is nginx's own; the default is combined with `$request_time $queue_time` \
+                after it",
+    },
 ];
+
+/// nginx's combined format, with how long the request took and how long
+/// of that it waited for a worker.
+const DEFAULT_ACCESS_LOG_FORMAT: &str = concat!(
+    r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "#,
+    r#""$http_user_agent" $request_time $queue_time"#
+);
 
 /// The setting called `name`.
 pub fn find(name: &str) -> Option<&'static Setting> {

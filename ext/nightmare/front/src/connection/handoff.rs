@@ -4,7 +4,7 @@
 //! worker, and the exchange started. What cannot go is answered by the
 //! front (503), and said in the log here, in the front's words.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::http::error_response::Rejection;
 use crate::loop_context::{LoopContext, upstream_token};
@@ -68,7 +68,8 @@ pub struct ClientSide<'a> {
 /// Where a request stands after a step of its handoff.
 #[derive(Debug)]
 pub enum Handoff {
-    Started(Box<Exchange>),
+    /// With a worker, after `waited` in the front's queue (if it was queued).
+    Started { exchange: Box<Exchange>, waited: Option<Duration> },
     /// Waiting in the front's queue for a grant.
     Queued(QueuedRequest),
     /// The front answers it itself.
@@ -156,7 +157,8 @@ fn start(request: Box<BufferedRequest>, in_flight: InFlight, client: ClientSide,
             return Handoff::Refused(Rejection::new(503, "the workers are unreachable"));
         }
     };
-    let BufferedRequest { head, body, arrived_usec, interim, leftover, .. } = *request;
+    let BufferedRequest { head, body, arrived_usec, interim, leftover, queued_since } = *request;
+    let waited = queued_since.map(|since| ctx.now.saturating_duration_since(since));
     let terms = ClientTerms {
         head_request: head.is_head_method(),
         version: head.version,
@@ -173,7 +175,7 @@ fn start(request: Box<BufferedRequest>, in_flight: InFlight, client: ClientSide,
     match Exchange::start(upstream, in_flight, forwarded, &shared.config, &shared.temp_budget, writer, watch) {
         Ok(exchange) => {
             Counters::add(&shared.counters.requests_handed_off);
-            Handoff::Started(Box::new(exchange))
+            Handoff::Started { exchange: Box::new(exchange), waited }
         }
         Err(error) => {
             shared.log.error(format!("cannot watch a connection to the workers: {error}"));

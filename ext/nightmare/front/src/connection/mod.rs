@@ -13,6 +13,7 @@ mod response;
 
 use std::time::Instant;
 
+use crate::access_log::{CLIENT_CLOSED, Ending, LogEntry};
 use crate::connection_permit::ConnectionPermit;
 use crate::http::error_response::Rejection;
 use crate::loop_context::{LoopContext, Verdict};
@@ -82,6 +83,8 @@ pub struct Connection {
     state: State,
     deadline: Option<Instant>,
     requests_served: usize,
+    /// The current request's access log entry, when access_log is on.
+    entry: Option<Box<LogEntry>>,
     /// Counts it against max_connections while it lives.
     _permit: ConnectionPermit,
 }
@@ -105,6 +108,7 @@ impl Connection {
             state: State::ReadingHead(HeadReader::default()),
             deadline: Some(deadline),
             requests_served: 0,
+            entry: None,
             _permit: permit,
         }
     }
@@ -218,6 +222,25 @@ impl Connection {
         self.requests_served > 0 && matches!(&self.state, State::ReadingHead(reader) if reader.is_empty())
     }
 
+    /// A request's first byte: its access log entry begins.
+    fn begin_entry(&mut self, ctx: &LoopContext) {
+        if self.entry.is_none()
+            && let Some(log) = &ctx.shared.access_log
+        {
+            let number = self.requests_served + 1;
+            self.entry = Some(LogEntry::begin(log, ctx.now, &self.peer, self.scheme, self.id.serial, number));
+        }
+    }
+
+    /// The request ended with `status`, `sent` bytes (all, and the body's)
+    /// gone to the client: its access log line.
+    fn end_entry(&mut self, status: u16, sent: (u64, u64), ctx: &LoopContext) {
+        if let Some(entry) = self.entry.take() {
+            let (bytes_sent, body_bytes_sent) = sent;
+            entry.finish(Ending { status, bytes_sent, body_bytes_sent }, ctx.now);
+        }
+    }
+
     /// The connection as the handoff needs to know it, now.
     fn client_side(&self, ctx: &LoopContext) -> ClientSide<'_> {
         ClientSide {
@@ -285,20 +308,26 @@ impl Connection {
                 ctx.shared
                     .log
                     .info(format!("client {} took none of its response for send_timeout ({limit}s)", self.peer));
+                self.end_entry(exchange.status().unwrap_or(CLIENT_CLOSED), exchange.sent_to_client(), ctx);
                 self.abandon(exchange, ctx)
+            }
+            State::Replying(reply) => {
+                self.end_entry(reply.status, reply.sent(), ctx);
+                State::Closed
             }
             // A worker still busy long after its client left: stop waiting,
             // which gives its room back (the worker fails on its next write).
-            State::Replying(_) | State::Lingering { .. } | State::Draining(_) | State::Flushing => State::Closed,
+            State::Lingering { .. } | State::Draining(_) | State::Flushing => State::Closed,
             State::Queued(queued) => {
                 let rejection = handoff::waited_too_long(queued, self.client_side(ctx), ctx);
                 self.reply_with(rejection, ctx)
             }
-            State::ServingFile { .. } => {
+            State::ServingFile { reply, .. } => {
                 let limit = config.send_timeout.as_secs_f64();
                 ctx.shared
                     .log
                     .info(format!("client {} took none of its static file for send_timeout ({limit}s)", self.peer));
+                self.end_entry(reply.status(), reply.sent(), ctx);
                 State::Closed
             }
             State::Tunneling(_) => {
@@ -312,6 +341,18 @@ impl Connection {
                 self.deadline = None;
                 State::Closed
             }
+        }
+    }
+}
+
+impl Drop for Connection {
+    /// A request still open when its connection goes (the client left, or
+    /// a timeout closed it) is logged as nginx logs it: 499.
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take()
+            && entry.has_request()
+        {
+            entry.finish(Ending { status: CLIENT_CLOSED, bytes_sent: 0, body_bytes_sent: 0 }, Instant::now());
         }
     }
 }

@@ -20,8 +20,17 @@ const LINGER_IDLE: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub(super) struct Reply {
+    pub(super) status: u16,
     bytes: Vec<u8>,
     sent: usize,
+    head_length: usize,
+}
+
+impl Reply {
+    /// Bytes sent so far: all, and the body's.
+    pub(super) fn sent(&self) -> (u64, u64) {
+        (self.sent as u64, self.sent.saturating_sub(self.head_length) as u64)
+    }
 }
 
 impl Connection {
@@ -43,7 +52,8 @@ impl Connection {
         ctx.shared.count_response(status);
         let timeout = ctx.shared.config.send_timeout.min(REPLY_TIMEOUT);
         self.deadline = Some(ctx.now + timeout);
-        State::Replying(Reply { bytes, sent: 0 })
+        let head_length = bytes.windows(4).position(|window| window == b"\r\n\r\n").map_or(bytes.len(), |at| at + 4);
+        State::Replying(Reply { status, bytes, sent: 0, head_length })
     }
 
     pub(super) fn reply(&mut self, mut reply: Reply, ctx: &mut LoopContext) -> (State, Step) {
@@ -56,6 +66,7 @@ impl Connection {
                 if reply.sent < reply.bytes.len() {
                     (State::Replying(reply), Step::Again)
                 } else {
+                    self.end_entry(reply.status, reply.sent(), ctx);
                     (self.start_lingering(ctx), Step::Again)
                 }
             }
@@ -63,7 +74,10 @@ impl Connection {
                 self.client_ready.writable = false;
                 (State::Replying(reply), Step::Wait)
             }
-            WriteOutcome::Gone | WriteOutcome::Failed(_) => (State::Closed, Step::Again),
+            WriteOutcome::Gone | WriteOutcome::Failed(_) => {
+                self.end_entry(reply.status, reply.sent(), ctx);
+                (State::Closed, Step::Again)
+            }
         }
     }
 

@@ -31,10 +31,13 @@ impl Connection {
                 if !self.client.buffers_reads() {
                     self.client_ready.note_short_read(n, room);
                 }
-                if reader.is_empty() && self.requests_served > 0 {
-                    // A kept-alive connection starts its next request: the
-                    // head now has client_header_timeout to arrive.
-                    self.deadline = Some(ctx.now + ctx.shared.config.client_header_timeout);
+                if reader.is_empty() {
+                    self.begin_entry(ctx);
+                    if self.requests_served > 0 {
+                        // A kept-alive connection starts its next request:
+                        // the head now has client_header_timeout to arrive.
+                        self.deadline = Some(ctx.now + ctx.shared.config.client_header_timeout);
+                    }
                 }
                 reader.push(&ctx.scratch[..n]);
                 (self.poll_head(reader, ctx), Step::Again)
@@ -65,13 +68,22 @@ impl Connection {
     }
 
     fn poll_head(&mut self, mut reader: HeadReader, ctx: &mut LoopContext) -> State {
-        match reader.poll(&ctx.shared.config.head_limits) {
+        let polled = reader.poll(&ctx.shared.config.head_limits);
+        if !matches!(polled, Ok(None)) {
+            // A pipelined request's head came with the one before: it
+            // begins now.
+            self.begin_entry(ctx);
+        }
+        match polled {
             Ok(None) => State::ReadingHead(reader),
             Ok(Some(_)) if self.client.spoke_plain_http() => {
                 self.reject(Rejection::new(400, "plain HTTP request sent to the HTTPS port"), ctx)
             }
             Ok(Some((head, leftover))) => {
                 Counters::add(&ctx.shared.counters.requests);
+                if let Some(entry) = &mut self.entry {
+                    entry.request(&head);
+                }
                 self.begin_body(head, leftover, ctx)
             }
             Err(rejection) => self.reject(rejection, ctx),

@@ -6,6 +6,7 @@ use std::net::Shutdown;
 
 use super::handoff::Handoff;
 use super::{Connection, State, Step};
+use crate::access_log::CLIENT_CLOSED;
 use crate::http::error_response::Rejection;
 use crate::loop_context::LoopContext;
 use crate::request::head::HeadReader;
@@ -18,7 +19,12 @@ impl Connection {
     /// The state a step of the handoff leads to.
     pub(super) fn follow(&mut self, handoff: Handoff, ctx: &mut LoopContext) -> State {
         match handoff {
-            Handoff::Started(exchange) => State::Exchanging(exchange),
+            Handoff::Started { exchange, waited } => {
+                if let Some(entry) = &mut self.entry {
+                    entry.handed_off(waited, ctx.now);
+                }
+                State::Exchanging(exchange)
+            }
             Handoff::Queued(queued) => {
                 self.deadline = Some(queued.deadline);
                 State::Queued(queued)
@@ -29,6 +35,11 @@ impl Connection {
 
     pub(super) fn exchange(&mut self, mut exchange: Box<Exchange>, ctx: &mut LoopContext) -> (State, Step) {
         let pumped = exchange.pump(&mut self.client, &mut self.client_ready, ctx.scratch);
+        if exchange.worker_finished()
+            && let Some(entry) = &mut self.entry
+        {
+            entry.upstream_done(ctx.now);
+        }
         if let Some(error) = exchange.take_spool_error() {
             ctx.shared.log.error(format!(
                 "cannot spool the response to client {} in temp_path {}: {error}; the worker now waits for the client",
@@ -49,6 +60,7 @@ impl Connection {
             Pump::Finished { keep_alive } => {
                 if let Some(status) = exchange.status() {
                     ctx.shared.count_response(status);
+                    self.end_entry(status, exchange.sent_to_client(), ctx);
                 }
                 let leftover = exchange.take_leftover();
                 (self.after_response(keep_alive, leftover, ctx), Step::Again)
@@ -57,6 +69,7 @@ impl Connection {
                 if client_got_bytes {
                     if let Some(status) = exchange.status() {
                         ctx.shared.count_response(status);
+                        self.end_entry(status, exchange.sent_to_client(), ctx);
                     }
                     ctx.shared.log.error(format!("worker response to client {} broke off: {problem}", self.peer));
                     (State::Closed, Step::Again)
@@ -78,12 +91,17 @@ impl Connection {
                 if let Some(status) = exchange.status() {
                     ctx.shared.count_response(status);
                 }
+                // nginx's 499 for a client that left before its response began.
+                let (sent, body_sent) = exchange.sent_to_client();
+                let status = exchange.status().filter(|_| sent > 0).unwrap_or(CLIENT_CLOSED);
+                self.end_entry(status, (sent, body_sent), ctx);
                 ctx.shared.log.info(format!("client {} went away before the end of its response", self.peer));
                 (self.abandon(exchange, ctx), Step::Again)
             }
             Pump::Upgraded => match exchange.into_tunnel(ctx.shared.config.proxy_buffer_size) {
                 Some(tunnel) => {
                     ctx.shared.count_response(101);
+                    self.end_entry(101, (0, 0), ctx);
                     self.deadline = Some(ctx.now + ctx.shared.config.tunnel_timeout);
                     (State::Tunneling(Box::new(tunnel)), Step::Again)
                 }
@@ -139,7 +157,10 @@ impl Connection {
             return (State::ServingFile { reply, leftover }, Step::Wait);
         }
         match reply.send(&mut self.client) {
-            SendStep::Done => (self.after_response(reply.keep_alive, leftover, ctx), Step::Again),
+            SendStep::Done => {
+                self.end_entry(reply.status(), reply.sent(), ctx);
+                (self.after_response(reply.keep_alive, leftover, ctx), Step::Again)
+            }
             SendStep::Blocked { moved } => {
                 self.client_ready.writable = false;
                 if moved {
@@ -149,10 +170,12 @@ impl Connection {
             }
             SendStep::Gone => {
                 ctx.shared.log.info(format!("client {} went away before the end of a static file", self.peer));
+                self.end_entry(reply.status(), reply.sent(), ctx);
                 (State::Closed, Step::Again)
             }
             SendStep::Failed(error) => {
                 ctx.shared.log.error(format!("cannot send a static file to client {}: {error}", self.peer));
+                self.end_entry(reply.status(), reply.sent(), ctx);
                 (State::Closed, Step::Again)
             }
         }

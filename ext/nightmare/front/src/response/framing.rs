@@ -81,6 +81,9 @@ pub struct ResponseFramer {
     keep_alive: bool,
     status: Option<u16>,
     unbuffered: bool,
+    /// Bytes of heads (interim and final) passed on, for the access log's
+    /// $body_bytes_sent.
+    head_bytes: u64,
 }
 
 impl ResponseFramer {
@@ -93,6 +96,7 @@ impl ResponseFramer {
             keep_alive: false,
             status: None,
             unbuffered: false,
+            head_bytes: 0,
         }
     }
 
@@ -109,6 +113,11 @@ impl ResponseFramer {
 
     pub fn status(&self) -> Option<u16> {
         self.status
+    }
+
+    /// Bytes of the heads passed on so far.
+    pub fn head_bytes(&self) -> u64 {
+        self.head_bytes
     }
 
     /// The worker asked for no buffering (`X-Accel-Buffering: no`, as with
@@ -211,6 +220,7 @@ impl ResponseFramer {
                         push_header(&mut interim, header);
                     }
                     interim.extend_from_slice(b"\r\n");
+                    self.head_bytes += interim.len() as u64;
                     out.push(&interim);
                 }
                 self.head.drain(..length);
@@ -224,6 +234,7 @@ impl ResponseFramer {
             self.keep_alive = self.terms.keep_alive
                 && !matches!(body, Some(Body::UntilClose { reframe: false } | Body::Chunked { dechunk: true, .. }));
             let rewritten = self.rewrite_head(&status_line, response.headers, &body);
+            self.head_bytes += rewritten.len() as u64;
             out.push(&rewritten);
             let rest = self.head.split_off(length);
             self.head = Vec::new();

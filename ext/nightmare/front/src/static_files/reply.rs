@@ -12,6 +12,7 @@ pub struct FileReply {
     head: Vec<u8>,
     sent: usize,
     body: Option<FileBody>,
+    body_sent: u64,
     /// The client connection stays open for its next request.
     pub keep_alive: bool,
 }
@@ -39,7 +40,12 @@ impl FileReply {
     /// `body` is the file and the byte range to send after `head`.
     pub fn new(head: Vec<u8>, body: Option<(File, u64, u64)>, keep_alive: bool) -> Self {
         let body = body.filter(|(_, start, end)| end > start).map(|(file, offset, end)| FileBody { file, offset, end });
-        FileReply { head, sent: 0, body, keep_alive }
+        FileReply { head, sent: 0, body, body_sent: 0, keep_alive }
+    }
+
+    /// Bytes sent so far, all of them and the body's.
+    pub fn sent(&self) -> (u64, u64) {
+        (self.sent as u64 + self.body_sent, self.body_sent)
     }
 
     /// The status its head announces (`HTTP/1.1 206 ...`).
@@ -81,7 +87,10 @@ impl FileReply {
                 break;
             }
             let remaining = body.end - body.offset;
-            match client.send_file(&body.file, &mut body.offset, remaining) {
+            let before = body.offset;
+            let outcome = client.send_file(&body.file, &mut body.offset, remaining);
+            self.body_sent += body.offset - before;
+            match outcome {
                 WriteOutcome::Wrote(_) => moved = true,
                 WriteOutcome::WouldBlock => return SendStep::Blocked { moved },
                 WriteOutcome::Gone => return SendStep::Gone,

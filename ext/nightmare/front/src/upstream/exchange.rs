@@ -334,6 +334,11 @@ impl Exchange {
         self.framer.status()
     }
 
+    /// Bytes the client has taken so far: all of them, and the body's.
+    pub fn sent_to_client(&self) -> (u64, u64) {
+        (self.to_client, self.to_client.saturating_sub(self.framer.head_bytes()))
+    }
+
     fn broken(&self, problem: String, worker_died: bool) -> Pump {
         Pump::Broken { problem, client_got_bytes: self.to_client > 0, worker_died }
     }
