@@ -46,6 +46,9 @@ pub struct EventLoop {
     last_tick: Instant,
     stop_deadline: Option<Instant>,
     writer: SpoolWriter,
+    /// The last request for room (see `Shared::want_room_for_newcomers`)
+    /// this loop answered.
+    room_asked_seen: u64,
 }
 
 impl EventLoop {
@@ -54,6 +57,7 @@ impl EventLoop {
             poll.registry().register(listener, Token(FIRST_LISTENER_TOKEN + i), Interest::READABLE)?;
         }
         let writer = SpoolWriter::start(format!("nightmare-{index}-disk"), Arc::clone(&shared.mailboxes))?;
+        let room_asked_seen = shared.room_wanted();
         Ok(EventLoop {
             index,
             poll,
@@ -67,6 +71,7 @@ impl EventLoop {
             last_accept_complaint: None,
             last_tick: Instant::now(),
             stop_deadline: None,
+            room_asked_seen,
             writer,
         })
     }
@@ -94,6 +99,7 @@ impl EventLoop {
                 self.last_tick = now;
                 self.tick(now);
             }
+            self.make_room_if_asked(now);
             self.deliver_written(now);
             // Last before polling: grants this thread posted to itself came
             // without a wakeup.
@@ -156,6 +162,11 @@ impl EventLoop {
                 // but only once a client is really there to take it.
                 None if self.connections.iter().any(|(_, connection)| connection.idle_until().is_some()) => None,
                 None => {
+                    if !self.accept_deferred {
+                        // Another loop may hold idle ones: it is asked to
+                        // close a few, and this loop tries again on its tick.
+                        self.shared.want_room_for_newcomers();
+                    }
                     self.accept_deferred = true;
                     self.complain_about_accept(now, || {
                         "max_connections reached; new clients wait in the listen backlog".into()
@@ -228,6 +239,16 @@ impl EventLoop {
             self.shared
                 .log
                 .info(format!("max_connections reached: closed {count} idle keep-alive connections for new clients"));
+        }
+    }
+
+    /// Another loop at max_connections found no idle connection of its own
+    /// to close for a newcomer: this one closes a few of its own.
+    fn make_room_if_asked(&mut self, now: Instant) {
+        let asked = self.shared.room_wanted();
+        if asked != self.room_asked_seen {
+            self.room_asked_seen = asked;
+            self.close_idle_keep_alive(now);
         }
     }
 
@@ -367,5 +388,107 @@ fn guarded(ctx: &mut LoopContext, handler: impl FnOnce(&mut LoopContext) -> Verd
             ctx.shared.log.error("bug: the front panicked while handling a client; that connection was closed");
             Verdict::Close
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FrontConfig;
+    use crate::loop_context::WAKER;
+    use crate::mailbox::{Mailbox, Mailboxes};
+    use crate::shared::Outputs;
+    use crate::static_files::{StaticFiles, StaticSettings};
+    use crate::upstream::connect::WorkerListener;
+    use mio::Waker;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::OwnedFd;
+
+    /// Two loops, each accepting on a listener of its own (a front's loops
+    /// share theirs; here a test chooses which loop a client reaches), and
+    /// static files so requests need no worker.
+    struct TwoLoops {
+        shared: Arc<Shared>,
+        threads: Vec<std::thread::JoinHandle<()>>,
+        ports: [u16; 2],
+        _site: tempfile::TempDir,
+        _log: std::fs::File,
+    }
+
+    impl TwoLoops {
+        fn start(config: FrontConfig) -> TwoLoops {
+            let site = tempfile::tempdir().unwrap();
+            std::fs::write(site.path().join("hello.txt"), "hello").unwrap();
+            let polls = [Poll::new().unwrap(), Poll::new().unwrap()];
+            let mailboxes =
+                polls.iter().map(|poll| Mailbox::new(Waker::new(poll.registry(), WAKER).unwrap())).collect();
+            let (log, log_reader) = crate::log::tests::readable_log();
+            let nowhere = site.path().join("no-workers.sock");
+            let static_files = StaticFiles::new(StaticSettings::new(site.path().to_path_buf())).unwrap();
+            let shared = Arc::new(Shared::new(
+                config,
+                0,
+                WorkerListener::new(&nowhere, [0; 16]).unwrap(),
+                Outputs { log, access_log: None },
+                Arc::new(Mailboxes(mailboxes)),
+                Some(static_files),
+            ));
+            let mut ports = [0; 2];
+            let threads = polls
+                .into_iter()
+                .enumerate()
+                .map(|(index, poll)| {
+                    let socket = TcpListener::bind("127.0.0.1:0").unwrap();
+                    ports[index] = socket.local_addr().unwrap().port();
+                    let listener = Listener::from_inherited(OwnedFd::from(socket)).unwrap();
+                    let event_loop = EventLoop::new(index, poll, Arc::clone(&shared), vec![listener]).unwrap();
+                    std::thread::spawn(move || event_loop.run())
+                })
+                .collect();
+            TwoLoops { shared, threads, ports, _site: site, _log: log_reader }
+        }
+
+        /// A client of loop `index` that got its file and stays connected.
+        fn fetch(&self, index: usize, patience: Duration) -> io::Result<TcpStream> {
+            let mut client = TcpStream::connect(("127.0.0.1", self.ports[index]))?;
+            client.set_read_timeout(Some(patience))?;
+            client.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")?;
+            let mut response = Vec::new();
+            let mut buffer = [0; 1024];
+            while !response.ends_with(b"\r\n\r\nhello") {
+                match client.read(&mut buffer)? {
+                    0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
+                    n => response.extend_from_slice(&buffer[..n]),
+                }
+            }
+            assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"));
+            Ok(client)
+        }
+    }
+
+    impl Drop for TwoLoops {
+        fn drop(&mut self) {
+            self.shared.request_stop(StopMode::Immediate);
+            self.threads.drain(..).for_each(|thread| thread.join().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_loop_with_no_idle_connections_gets_room_from_another() {
+        let config = FrontConfig {
+            threads: 2,
+            max_connections: 4,
+            keepalive_timeout: Duration::from_secs(120),
+            ..FrontConfig::default()
+        };
+        let loops = TwoLoops::start(config);
+        // Every connection is an idle keep-alive one of loop 1.
+        let idle: Vec<TcpStream> = (0..4).map(|_| loops.fetch(1, Duration::from_secs(5)).unwrap()).collect();
+        // Loop 0 holds none to close; without the other loop's help its
+        // newcomer would wait for keepalive_timeout (120 s).
+        let newcomer = loops.fetch(0, Duration::from_secs(3));
+        assert!(newcomer.is_ok(), "the newcomer of loop 0 is served: {newcomer:?}");
+        drop(idle);
     }
 }

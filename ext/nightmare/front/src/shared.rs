@@ -3,7 +3,7 @@
 //! temp budget, client counts, and the stop signal.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::access_log::AccessLog;
@@ -61,6 +61,9 @@ pub struct Shared {
     pub counters: Counters,
     /// What each loop's connections are doing, as of its last tick.
     pub phases: Vec<LoopPhases>,
+    /// Requests from loops at max_connections, with none of their own idle
+    /// to close, that the others close some of theirs.
+    room_wanted: AtomicU64,
     stop: AtomicU8,
 }
 
@@ -99,6 +102,7 @@ impl Shared {
             clients,
             counters: Counters::default(),
             phases: (0..threads).map(|_| LoopPhases::default()).collect(),
+            room_wanted: AtomicU64::new(0),
             stop: AtomicU8::new(0),
         }
     }
@@ -106,6 +110,18 @@ impl Shared {
     /// Counts a response of `status` as it begins.
     pub fn count_response(&self, status: u16) {
         self.counters.count_response(status);
+    }
+
+    /// Asks every loop to close a few idle keep-alive connections, as room
+    /// for clients waiting in the backlog.
+    pub fn want_room_for_newcomers(&self) {
+        self.room_wanted.fetch_add(1, Ordering::AcqRel);
+        self.mailboxes.wake_all();
+    }
+
+    /// How many times room was asked for: a loop acts on each new one.
+    pub fn room_wanted(&self) -> u64 {
+        self.room_wanted.load(Ordering::Acquire)
     }
 
     pub fn stop_mode(&self) -> StopMode {
