@@ -32,11 +32,11 @@ class SignalsTest < Minitest::Test
     body = "s" * 30_000
     socket = connect(@server.port)
     socket.write("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: #{body.bytesize}\r\n\r\n#{body[0, 10_000]}")
-    sleep 0.3
+    @server.wait_until("the front reading the upload", 5) { figures["reading"] >= 1 }
     Process.kill(:QUIT, @server.pid)
-    sleep 0.5 # the front has stopped accepting by now; this client is already in
+    @server.wait_until("the front to stop", 5) { @server.log.include?("nightmare front stopping: no new clients") }
     socket.write(body[10_000, 10_000])
-    sleep 0.3
+    sleep 0.3 # a slow client's pace
     socket.write(body[20_000..])
     response = read_response(socket, 15)
     assert_equal "#{body.bytesize} #{Digest::SHA256.hexdigest(body)}", response.body
@@ -72,7 +72,7 @@ class SignalsTest < Minitest::Test
     @server.wait_until("no workers", 10) { @server.worker_pids.empty? }
     @server.wait_until("the front to know", 10) { @server.log.include?("nightmare front dispatching to 0 workers") }
     waiting = Thread.new { get("/env", {}, timeout: 20) }
-    sleep 0.5
+    @server.wait_until("the request queued in the front", 5) { figures["queued"] == 1 }
     assert waiting.alive?, "no worker: the request waits in the front"
     Process.kill(:TTIN, @server.pid)
     assert_equal 200, waiting.value.status, "the queued request is served when a worker returns"
@@ -83,12 +83,12 @@ class SignalsTest < Minitest::Test
     @server.wait_until("the front to know", 10) { @server.log.include?("nightmare front dispatching to 0 workers") }
     gone = connect(@server.port)
     gone.write("GET #{hold(0)} HTTP/1.1\r\nHost: t\r\n\r\n")
-    sleep 0.3 # queued in the front
+    @server.wait_until("the request queued in the front", 5) { figures["queued"] == 1 }
     gone.setsockopt(Socket::SOL_SOCKET, Socket::SO_LINGER, [1, 0].pack("ii")) # reset, not FIN
     gone.close
-    sleep 0.3
+    @server.wait_until("the departed client's request out of the queue", 5) { figures["queued"].zero? }
     waiting = Thread.new { get("/env", {}, timeout: 20) }
-    sleep 0.3
+    @server.wait_until("the next one queued", 5) { figures["queued"] == 1 }
     Process.kill(:TTIN, @server.pid)
     assert_equal 200, waiting.value.status, "the request queued behind it is served"
     assert_nil held_worker, "the departed client's request, first in the queue, was dropped"
@@ -166,79 +166,5 @@ class SignalsTest < Minitest::Test
     rescue Errno::ENOENT, Errno::EACCES
       nil
     end
-  end
-end
-
-# A binary upgrade (USR2, then QUIT to the old master) loses no request.
-class UpgradeTest < Minitest::Test
-  include TwoWorkerServer
-
-  def test_usr2_then_quit_of_the_old_master_loses_nothing
-    old_master = @server.pid
-    new_master = nil
-    served, failures = with_steady_clients do
-      Process.kill(:USR2, old_master)
-      @server.wait_until("the new master, its front and workers", 30) do
-        new_master = File.read(File.join(@server.dir, "unicorn.pid")).to_i
-        new_master != old_master && @server.log.scan("nightmare front ready").size >= 2 &&
-          @server.log.scan(/worker=\d+ ready/).size >= 4
-      rescue Errno::ENOENT
-        false
-      end
-      sleep 0.5 # both generations serve for a while
-      Process.kill(:QUIT, old_master)
-      Timeout.timeout(30) { Process.waitpid(old_master) }
-      @server.adopt(new_master)
-    end
-    assert_operator served, :>, 20, "clients kept coming through the upgrade"
-    assert_equal 0, failures, "no request failed during USR2, the overlap and QUIT"
-    assert_equal 200, get("/").status, "the new generation serves alone"
-  end
-end
-
-# Listeners of every kind Unicorn has, and preload_app, work with the front.
-class ListenersTest < Minitest::Test
-  include HttpHelpers
-
-  def test_ipv4_ipv6_and_unix_listeners_at_once_with_preload_app
-    ipv6_port = LocalProcesses.free_port
-    socket_path = File.join(Dir.tmpdir, "nightmare-test-#{$$}.sock")
-    @server = UnicornServer.new(workers: 1, config: <<~CONFIG).start
-      listen "[::1]:#{ipv6_port}"
-      listen "#{socket_path}"
-      preload_app true
-    CONFIG
-    assert_equal "127.0.0.1", get("/env").json["REMOTE_ADDR"]
-
-    ipv6 = Socket.tcp("::1", ipv6_port)
-    ipv6.write("GET /env HTTP/1.1\r\nHost: t\r\n\r\n")
-    assert_equal "::1", read_response(ipv6).json["REMOTE_ADDR"]
-
-    unix = UNIXSocket.new(socket_path)
-    unix.write("GET /env HTTP/1.1\r\nHost: t\r\n\r\n")
-    assert_equal "127.0.0.1", read_response(unix).json["REMOTE_ADDR"], "as Unicorn reports UNIX clients"
-    assert_match(/nightmare front ready: \d+ threads on .*\[::1\]:#{ipv6_port}.*#{Regexp.escape(socket_path)}/, @server.log)
-  ensure
-    ipv6&.close
-    unix&.close
-    @server&.stop
-  end
-end
-
-# A broken config on HUP keeps the running one, as in Unicorn.
-class BadReloadTest < Minitest::Test
-  include HttpHelpers
-
-  def test_a_bad_nightmare_setting_on_hup_keeps_the_old_config
-    @server = UnicornServer.new(workers: 1).start
-    front = @server.front_pid
-    File.write(@server.config_path, File.read(@server.config_path).sub(/^nightmare .*$/, 'nightmare threads: "many"'))
-    Process.kill(:HUP, @server.pid)
-    @server.wait_until("the reload error", 10) { @server.log.include?("error reloading config_file") }
-    assert_match(/not an integer: nightmare threads="many"/, @server.log)
-    assert_equal front, @server.front_pid, "the front runs on"
-    assert_equal 200, get("/").status
-  ensure
-    @server&.stop
   end
 end

@@ -20,12 +20,17 @@ class UnicornServer
 
   READY_TIMEOUT = 20
 
+  # With the front on, it answers its status page (STATUS_PATH) to this
+  # machine, so a test can wait for what the front says it is doing.
+  STATUS_PATH = "/_nightmare"
+
   def initialize(workers: 2, nightmare: "true", config: "", app: "probe.ru", wait_for_front: true)
     @workers = workers
     @dir = Dir.mktmpdir("nightmare-test")
     @port = LocalProcesses.free_port
     @nightmare = nightmare
     @wait_for_front = wait_for_front && nightmare != "false"
+    status_page = nightmare == "false" || config.include?("status_path") ? "" : "status_path #{STATUS_PATH.inspect}"
     File.write(config_path, <<~CONFIG)
       require "nightmare"
       worker_processes #{workers}
@@ -34,6 +39,7 @@ class UnicornServer
       pid "#{@dir}/unicorn.pid"
       timeout 30
       nightmare #{nightmare}
+      #{status_page}
       #{config}
     CONFIG
     FileUtils.cp(File.join(__dir__, "apps", app), File.join(@dir, "config.ru"))
@@ -159,8 +165,14 @@ module HttpHelpers
     raw_request("GET #{path} HTTP/1.1\r\nHost: test\r\n#{head}\r\n", **options)
   end
 
+  # The front's figures now, from its status page (see UnicornServer).
+  def figures(server = @server)
+    get(UnicornServer::STATUS_PATH, {}, port: server.port).json
+  end
+
   # Runs fresh-connection GETs while the block runs; returns how many were
-  # served and how many failed.
+  # served and how many failed. The block gets a proc that waits until
+  # +count+ more have been served (traffic through whatever it just did).
   def with_steady_clients(port = @server.port)
     served = failures = 0
     running = true
@@ -173,7 +185,11 @@ module HttpHelpers
         end
       end
     end
-    yield
+    served_more = lambda do |count|
+      target = served + count
+      @server.wait_until("#{count} more requests served", 30) { served >= target }
+    end
+    yield served_more
     running = false
     client.join
     [served, failures]

@@ -3,32 +3,8 @@
 require_relative "test_helper"
 require "etc"
 
-# The rest of what Unicorn users rely on, with the front in place.
-class UpgradeBackOutTest < Minitest::Test
-  include TwoWorkerServer
-
-  def test_quitting_the_new_master_keeps_the_old_one_serving
-    old_master = @server.pid
-    pid_file = File.join(@server.dir, "unicorn.pid")
-    served, failures = with_steady_clients do
-      Process.kill(:USR2, old_master)
-      new_master = nil
-      @server.wait_until("the new generation", 30) do
-        new_master = File.read(pid_file).to_i
-        new_master != old_master && @server.log.scan("nightmare front ready").size >= 2
-      rescue Errno::ENOENT
-        false
-      end
-      Process.kill(:QUIT, new_master)
-      @server.wait_until("the new master to exit", 30) { !File.exist?("/proc/#{new_master}") }
-    end
-    assert_operator served, :>, 10
-    assert_equal 0, failures, "no request failed while backing out"
-    @server.wait_until("the old pid file to come back", 10) { File.exist?(pid_file) && File.read(pid_file).to_i == old_master }
-    assert_equal 200, get("/").status
-  end
-end
-
+# The rest of what Unicorn users rely on, with the front in place: systemd
+# socket activation, fork hooks, `user`, every kind of listener.
 class SocketActivationTest < Minitest::Test
   include HttpHelpers
 
@@ -99,6 +75,35 @@ class UserTest < Minitest::Test
     response = raw_request("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: #{body.bytesize}\r\n\r\n#{body}")
     assert_equal "#{body.bytesize} #{Digest::SHA256.hexdigest(body)}", response.body
   ensure
+    @server&.stop
+  end
+end
+
+# Listeners of every kind Unicorn has, and preload_app, work with the front.
+class ListenersTest < Minitest::Test
+  include HttpHelpers
+
+  def test_ipv4_ipv6_and_unix_listeners_at_once_with_preload_app
+    ipv6_port = LocalProcesses.free_port
+    socket_path = File.join(Dir.tmpdir, "nightmare-test-#{$$}.sock")
+    @server = UnicornServer.new(workers: 1, config: <<~CONFIG).start
+      listen "[::1]:#{ipv6_port}"
+      listen "#{socket_path}"
+      preload_app true
+    CONFIG
+    assert_equal "127.0.0.1", get("/env").json["REMOTE_ADDR"]
+
+    ipv6 = Socket.tcp("::1", ipv6_port)
+    ipv6.write("GET /env HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert_equal "::1", read_response(ipv6).json["REMOTE_ADDR"]
+
+    unix = UNIXSocket.new(socket_path)
+    unix.write("GET /env HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert_equal "127.0.0.1", read_response(unix).json["REMOTE_ADDR"], "as Unicorn reports UNIX clients"
+    assert_match(/nightmare front ready: \d+ threads on .*\[::1\]:#{ipv6_port}.*#{Regexp.escape(socket_path)}/, @server.log)
+  ensure
+    ipv6&.close
+    unix&.close
     @server&.stop
   end
 end

@@ -127,8 +127,13 @@ module Nightmare
       @wake_reader.read_nonblock(64, exception: false)
       while (signal = @signals.shift)
         case signal
-        when :QUIT then @front.stop(true)
-        when :TERM, :INT then @front.stop(false)
+        when :QUIT
+          @logger.info "nightmare front stopping: no new clients; finishing the requests in progress " \
+                       "(shutdown_timeout #{@options[:shutdown_timeout]}s)"
+          @front.stop(true)
+        when :TERM, :INT
+          @logger.info "nightmare front stopping at once (#{signal})"
+          @front.stop(false)
         when :USR1
           # The access log is one of them: reopened in place, the front's
           # writes go on to the new file.
