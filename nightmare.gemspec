@@ -17,10 +17,12 @@ Gem::Specification.new do |spec|
   spec.required_ruby_version = ">= 3.1"
 
   spec.files = Dir[
-    "lib/**/*.rb", "ext/**/*.{rb,rs,toml}", "Cargo.toml", "Cargo.lock",
+    "lib/**/*.rb", "bin/*", "ext/**/*.{rb,rs,toml}", "Cargo.toml", "Cargo.lock",
     "examples/**/*", "README.md", "LICENSE"
   ].reject { |path| path.include?("/target/") }
   spec.extensions = ["ext/nightmare/extconf.rb"]
+  spec.bindir = "bin"
+  spec.executables = ["nightmare"]
   spec.require_paths = ["lib"]
 
   spec.add_dependency "unicorn", ">= 6.0", "< 7"

@@ -55,7 +55,13 @@ class UnicornServer
                          # not a tty, or Unicorn ignores WINCH
                          in: File::NULL, chdir: @dir, out: File.join(@dir, "stdout.log"),
                          err: File.join(@dir, "launch.log"))
-    wait_until("unicorn ready (#{log_path})", READY_TIMEOUT) { ready? }
+    begin
+      wait_until("unicorn ready (#{log_path})", READY_TIMEOUT) { ready? }
+    rescue StandardError
+      # No test will hold this server to stop it: stop it here.
+      stop_after_failed_start
+      raise
+    end
     self
   end
 
@@ -122,6 +128,14 @@ class UnicornServer
   end
 
   private
+
+  def stop_after_failed_start
+    dir = @dir
+    @dir = Dir.mktmpdir("nightmare-test") # stop removes it; the failed one's log stays for the message
+    stop
+  ensure
+    @dir = dir
+  end
 
   # Not our child: no waitpid, so watch /proc until it is gone.
   def stop_adopted

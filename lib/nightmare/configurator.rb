@@ -52,15 +52,55 @@ module Nightmare
       set[:status_path] = Nightmare::StatusPath.new(path, **options)
     end
 
+    # Standalone only (the `nightmare` executable): the Unicorns the front
+    # sends requests to, by address; several share the load. With
+    # nginx's server options:
+    #
+    #   upstream "unix:/run/app/unicorn.sock"
+    #   upstream "10.0.0.2:8080", "10.0.0.3:8080", max_conns: 4, proxy_protocol: true
+    #
+    # See Nightmare::Upstreams::OPTIONS. In a Unicorn config the master's own
+    # workers are the upstream; other hosts go in +backup+.
+    def upstream(*addresses, **options)
+      nightmare_upstreams.add_primaries("upstream", addresses, options)
+    end
+
+    # Servers that take a request only when the upstreams before them fail
+    # or are busy: with `nightmare true`, when every local worker already
+    # has a request (never while one is free); standalone, when every
+    # +upstream+ fails or is at its max_conns. The nginx failover recipe's
+    # backups:
+    #
+    #   backup "10.0.0.2:8080", "10.0.0.3:8080", fail_timeout: 0
+    def backup(*addresses, **options)
+      nightmare_upstreams.add_backups("backup", addresses, options)
+    end
+
+    # Requests whose Host is one of these names go to their own servers
+    # (Swiftiply's host map); `*.example.com` takes every subdomain:
+    #
+    #   map "admin.example.com" => ["10.0.0.9:8080"], "*.api.example.com" => "10.0.0.7:8080"
+    def map(routes, **options)
+      nightmare_upstreams.add_routes(routes, options)
+    end
+
+    # Set by the `nightmare` executable: this config runs a front alone. :nodoc:
+    def nightmare_standalone(on)
+      @nightmare_standalone = on
+    end
+
     def commit!(server, options = {}) # :nodoc:
+      nightmare_standalone_defaults if @nightmare_standalone
       nightmare_on = set[:nightmare].is_a?(Nightmare::Options)
       if nightmare_on && set[:worker_exec] == true
         raise ArgumentError, "nightmare cannot run with worker_exec true: an exec'd worker " \
                              "cannot inherit the master's private listener; drop one of the two"
       end
       nightmare_check_tls(nightmare_on)
+      nightmare_check_proxy_protocol(nightmare_on)
+      nightmare_check_upstreams(nightmare_on)
       nightmare_fold_front_pages(nightmare_on)
-      super(server, options.merge(skip: [*options[:skip], :try_files, :status_path]))
+      super(server, options.merge(skip: [*options[:skip], :try_files, :status_path, :upstreams]))
     end
 
     # HUP reads the file anew: an ssl block removed since must not leave
@@ -71,6 +111,50 @@ module Nightmare
     end
 
     private
+
+    def nightmare_upstreams
+      set[:upstreams] = Nightmare::Upstreams.new unless set[:upstreams].is_a?(Nightmare::Upstreams)
+      set[:upstreams]
+    end
+
+    # Standalone, the front is all there is: on whatever the file says of
+    # `nightmare` (its settings are welcome), and fed by upstreams.
+    def nightmare_standalone_defaults
+      set[:nightmare] = Nightmare::Options.new({}) unless set[:nightmare].is_a?(Nightmare::Options)
+      upstreams = set[:upstreams]
+      return if upstreams.is_a?(Nightmare::Upstreams) && !upstreams.empty?
+
+      raise ArgumentError, "the nightmare executable needs somewhere to send requests: give `upstream \"host:port\"` " \
+                           "(or `map`) in the config"
+    end
+
+    # Listeners a front on another host talks to with PROXY v2 headers.
+    def nightmare_check_proxy_protocol(nightmare_on)
+      marked = set[:listeners].select do |address|
+        Nightmare::ProxyProtocolOptions.allowed(address, set[:listener_opts].fetch(address, {}))
+      end
+      return if marked.empty?
+
+      if nightmare_on
+        raise ArgumentError, "listen #{marked.first} proxy_protocol: is for a Unicorn behind a front on another " \
+                             "host; with `nightmare` on, the front faces the clients itself"
+      end
+      Unicorn::HttpServer.prepend(Nightmare::ProxyProtocolListeners)
+    end
+
+    def nightmare_check_upstreams(nightmare_on)
+      upstreams = set[:upstreams]
+      return unless upstreams.is_a?(Nightmare::Upstreams)
+
+      unless nightmare_on
+        raise ArgumentError, "backup, upstream and map need the front: add `nightmare true` to the config " \
+                             "(or remove them)"
+      end
+      return if @nightmare_standalone || upstreams.primaries.empty?
+
+      raise ArgumentError, "upstream: in a Unicorn config the master's own workers are the upstream; give other " \
+                           "hosts with `backup` (or run the front alone with the nightmare executable)"
+    end
 
     # try_files and status_path are served by the front, so they travel
     # with the front's settings (a change on HUP starts a new front).
@@ -87,7 +171,8 @@ module Nightmare
       end
       return unless nightmare_on
 
-      set[:nightmare] = set[:nightmare].with(try_files: try_files, status_page: status_page)
+      upstreams = set[:upstreams].is_a?(Nightmare::Upstreams) ? set[:upstreams] : nil
+      set[:nightmare] = set[:nightmare].with(try_files: try_files, status_page: status_page, upstreams: upstreams)
     end
 
     # Every ssl block's files are read and parsed now, so a bad one stops
@@ -111,3 +196,4 @@ Unicorn::Configurator.prepend(Nightmare::Configurator)
 Unicorn::Configurator::DEFAULTS[:nightmare] = false
 Unicorn::Configurator::DEFAULTS[:try_files] = nil
 Unicorn::Configurator::DEFAULTS[:status_path] = nil
+Unicorn::Configurator::DEFAULTS[:upstreams] = nil

@@ -16,17 +16,16 @@ module Nightmare
     # +early_signals+ is the queue the master's signal handlers fill: a
     # signal that arrives between fork and #trap_signals lands there.
     # +listeners+ are [io, ssl block index or nil] pairs, indexing +tls_blocks+.
-    # +access_log+ is the open access log File, or nil.
-    def initialize(logger:, options:, listeners:, tls_blocks:, worker_socket:, secret:, control:, workers:,
-                   access_log: nil, early_signals: [])
+    # +local+ is the master's own workers ({socket:, secret:, workers:}),
+    # nil for a standalone front. +access_log+ is the open access log File,
+    # or nil.
+    def initialize(logger:, options:, listeners:, tls_blocks:, local:, control:, access_log: nil, early_signals: [])
       @logger = logger
       @options = options
       @listeners = listeners
       @tls_blocks = tls_blocks
-      @worker_socket = worker_socket
-      @secret = secret
+      @local = local
       @control = control
-      @workers = workers
       @access_log = access_log
       @signals = []
       @early_signals = early_signals
@@ -38,12 +37,12 @@ module Nightmare
       log_reader, log_writer = IO.pipe
       @front = Nightmare::Native::Front.start(
         options: @options.to_native, listeners: @listeners.map { |io, tls| [io.fileno, tls] },
-        tls: @tls_blocks.map(&:to_native), worker_socket: @worker_socket, secret: @secret, workers: @workers,
-        log_fd: log_writer.fileno, access_log_fd: @access_log&.fileno
+        tls: @tls_blocks.map(&:to_native), local: @local, log_fd: log_writer.fileno,
+        access_log_fd: @access_log&.fileno
       )
       log_writer.close
       @logger.info "nightmare front ready: #{@options[:threads]} threads on #{describe_listeners}, " \
-                   "#{@workers} workers, #{describe_temp_budget}"
+                   "#{describe_upstreams}, #{describe_temp_budget}"
       supervise(log_reader)
       forward_log(log_reader)
       @logger.info "nightmare front exiting"
@@ -61,6 +60,15 @@ module Nightmare
         name = Unicorn::SocketHelper.sock_name(io)
         tls ? "https://#{name}" : name
       end.join(", ")
+    end
+
+    def describe_upstreams
+      upstreams = @options[:upstreams]
+      others = upstreams ? upstreams[:servers].size + upstreams[:routes].sum { |_, servers| servers.size } : 0
+      parts = []
+      parts << "#{@local[:workers]} workers" if @local
+      parts << "#{others} upstream servers" if others.positive? || !@local
+      parts.join(" and ")
     end
 
     def describe_temp_budget
@@ -118,7 +126,7 @@ module Nightmare
       return if @stats_written_at && now - @stats_written_at < CHECK_INTERVAL
 
       @stats_written_at = now
-      Stats.write(Stats.path_for(@worker_socket), @front.stats.merge(pid: Process.pid, updated_at: Time.now.to_f))
+      Stats.write(Stats.path, @front.stats.merge(pid: Process.pid, updated_at: Time.now.to_f))
     rescue SystemCallError => e
       @logger.warn "nightmare front cannot write its stats: #{e.message}"
     end

@@ -4,11 +4,11 @@ require "json"
 
 module Nightmare
   # The master's side of the front: owns the workers' private listener (for
-  # the master's whole life, so workers keep it across front restarts),
-  # forks the front, and looks after it the way the master looks after
-  # workers. A front whose settings or listeners changed (HUP) is replaced:
-  # the new one starts, then the old one finishes what it accepted. Lives in
-  # the master only.
+  # the master's whole life, so workers keep it across front restarts;
+  # standalone, there are no workers and no listener), forks the front, and
+  # looks after it the way the master looks after workers. A front whose
+  # settings or listeners changed (HUP) is replaced: the new one starts,
+  # then the old one finishes what it accepted. Lives in the master only.
   class FrontSupervisor
     # A front that dies within QUICK_DEATH of starting is restarted after
     # RESPAWN_DELAY, so a front that cannot start does not fork in a tight
@@ -19,11 +19,16 @@ module Nightmare
     Front = Struct.new(:pid, :control, :options, :listeners, :tls_blocks, :started_at)
 
     # +owner+ is Unicorn's `user` setting, which the front switches to.
-    def initialize(logger, owner)
+    # +local_workers+ is false for a standalone front, which has none.
+    def initialize(logger, owner, local_workers: true)
       @logger = logger
-      @private_listener = PrivateListener.new(owner)
-      @logger.info "nightmare: workers take requests from the front on #{@private_listener.path}"
-      Stats.path = Stats.path_for(@private_listener.path)
+      @master_pid = Process.pid
+      runtime_dir = RuntimeDir.new(owner)
+      if local_workers
+        @private_listener = PrivateListener.new(runtime_dir)
+        @logger.info "nightmare: workers take requests from the front on #{@private_listener.path}"
+      end
+      Stats.path = runtime_dir.file("stats")
       @current = nil
       @retiring = {}
       @not_before = 0.0
@@ -139,9 +144,12 @@ module Nightmare
       HandoffAcceptor.new(@private_listener.io, @private_listener.secret, @logger)
     end
 
-    # When the master exits.
-    def remove_private_listener
-      @private_listener.remove
+    # When the master exits: its socket and its stats go with it.
+    def remove_runtime_files
+      return unless Process.pid == @master_pid
+
+      @private_listener&.remove
+      File.unlink(Stats.path) if File.file?(Stats.path)
     end
 
     private
@@ -166,13 +174,13 @@ module Nightmare
     def run_front(options, listeners, tls_blocks, workers, control_reader, control_writer)
       control_writer.close
       # The front reaches the workers by the socket's path, as a client.
-      @private_listener.io.close
+      @private_listener&.io&.close
       @retiring.each_value { |front| front.control.close }
       access_log = open_access_log(options[:access_log])
       early_signals = yield || []
+      local = @private_listener && { socket: @private_listener.path, secret: @private_listener.secret, workers: workers }
       FrontProcess.new(logger: @logger, options: options, listeners: listeners, tls_blocks: tls_blocks,
-                       worker_socket: @private_listener.path, secret: @private_listener.secret,
-                       control: control_reader, workers: workers, access_log: access_log,
+                       local: local, control: control_reader, access_log: access_log,
                        early_signals: early_signals).run
     rescue Exception => e # rubocop:disable Lint/RescueException
       @logger.error "nightmare front could not start: #{e.message} (#{e.class})"

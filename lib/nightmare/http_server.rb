@@ -80,7 +80,7 @@ module Nightmare
         @nightmare_front.shutdown(graceful, wait)
       end
       super
-      @nightmare_front&.remove_private_listener
+      @nightmare_front&.remove_runtime_files
     end
 
     def nightmare_front_reaped?(status) # :nodoc:
@@ -113,7 +113,7 @@ module Nightmare
       return if @worker_data || @nightmare_stopping
 
       if @nightmare
-        @nightmare_front ||= Nightmare::FrontSupervisor.new(logger, user)
+        @nightmare_front ||= Nightmare::FrontSupervisor.new(logger, user, local_workers: nightmare_local_workers?)
         listeners = Unicorn::HttpServer::LISTENERS.dup
         @nightmare_front.maintain(@nightmare, listeners, nightmare_tls_of(listeners), worker_processes) do
           nightmare_leave_master
@@ -122,6 +122,10 @@ module Nightmare
         @nightmare_front.retire("nightmare was turned off")
       end
     end
+
+    # The master runs workers the front hands requests to (a standalone
+    # front's master runs none).
+    def nightmare_local_workers? = true
 
     # Each listener's ssl block settings (see Nightmare::SSLConfigurator),
     # nil for plain HTTP.

@@ -24,19 +24,22 @@ module Nightmare
       end
     end
 
-    # +try_files+ (a Nightmare::TryFiles) and +status_page+ (a
-    # Nightmare::StatusPath) come from their own directives. Raises
-    # ArgumentError naming a setting that is unknown or does not read.
-    def initialize(given, try_files: nil, status_page: nil)
+    # +try_files+ (a Nightmare::TryFiles), +status_page+ (a
+    # Nightmare::StatusPath) and +upstreams+ (Nightmare::Upstreams) come
+    # from their own directives. Raises ArgumentError naming a setting that
+    # is unknown or does not read.
+    def initialize(given, try_files: nil, status_page: nil, upstreams: nil)
       @given = given
       @values = Nightmare::Native.read_settings(given)
-                                 .merge(try_files: try_files&.to_native, status_page: status_page&.to_native).freeze
+                                 .merge(try_files: try_files&.to_native, status_page: status_page&.to_native,
+                                        upstreams: upstreams&.to_native).freeze
       freeze
     end
 
-    # The same settings, with what the front serves itself.
-    def with(try_files:, status_page:)
-      Options.new(@given, try_files: try_files, status_page: status_page)
+    # The same settings, with what the front serves itself and where it
+    # sends requests besides the workers.
+    def with(try_files:, status_page:, upstreams:)
+      Options.new(@given, try_files: try_files, status_page: status_page, upstreams: upstreams)
     end
 
     # A setting as read: sizes in bytes, times in seconds, "auto" as given.

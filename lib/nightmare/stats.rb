@@ -10,12 +10,9 @@ module Nightmare
   # them without asking the front.
   module Stats
     class << self
-      # Where this master's front writes them; set in the master, and so
-      # known to the workers it forks.
+      # Where this master's front writes them (in Nightmare::RuntimeDir);
+      # set in the master, and so known to the front and workers it forks.
       attr_accessor :path
-
-      # Beside the private socket PATH.sock: PATH.stats.
-      def path_for(socket_path) = socket_path.sub(/\.sock\z/, "") + ".stats"
 
       # Written whole under another name, then renamed: a reader never sees
       # half a file.

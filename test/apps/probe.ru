@@ -40,6 +40,17 @@ run lambda { |env|
     [200, { "content-type" => "application/json" }, [JSON.generate(Nightmare.stats)]]
   when "/pid"
     [200, { "content-type" => "text/plain" }, [Process.pid.to_s]]
+  when "/host"
+    # Which host answered, for tests with Unicorns on several (TEST_HOST).
+    [200, { "content-type" => "text/plain" }, [ENV.fetch("TEST_HOST", "local")]]
+  when "/arrive"
+    # Leaves a file per arrival in the directory named, then sleeps: a test
+    # counts how many times a request ran, whichever host ran it.
+    params = Rack::Utils.parse_query(env["QUERY_STRING"])
+    File.write(File.join(params.fetch("dir"), "#{ENV.fetch('TEST_HOST', 'local')}-#{Process.pid}-#{rand(1 << 32)}"),
+               env["REQUEST_METHOD"])
+    sleep Float(params.fetch("seconds", "0"))
+    [200, { "content-type" => "text/plain" }, [ENV.fetch("TEST_HOST", "local")]]
   when "/hold"
     # Says it is inside the app (its pid in the mark file), then sleeps.
     params = Rack::Utils.parse_query(env["QUERY_STRING"])

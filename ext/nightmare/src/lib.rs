@@ -14,8 +14,11 @@ use nightmare_front::net::descriptors;
 use nightmare_front::net::tls::{self, CertificatePair, TlsSettings, TlsVersion};
 use nightmare_front::static_files::StaticSettings;
 use nightmare_front::status_page::StatusPage;
+use nightmare_front::upstream::address::UpstreamAddress;
 use nightmare_front::upstream::proxy_header::{self, Secret};
-use nightmare_front::{Front, FrontConfig, FrontSetup, InheritedListener};
+use nightmare_front::upstream::spec::{HostPattern, HostRoute, ServerSpec, UpstreamSpec};
+use nightmare_front::{Front, FrontConfig, FrontSetup, InheritedListener, LocalWorkers};
+use std::time::Duration;
 
 /// The front as Ruby holds it. Ruby 3.1 frees wrapped objects at exit in
 /// every process, forked children included, so the pid of the process that
@@ -42,12 +45,12 @@ impl Drop for RubyFront {
 }
 
 impl RubyFront {
-    /// `setup` is `{options:, listeners:, tls:, worker_socket:, secret:,
-    /// workers:, log_fd:, access_log_fd:}`: the normalized settings, the
-    /// listeners as `[fd, ssl block index or nil]` pairs, the ssl blocks'
-    /// settings (see `tls_settings`), the workers' socket and secret, how
-    /// many workers run, the log pipe's write end, and the access log's
-    /// descriptor (nil when off), which the caller keeps open.
+    /// `setup` is `{options:, listeners:, tls:, local:, log_fd:,
+    /// access_log_fd:}`: the normalized settings, the listeners as `[fd,
+    /// ssl block index or nil]` pairs, the ssl blocks' settings (see
+    /// `tls_settings`), the master's own workers as `{socket:, secret:,
+    /// workers:}` (nil when standalone), the log pipe's write end, and the
+    /// access log's descriptor (nil when off), which the caller keeps open.
     fn start(ruby: &Ruby, setup: RHash) -> Result<RubyFront, Error> {
         let get = |key: &str| -> Result<magnus::Value, Error> {
             setup
@@ -55,7 +58,6 @@ impl RubyFront {
                 .ok_or_else(|| Error::new(ruby.exception_arg_error(), format!("the front's setup lacks {key}")))
         };
         let config = front_config(ruby, RHash::try_convert(get("options")?)?)?;
-        let secret = secret_from(ruby, RString::try_convert(get("secret")?)?)?;
         let listeners = Vec::<(RawFd, Option<usize>)>::try_convert(get("listeners")?)?
             .into_iter()
             .map(|(fd, tls)| Ok(InheritedListener { fd: duplicate(ruby, fd)?, tls }))
@@ -63,13 +65,26 @@ impl RubyFront {
         let tls = tls_settings_list(ruby, RArray::try_convert(get("tls")?)?)?;
         let log = duplicate(ruby, RawFd::try_convert(get("log_fd")?)?)?;
         descriptors::set_nonblocking(log.as_fd()).map_err(|e| io_error(ruby, "log pipe", e))?;
+        let local = Option::<RHash>::try_convert(get("local")?)?
+            .map(|local| -> Result<LocalWorkers, Error> {
+                let field = |key: &str| {
+                    local
+                        .get(ruby.to_symbol(key))
+                        .ok_or_else(|| Error::new(ruby.exception_arg_error(), format!("the local workers lack {key}")))
+                };
+                Ok(LocalWorkers {
+                    socket: String::try_convert(field("socket")?)?.into(),
+                    secret: secret_from(ruby, RString::try_convert(field("secret")?)?)?,
+                    workers: usize::try_convert(field("workers")?)?,
+                    per_worker: 1,
+                })
+            })
+            .transpose()?;
         let setup = FrontSetup {
             config,
             listeners,
             tls,
-            worker_socket: String::try_convert(get("worker_socket")?)?.into(),
-            secret,
-            workers: usize::try_convert(get("workers")?)?,
+            local,
             log,
             access_log: Option::<RawFd>::try_convert(get("access_log_fd")?)?,
         };
@@ -134,15 +149,17 @@ impl RubyFront {
     }
 }
 
-/// Reads the preamble the front writes ahead of each request, in a worker.
+/// Reads the preamble the front writes ahead of each request, in a worker:
+/// with the master's secret on the private listener, or without (nil) on
+/// a listener marked `proxy_protocol` that a front on another host uses.
 #[magnus::wrap(class = "Nightmare::Native::PreambleReader", free_immediately, size)]
 struct PreambleReader {
-    secret: Secret,
+    secret: Option<Secret>,
 }
 
 impl PreambleReader {
-    fn new(ruby: &Ruby, secret: RString) -> Result<PreambleReader, Error> {
-        Ok(PreambleReader { secret: secret_from(ruby, secret)? })
+    fn new(ruby: &Ruby, secret: Option<RString>) -> Result<PreambleReader, Error> {
+        Ok(PreambleReader { secret: secret.map(|secret| secret_from(ruby, secret)).transpose()? })
     }
 
     /// `[address, request_start]`: the client's address as Unicorn reports
@@ -155,7 +172,7 @@ impl PreambleReader {
         let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         // As much as Unicorn's own first read of a request takes.
         let mut buffer = [0u8; 16 * 1024];
-        match proxy_header::read(socket, &rb_self.secret, proxy_header::WORKER_PATIENCE, &mut buffer) {
+        match proxy_header::read(socket, rb_self.secret.as_ref(), proxy_header::WORKER_PATIENCE, &mut buffer) {
             // Local is shown as what Unicorn reports for UNIX-socket clients.
             Ok(Ok((client, 0))) => Ok((client.to_string(), None)),
             Ok(Ok((client, length))) => {
@@ -223,6 +240,8 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     options.delete::<_, magnus::Value>(ruby.to_symbol("try_files"))?;
     let status_page = options.get(ruby.to_symbol("status_page")).filter(|value| !value.is_nil());
     options.delete::<_, magnus::Value>(ruby.to_symbol("status_page"))?;
+    let upstreams = options.get(ruby.to_symbol("upstreams")).filter(|value| !value.is_nil());
+    options.delete::<_, magnus::Value>(ruby.to_symbol("upstreams"))?;
     let (mut config, _) = FrontConfig::from_given(&given_pairs(options)?)
         .map_err(|message| Error::new(ruby.exception_arg_error(), message))?;
     if let Some(try_files) = try_files {
@@ -232,7 +251,86 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
         let (path, allow) = <(String, Vec<String>)>::try_convert(page)?;
         config.status_page = Some(check_status_page(ruby, path, allow)?);
     }
+    if let Some(upstreams) = upstreams {
+        config.upstreams = upstream_spec(ruby, RHash::try_convert(upstreams)?)?;
+    }
     Ok(config)
+}
+
+/// `{servers: [server, ...], routes: [[host pattern, [server, ...]], ...]}`
+/// with each server `{address:, backup:, max_conns:, max_fails:,
+/// fail_timeout:, proxy_protocol:}`, as Nightmare::Upstreams#to_native
+/// makes it. Names are resolved now, each address a server of its own.
+fn upstream_spec(ruby: &Ruby, hash: RHash) -> Result<UpstreamSpec, Error> {
+    let argument_error = |message: String| Error::new(ruby.exception_arg_error(), message);
+    let servers = |list: magnus::Value| -> Result<Vec<ServerSpec>, Error> {
+        let mut servers = Vec::new();
+        for server in RArray::try_convert(list)? {
+            let server = RHash::try_convert(server)?;
+            let field = |key: &str| server.get(ruby.to_symbol(key)).filter(|value| !value.is_nil());
+            let address = String::try_convert(
+                field("address").ok_or_else(|| argument_error("a server lacks its address".into()))?,
+            )?;
+            for resolved in UpstreamAddress::resolve(&address).map_err(argument_error)? {
+                let mut spec = ServerSpec::new(resolved);
+                if let Some(value) = field("backup") {
+                    spec.backup = bool::try_convert(value)?;
+                }
+                if let Some(value) = field("max_conns") {
+                    spec.max_conns = usize::try_convert(value)?;
+                }
+                if let Some(value) = field("max_fails") {
+                    spec.max_fails = u32::try_convert(value)?;
+                }
+                if let Some(value) = field("fail_timeout") {
+                    let seconds = f64::try_convert(value)?;
+                    spec.fail_timeout = Duration::try_from_secs_f64(seconds)
+                        .map_err(|_| argument_error(format!("fail_timeout: not a usable time: {seconds}")))?;
+                }
+                if let Some(value) = field("proxy_protocol") {
+                    spec.proxy_protocol = bool::try_convert(value)?;
+                }
+                servers.push(spec);
+            }
+        }
+        Ok(servers)
+    };
+    let mut spec = UpstreamSpec::default();
+    if let Some(list) = hash.get(ruby.to_symbol("servers")) {
+        spec.servers = servers(list)?;
+    }
+    if let Some(routes) = hash.get(ruby.to_symbol("routes")) {
+        for route in RArray::try_convert(routes)? {
+            let (pattern, list) = <(String, magnus::Value)>::try_convert(route)?;
+            let pattern = HostPattern::parse(&pattern).map_err(argument_error)?;
+            spec.routes.push(HostRoute { pattern, servers: servers(list)? });
+        }
+    }
+    Ok(spec)
+}
+
+/// `Nightmare::Native.resolve_upstream(address)`: the addresses an
+/// upstream's name stands for now, as strings; ArgumentError naming what
+/// does not read or resolve.
+fn resolve_upstream(ruby: &Ruby, address: String) -> Result<Vec<String>, Error> {
+    UpstreamAddress::resolve(&address)
+        .map(|addresses| addresses.iter().map(ToString::to_string).collect())
+        .map_err(|message| Error::new(ruby.exception_arg_error(), message))
+}
+
+/// `Nightmare::Native.read_time(name, value)`: seconds, from a Numeric or
+/// a String like "30s", as the settings read times; ArgumentError naming
+/// `name` otherwise.
+fn read_time(ruby: &Ruby, name: String, value: magnus::Value) -> Result<f64, Error> {
+    nightmare_front::config::given::time(&name, &given(value))
+        .map(|duration| duration.as_secs_f64())
+        .map_err(|message| Error::new(ruby.exception_arg_error(), message))
+}
+
+/// `Nightmare::Native.check_host_pattern(pattern)`: raises ArgumentError
+/// for a map key that is no host name.
+fn check_host_pattern(ruby: &Ruby, pattern: String) -> Result<(), Error> {
+    HostPattern::parse(&pattern).map(|_| ()).map_err(|message| Error::new(ruby.exception_arg_error(), message))
 }
 
 /// `Nightmare::Native.check_status_page(path, allow)`: the status_path
@@ -353,6 +451,9 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     native.define_singleton_method("check_tls", function!(check_tls, 1))?;
     native.define_singleton_method("read_settings", function!(read_settings, 1))?;
     native.define_singleton_method("settings_table", function!(settings_table, 0))?;
+    native.define_singleton_method("resolve_upstream", function!(resolve_upstream, 1))?;
+    native.define_singleton_method("check_host_pattern", function!(check_host_pattern, 1))?;
+    native.define_singleton_method("read_time", function!(read_time, 2))?;
     native.define_singleton_method(
         "check_status_page",
         function!(|ruby: &Ruby, path: String, allow: Vec<String>| check_status_page(ruby, path, allow).map(|_| ()), 2),

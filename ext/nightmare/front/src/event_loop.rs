@@ -321,21 +321,21 @@ impl EventLoop {
         }
     }
 
-    fn handle_grants(&mut self, grants: Vec<ConnectionId>, now: Instant) {
-        for id in grants {
+    fn handle_grants(&mut self, grants: Vec<(ConnectionId, usize)>, now: Instant) {
+        for (id, server) in grants {
             let waiting = self.connections.get(id.slot).is_some_and(|c| c.serial() == id.serial && c.is_queued());
             if waiting {
-                self.run_connection(id.slot, Some(id.serial), now, Connection::on_grant);
+                self.run_connection(id.slot, Some(id.serial), now, |connection, ctx| connection.on_grant(server, ctx));
             } else {
                 // The connection left (or stopped waiting) before its turn
                 // came: the room goes on to the next one.
-                self.shared.dispatcher.release_undelivered();
+                self.shared.pool.release_undelivered(server);
             }
         }
     }
 
     fn tick(&mut self, now: Instant) {
-        self.shared.dispatcher.retry_if_stuck();
+        self.shared.pool.tick(now);
         let (mut ctx, connections) = self.context(now);
         let mut phases = PhaseCount::default();
         connections.retain(|_, connection| {
@@ -399,7 +399,8 @@ mod tests {
     use crate::mailbox::{Mailbox, Mailboxes};
     use crate::shared::Outputs;
     use crate::static_files::{StaticFiles, StaticSettings};
-    use crate::upstream::connect::WorkerListener;
+    use crate::upstream::pool::Pool;
+    use crate::upstream::spec::UpstreamSpec;
     use mio::Waker;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
@@ -424,16 +425,12 @@ mod tests {
             let mailboxes =
                 polls.iter().map(|poll| Mailbox::new(Waker::new(poll.registry(), WAKER).unwrap())).collect();
             let (log, log_reader) = crate::log::tests::readable_log();
-            let nowhere = site.path().join("no-workers.sock");
             let static_files = StaticFiles::new(StaticSettings::new(site.path().to_path_buf())).unwrap();
-            let shared = Arc::new(Shared::new(
-                config,
-                0,
-                WorkerListener::new(&nowhere, [0; 16]).unwrap(),
-                Outputs { log, access_log: None },
-                Arc::new(Mailboxes(mailboxes)),
-                Some(static_files),
-            ));
+            let mailboxes = Arc::new(Mailboxes(mailboxes));
+            // No upstream at all: the files are all there is.
+            let pool = Pool::new(None, &UpstreamSpec::default(), 16, Box::new(Arc::clone(&mailboxes)));
+            let outputs = Outputs { log: Arc::new(log), access_log: None };
+            let shared = Arc::new(Shared::new(config, pool, outputs, mailboxes, Some(static_files)));
             let mut ports = [0; 2];
             let threads = polls
                 .into_iter()

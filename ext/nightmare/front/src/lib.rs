@@ -1,8 +1,8 @@
 //! The Nightmare! front: accepts every client on Unicorn's listeners,
-//! buffers each request whole, hands it to the workers by connecting to
-//! their private listener (a PROXY protocol preamble, then the request), and
-//! relays the response back. This crate knows nothing of Ruby; the gem's
-//! glue drives it through `Front`.
+//! buffers each request whole, hands it to an upstream (the master's own
+//! workers through their private listener, with a PROXY protocol preamble,
+//! or Unicorns on other hosts), and relays the response back. This crate
+//! knows nothing of Ruby; the gem's glue drives it through `Front`.
 
 pub mod access_log;
 pub mod byte_queue;
@@ -30,7 +30,6 @@ pub mod upstream;
 
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -48,8 +47,10 @@ use net::listener::Listener;
 use net::tls::{self, TlsContext, TlsSettings, TlsSetupError};
 use shared::{Outputs, Shared, StopMode};
 use static_files::StaticFiles;
-use upstream::connect::WorkerListener;
-use upstream::proxy_header::Secret;
+use upstream::pool::Pool;
+use upstream::prober::Prober;
+
+pub use upstream::pool::LocalWorkers;
 
 /// A running front: its loop threads and what they share.
 pub struct Front {
@@ -57,6 +58,8 @@ pub struct Front {
     threads: Vec<JoinHandle<()>>,
     /// One per `ssl` block, shared by its listeners on every loop.
     tls: Vec<Arc<TlsContext>>,
+    /// Stops probing with the front.
+    _prober: Prober,
 }
 
 /// A listening socket passed down by the master, and the `ssl` block (an
@@ -72,11 +75,9 @@ pub struct FrontSetup {
     pub listeners: Vec<InheritedListener>,
     /// The `ssl` blocks, which listeners name by index.
     pub tls: Vec<TlsSettings>,
-    /// Where the workers listen; each preamble carries `secret`.
-    pub worker_socket: PathBuf,
-    pub secret: Secret,
-    /// How many workers there are now.
-    pub workers: usize,
+    /// The master's own workers, in embedded mode (standalone has none):
+    /// the first server of the default group.
+    pub local: Option<LocalWorkers>,
     /// The non-blocking write end of the log pipe.
     pub log: OwnedFd,
     /// The access log's descriptor, when `access_log` is on. It stays the
@@ -89,7 +90,7 @@ impl Front {
     /// Starts `config.threads` event loops accepting on the listeners,
     /// handing requests to the workers.
     pub fn start(setup: FrontSetup) -> io::Result<Front> {
-        let FrontSetup { config, listeners, tls, worker_socket, secret, workers, log, access_log } = setup;
+        let FrontSetup { config, listeners, tls, local, log, access_log } = setup;
         config.check().map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
         if listeners.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listeners to accept on"));
@@ -112,7 +113,6 @@ impl Front {
                 }
             })
             .collect::<io::Result<Vec<_>>>()?;
-        let worker_listener = WorkerListener::new(&worker_socket, secret)?;
         let polls = (0..config.threads).map(|_| Poll::new()).collect::<io::Result<Vec<_>>>()?;
         let mailboxes = polls
             .iter()
@@ -121,8 +121,12 @@ impl Front {
         let mailboxes = Arc::new(Mailboxes(mailboxes));
         let static_files = config.static_files.clone().map(StaticFiles::new).transpose()?;
         let access_log = access_log.map(|fd| AccessLog::start(config.access_log_format.clone(), fd)).transpose()?;
-        let outputs = Outputs { log: Log::new(log), access_log };
-        let shared = Arc::new(Shared::new(config, workers, worker_listener, outputs, mailboxes, static_files));
+        let local = local.map(|local| LocalWorkers { per_worker: config.in_flight_per_worker, ..local });
+        let pool = Pool::new(local, &config.upstreams, config.max_queued_requests, Box::new(Arc::clone(&mailboxes)));
+        let log = Arc::new(Log::new(log));
+        let prober = Prober::start(Arc::clone(&pool), config.upstream_connect_timeout, Arc::clone(&log))?;
+        let outputs = Outputs { log, access_log };
+        let shared = Arc::new(Shared::new(config, pool, outputs, mailboxes, static_files));
 
         let mut threads = Vec::with_capacity(polls.len());
         for (index, poll) in polls.into_iter().enumerate() {
@@ -144,12 +148,12 @@ impl Front {
                 }
             }
         }
-        Ok(Front { shared, threads, tls })
+        Ok(Front { shared, threads, tls, _prober: prober })
     }
 
     /// Workers now running; requests in flight follow it.
     pub fn set_worker_count(&self, workers: usize) {
-        self.shared.dispatcher.set_worker_count(workers);
+        self.shared.pool.set_worker_count(workers);
     }
 
     /// Reloads every `ssl` block's certificates (HUP): all or none, so a

@@ -27,7 +27,8 @@ thread_local! {
 /// The loop takes each list whole, every turn: only the entry that makes a
 /// list non-empty needs to wake it, later ones are taken with it.
 pub struct Mailbox {
-    grants: Mutex<Vec<ConnectionId>>,
+    /// Room on a server (by id) for a queued request.
+    grants: Mutex<Vec<(ConnectionId, usize)>>,
     /// Connections whose spool writer finished a write.
     written: Mutex<Vec<ConnectionId>>,
     waker: Waker,
@@ -47,7 +48,7 @@ impl Mailbox {
         OWN_MAILBOX.with(|own| std::ptr::eq(own.get(), self))
     }
 
-    pub fn take_grants(&self) -> Vec<ConnectionId> {
+    pub fn take_grants(&self) -> Vec<(ConnectionId, usize)> {
         std::mem::take(&mut *self.grants.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -61,10 +62,10 @@ impl Mailbox {
         let _ = self.waker.wake();
     }
 
-    fn post_grant(&self, id: ConnectionId) {
+    fn post_grant(&self, id: ConnectionId, server: usize) {
         let mut grants = self.grants.lock().unwrap_or_else(|p| p.into_inner());
         let was_empty = grants.is_empty();
-        grants.push(id);
+        grants.push((id, server));
         drop(grants);
         if was_empty && !self.is_drained_by_this_thread() {
             self.wake();
@@ -88,10 +89,10 @@ impl Mailbox {
 pub struct Mailboxes(pub Vec<Mailbox>);
 
 impl Mailboxes {
-    /// Room with the workers for a queued request of `id`'s loop.
-    pub fn post_grant(&self, id: ConnectionId) {
+    /// Room on `server` for a queued request of `id`'s loop.
+    pub fn post_grant(&self, id: ConnectionId, server: usize) {
         if let Some(mailbox) = self.0.get(id.loop_index) {
-            mailbox.post_grant(id);
+            mailbox.post_grant(id, server);
         }
     }
 
@@ -128,14 +129,14 @@ mod tests {
         let id = |slot| ConnectionId { loop_index: 0, slot, serial: 1 };
 
         mailboxes.0[0].claim_for_this_thread();
-        mailboxes.post_grant(id(1));
+        mailboxes.post_grant(id(1), 0);
         assert!(!woken(&mut poll), "the loop's own grant must not wake it");
-        assert_eq!(mailboxes.0[0].take_grants(), vec![id(1)], "the loop drains it before polling");
+        assert_eq!(mailboxes.0[0].take_grants(), vec![(id(1), 0)], "the loop drains it before polling");
 
         let from_elsewhere = Arc::clone(&mailboxes);
-        std::thread::spawn(move || from_elsewhere.post_grant(id(2))).join().expect("thread");
+        std::thread::spawn(move || from_elsewhere.post_grant(id(2), 3)).join().expect("thread");
         assert!(woken(&mut poll), "another thread's grant must wake the loop");
-        assert_eq!(mailboxes.0[0].take_grants(), vec![id(2)]);
+        assert_eq!(mailboxes.0[0].take_grants(), vec![(id(2), 3)]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! What every loop thread of one front shares: settings, the dispatcher, the
-//! workers' private listener, the log and its throttles, the mailboxes, the
-//! temp budget, client counts, and the stop signal.
+//! What every loop thread of one front shares: settings, the upstream pool,
+//! the log and its throttles, the mailboxes, the temp budget, client
+//! counts, and the stop signal.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -14,8 +14,7 @@ use crate::mailbox::Mailboxes;
 use crate::static_files::StaticFiles;
 use crate::stats::{Counters, LoopPhases};
 use crate::temp_budget::TempBudget;
-use crate::upstream::connect::WorkerListener;
-use crate::upstream::dispatch::{DispatchLimits, Dispatcher};
+use crate::upstream::pool::Pool;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopMode {
@@ -28,19 +27,22 @@ pub enum StopMode {
 
 /// Where the front writes: its log (to Unicorn's logger) and the access log.
 pub struct Outputs {
-    pub log: Log,
+    pub log: Arc<Log>,
     pub access_log: Option<Arc<AccessLog>>,
 }
 
 pub struct Shared {
     pub config: FrontConfig,
-    pub dispatcher: Arc<Dispatcher>,
-    pub workers: WorkerListener,
-    pub log: Log,
+    /// The servers requests go to, and the queue in front of them.
+    pub pool: Arc<Pool>,
+    pub log: Arc<Log>,
     /// A line per request, when access_log is on.
     pub access_log: Option<Arc<AccessLog>>,
-    /// For "the workers cannot be reached", which every request would say.
-    pub unreachable_workers: Throttle,
+    /// For "an upstream cannot be reached" or "failed", which every
+    /// request would say.
+    pub upstream_trouble: Throttle,
+    /// For "a request went to a backup", likewise under overload.
+    pub overflow: Throttle,
     /// For "the workers' accept queue is full", likewise.
     pub full_accept_queue: Throttle,
     /// For requests refused because the workers cannot keep up.
@@ -70,14 +72,11 @@ pub struct Shared {
 impl Shared {
     pub fn new(
         config: FrontConfig,
-        worker_count: usize,
-        workers: WorkerListener,
+        pool: Arc<Pool>,
         outputs: Outputs,
         mailboxes: Arc<Mailboxes>,
         static_files: Option<StaticFiles>,
     ) -> Self {
-        let limits = DispatchLimits { per_worker: config.in_flight_per_worker, max_queued: config.max_queued_requests };
-        let dispatcher = Dispatcher::new(worker_count, limits, Box::new(Arc::clone(&mailboxes)));
         // Unset, it is half of what temp_path has free at start.
         let temp_budget = TempBudget::new(
             config.temp_path_max_size.or_else(|| TempBudget::half_of_free_space(&config.temp_path)).unwrap_or(0),
@@ -86,11 +85,11 @@ impl Shared {
         let threads = config.threads;
         Shared {
             config,
-            dispatcher,
-            workers,
+            pool,
             log: outputs.log,
             access_log: outputs.access_log,
-            unreachable_workers: Throttle::new(Duration::from_secs(1)),
+            upstream_trouble: Throttle::new(Duration::from_secs(1)),
+            overflow: Throttle::new(Duration::from_secs(1)),
             full_accept_queue: Throttle::new(Duration::from_secs(1)),
             overload: Throttle::new(Duration::from_secs(1)),
             mailboxes,

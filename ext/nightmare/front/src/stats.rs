@@ -15,6 +15,10 @@ pub struct Counters {
     /// Request heads read whole (stub_status's "requests").
     pub requests: AtomicU64,
     pub requests_handed_off: AtomicU64,
+    /// Requests a backup server took (the overflow, or a primary's failure).
+    pub backup_requests: AtomicU64,
+    /// Requests passed to the next server after one could not take them.
+    pub upstream_retries: AtomicU64,
     /// Responses begun, by status class: 1xx to 5xx.
     responses_by_class: [AtomicU64; 5],
 }
@@ -90,7 +94,7 @@ pub fn snapshot(shared: &Shared) -> Figures {
         writing: sum.writing + phases.writing.load(Ordering::Relaxed),
         waiting: sum.waiting + phases.waiting.load(Ordering::Relaxed),
     });
-    let dispatch = shared.dispatcher.stats();
+    let pool = shared.pool.stats();
     let [c1, c2, c3, c4, c5] = counters.responses_by_class.each_ref().map(load);
     vec![
         ("open_connections", shared.clients.open() as u64),
@@ -100,10 +104,14 @@ pub fn snapshot(shared: &Shared) -> Figures {
         ("writing", phases.writing as u64),
         ("waiting", phases.waiting as u64),
         ("requests_handed_off", load(&counters.requests_handed_off)),
-        ("workers", dispatch.workers as u64),
-        ("in_flight_limit", dispatch.limit as u64),
-        ("in_flight", dispatch.in_flight as u64),
-        ("queued", dispatch.queued as u64),
+        ("workers", pool.workers as u64),
+        ("in_flight_limit", pool.local_limit as u64),
+        ("in_flight", pool.local_in_flight as u64),
+        ("queued", pool.queued as u64),
+        ("upstream_in_flight", pool.remote_in_flight as u64),
+        ("backup_requests", load(&counters.backup_requests)),
+        ("upstream_retries", load(&counters.upstream_retries)),
+        ("upstreams_out_of_use", pool.servers_out_of_use as u64),
         ("temp_file_bytes", shared.temp_budget.taken()),
         ("temp_path_max_size", shared.temp_budget.limit()),
         ("responses_1xx", c1),

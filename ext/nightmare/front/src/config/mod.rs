@@ -13,6 +13,7 @@ use crate::access_log::Format;
 use crate::request::head::HeadLimits;
 use crate::static_files::StaticSettings;
 use crate::status_page::StatusPage;
+use crate::upstream::spec::UpstreamSpec;
 use given::{Given, GivenValue};
 use settings::{Normal, SETTINGS};
 
@@ -80,6 +81,14 @@ pub struct FrontConfig {
     pub static_files: Option<StaticSettings>,
     /// status_path: the front's own figures, to the addresses it allows.
     pub status_page: Option<StatusPage>,
+    /// Servers other than the master's own workers (backups in embedded
+    /// mode; every server in standalone), and routes by Host.
+    pub upstreams: UpstreamSpec,
+    /// How long a TCP connect to an upstream may take; past it the host
+    /// counts as gone and the request goes to the next server.
+    pub upstream_connect_timeout: Duration,
+    /// How long an upstream may take to begin its response; 504 after.
+    pub upstream_read_timeout: Duration,
     /// Where the access log goes (the front process opens it); `None`: off.
     pub access_log: Option<std::path::PathBuf>,
     pub access_log_format: Format,
@@ -151,6 +160,9 @@ impl FrontConfig {
             queue_timeout: Duration::ZERO,
             static_files: None,
             status_page: None,
+            upstreams: UpstreamSpec::default(),
+            upstream_connect_timeout: Duration::ZERO,
+            upstream_read_timeout: Duration::ZERO,
             access_log: None,
             access_log_format: Format::parse(crate::access_log::COMBINED).unwrap_or_else(|_| unreachable!()),
         }
@@ -187,6 +199,8 @@ impl FrontConfig {
             ("keepalive_timeout", self.keepalive_timeout),
             ("tunnel_timeout", self.tunnel_timeout),
             ("queue_timeout", self.queue_timeout),
+            ("upstream_connect_timeout", self.upstream_connect_timeout),
+            ("upstream_read_timeout", self.upstream_read_timeout),
         ];
         if let Some((name, _)) = timeouts.iter().find(|(_, value)| value.is_zero()) {
             return Err(format!("{name} must be positive"));

@@ -372,6 +372,24 @@ pub static SETTINGS: &[Setting] = &[
         about: "how long a request may wait in the front for a worker; 503 with `Retry-After` after",
     },
     Setting {
+        name: "upstream_connect_timeout",
+        kind: Kind::Time { store: |c, v| c.upstream_connect_timeout = v },
+        default: Default::Written("1s"),
+        nginx: "`proxy_connect_timeout` (nginx: 60s)",
+        about: "how long a TCP connect to an upstream (`upstream`, `backup`, `map`) may take; past it the host counts \
+                as gone from the network, the request goes to the next server, and live traffic stays away from that \
+                host until a probe (once a second) reaches it. Not nginx's 60s: on a LAN a host that takes a second \
+                to answer a connect is gone, and each client behind it would wait that long",
+    },
+    Setting {
+        name: "upstream_read_timeout",
+        kind: Kind::Time { store: |c, v| c.upstream_read_timeout = v },
+        default: Default::Written("60s"),
+        nginx: "`proxy_read_timeout`",
+        about: "how long an upstream may take to begin its response once it has the request; 504 after (the \
+                master's own workers are bounded by Unicorn's `timeout` as well)",
+    },
+    Setting {
         name: "access_log",
         kind: Kind::FileOrOff { store: |c, v| c.access_log = v },
         default: Default::Written("off"),

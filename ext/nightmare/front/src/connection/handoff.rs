@@ -1,48 +1,28 @@
-//! Getting a whole request to the workers: room in flight now, or a place
-//! in the front's queue until a grant comes; then a connection to the
-//! workers' private listener, the preamble and the head written for the
-//! worker, and the exchange started. What cannot go is answered by the
-//! front (503), and said in the log here, in the front's words.
+//! Getting a whole request to an upstream: the group its Host names, room
+//! on a server of it now (see `upstream::pool` for which), or a place in
+//! the front's queue until a grant comes; then a connection to that server,
+//! the request written for it, and the exchange started. A server that
+//! cannot take the request passes it to the next one: a connect refused or
+//! timed out, an accept queue found full, a server that closed without an
+//! answer (for a request that may safely run twice). What no server takes
+//! is answered by the front (421, 502, 503, 504), and said in the log here,
+//! in the front's words.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::http::error_response::Rejection;
 use crate::loop_context::{LoopContext, upstream_token};
 use crate::mailbox::ConnectionId;
 use crate::net::client_address::ClientAddress;
 use crate::net::listener::Scheme;
-use crate::request::body_spool::SpooledBody;
-use crate::request::head::{BodyFraming, ForwardingFacts, RequestHead};
 use crate::response::framing::ClientTerms;
 use crate::shared::StopMode;
 use crate::stats::Counters;
-use crate::upstream::connect::ConnectError;
-use crate::upstream::dispatch::{Admission, InFlight, QueuePlace};
-use crate::upstream::exchange::{Exchange, ForwardedRequest};
-use crate::upstream::proxy_header;
-
-/// A request read whole, on its way to a worker.
-#[derive(Debug)]
-pub struct BufferedRequest {
-    head: RequestHead,
-    body: SpooledBody,
-    /// When it was complete, for the worker's X-Request-Start.
-    arrived_usec: u64,
-    /// The rest of a half-sent `100 Continue`, owed before the response.
-    interim: &'static [u8],
-    /// What the client sent after this request (pipelining).
-    leftover: Vec<u8>,
-    /// When it first joined the front's queue: its queue_timeout runs from
-    /// then, however often a full accept queue sends it back.
-    queued_since: Option<Instant>,
-}
-
-impl BufferedRequest {
-    pub fn new(head: RequestHead, body: SpooledBody, interim: &'static [u8], leftover: Vec<u8>) -> Self {
-        let arrived_usec = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        BufferedRequest { head, body, arrived_usec, interim, leftover, queued_since: None }
-    }
-}
+use crate::upstream::address::UpstreamAddress;
+use crate::upstream::connect::{ConnectError, connect};
+use crate::upstream::exchange::{Exchange, Patience};
+use crate::upstream::outbound::{BufferedRequest, LastFailure};
+use crate::upstream::pool::{Admission, Failure, InFlight, QueuePlace, ServerId};
 
 /// A request waiting in the front's queue, and its place there (dropping
 /// it leaves the queue).
@@ -54,7 +34,7 @@ pub struct QueuedRequest {
     pub deadline: Instant,
 }
 
-/// The client connection a request came on, as the worker must know it.
+/// The client connection a request came on, as the server must know it.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientSide<'a> {
     pub id: ConnectionId,
@@ -68,7 +48,7 @@ pub struct ClientSide<'a> {
 /// Where a request stands after a step of its handoff.
 #[derive(Debug)]
 pub enum Handoff {
-    /// With a worker, after `waited` in the front's queue (if it was queued).
+    /// With a server, after `waited` in the front's queue (if it was queued).
     Started { exchange: Box<Exchange>, waited: Option<Duration> },
     /// Waiting in the front's queue for a grant.
     Queued(QueuedRequest),
@@ -76,28 +56,27 @@ pub enum Handoff {
     Refused(Rejection),
 }
 
-/// A request just completed: to a worker now, or into the queue.
+/// A request just completed: to a server now, or into the queue.
 pub fn admit(request: Box<BufferedRequest>, client: ClientSide, ctx: &mut LoopContext) -> Handoff {
-    match ctx.shared.dispatcher.admit(client.id) {
-        Admission::Granted(in_flight) => start(request, in_flight, client, ctx),
-        Admission::Queued(place) => queue(request, place, ctx),
-        Admission::Full => {
-            if ctx.shared.overload.allows(ctx.now) {
-                let limit = ctx.shared.config.max_queued_requests;
-                ctx.shared.log.warn(format!(
-                    "request of client {} refused: {limit} requests already wait for a worker \
-                     (max_queued_requests); answered 503 (at most one such line a second)",
-                    client.peer
-                ));
-            }
-            Handoff::Refused(Rejection::overloaded("every worker is busy"))
+    let shared = ctx.shared;
+    match shared.pool.group_for(request.head.header("host")) {
+        Some(group) => {
+            let mut request = request;
+            request.group = group;
+            place(request, client, ctx, false)
+        }
+        // RFC 9110 §15.5.20: this front has nothing that answers for that name.
+        None => {
+            let host = request.head.header("host").map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+            shared.log.info(format!("client {}: no upstream serves host {host:?}; answered 421", client.peer));
+            Handoff::Refused(Rejection::new(421, "no server here answers for that host"))
         }
     }
 }
 
-/// The grant a queued request waited for.
-pub fn granted(queued: QueuedRequest, client: ClientSide, ctx: &mut LoopContext) -> Handoff {
-    start(queued.request, queued.place.granted(), client, ctx)
+/// The grant a queued request waited for: room on `server`.
+pub fn granted(queued: QueuedRequest, server: ServerId, client: ClientSide, ctx: &mut LoopContext) -> Handoff {
+    start(queued.request, queued.place.granted(server), client, ctx)
 }
 
 /// A queued request that waited queue_timeout: out of the queue (its place
@@ -115,71 +94,175 @@ pub fn waited_too_long(queued: QueuedRequest, client: ClientSide, ctx: &LoopCont
     Rejection::overloaded("no worker was free in time")
 }
 
+/// The server of an exchange could not take its request: the next one may.
+pub fn retry(
+    request: Box<BufferedRequest>,
+    server: ServerId,
+    failure: Failure,
+    problem: &str,
+    client: ClientSide,
+    ctx: &mut LoopContext,
+) -> Handoff {
+    let shared = ctx.shared;
+    shared.pool.failed(server, failure, ctx.now);
+    let next = place(request, client, ctx, true);
+    if !matches!(next, Handoff::Refused(_)) {
+        Counters::add(&shared.counters.upstream_retries);
+        if shared.upstream_trouble.allows(ctx.now) {
+            let address = &shared.pool.server(server).address;
+            let what = if failure == Failure::Unreachable { "is unreachable (left to the prober)" } else { "failed" };
+            shared.log.warn(format!(
+                "upstream {address} {what} ({problem}) with a request of client {}; it went to the next server \
+                 (at most one such line a second)",
+                client.peer
+            ));
+        }
+    }
+    next
+}
+
+/// Admission, for a new request or one coming back from a server that
+/// could not take it (`again`: it goes first in the queue, as it was first
+/// to come).
+fn place(request: Box<BufferedRequest>, client: ClientSide, ctx: &mut LoopContext, again: bool) -> Handoff {
+    let shared = ctx.shared;
+    match shared.pool.admit(client.id, request.group, &request.tried, again, ctx.now) {
+        Admission::Granted(in_flight) => start(request, in_flight, client, ctx),
+        Admission::Queued(place) => queue(request, place, ctx),
+        Admission::Full => {
+            if shared.overload.allows(ctx.now) {
+                let limit = shared.config.max_queued_requests;
+                shared.log.warn(format!(
+                    "request of client {} refused: {limit} requests already wait for a worker \
+                     (max_queued_requests); answered 503 (at most one such line a second)",
+                    client.peer
+                ));
+            }
+            Handoff::Refused(Rejection::overloaded("every worker is busy"))
+        }
+        Admission::Exhausted => exhausted(&request, client, ctx),
+    }
+}
+
+/// Every server the request could go to was tried; the last one's
+/// failure says what to answer.
+fn exhausted(request: &BufferedRequest, client: ClientSide, ctx: &LoopContext) -> Handoff {
+    let shared = ctx.shared;
+    let Some(last) = &request.last_failure else {
+        shared.log.error(format!("no upstream server for the request of client {}; answered 503", client.peer));
+        return Handoff::Refused(Rejection::new(503, "no upstream server is configured"));
+    };
+    let server = shared.pool.server(last.server);
+    let problem = &last.problem;
+    match (server.local, last.reached) {
+        (true, true) => {
+            shared.log.error(format!(
+                "worker closed its connection for client {} early ({problem}; killed or crashed?); answered 502",
+                client.peer
+            ));
+            Handoff::Refused(Rejection::new(502, "the worker did not answer"))
+        }
+        (true, false) => {
+            if shared.upstream_trouble.allows(ctx.now) {
+                let path = match &server.address {
+                    UpstreamAddress::Unix(path) => path.display().to_string(),
+                    other => other.to_string(),
+                };
+                shared.log.error(format!("no workers listen on {path} ({problem}): is the master gone? answering 503"));
+            }
+            Handoff::Refused(Rejection::new(503, "no workers are running"))
+        }
+        (false, _) => {
+            if shared.upstream_trouble.allows(ctx.now) {
+                shared.log.error(format!(
+                    "no upstream could take the request of client {} ({} tried; the last, {}: {problem}); \
+                     answered 502 (at most one such line a second)",
+                    client.peer,
+                    request.tried.len(),
+                    server.address
+                ));
+            }
+            Handoff::Refused(Rejection::new(502, "no upstream server could take the request"))
+        }
+    }
+}
+
 fn queue(mut request: Box<BufferedRequest>, place: QueuePlace, ctx: &LoopContext) -> Handoff {
     let since = *request.queued_since.get_or_insert(ctx.now);
     let deadline = since + ctx.shared.config.queue_timeout;
     Handoff::Queued(QueuedRequest { request, place, deadline })
 }
 
-/// Connects to the workers and starts the exchange; a full accept queue
-/// puts the request back at the head of the front's queue.
-fn start(request: Box<BufferedRequest>, in_flight: InFlight, client: ClientSide, ctx: &mut LoopContext) -> Handoff {
+/// Connects to the server `in_flight` names and starts the exchange; a
+/// server that cannot be reached passes the request on.
+fn start(mut request: Box<BufferedRequest>, in_flight: InFlight, client: ClientSide, ctx: &mut LoopContext) -> Handoff {
     let shared = ctx.shared;
-    let upstream = match shared.workers.connect() {
-        Ok(upstream) => upstream,
+    let id = in_flight.server();
+    let server = shared.pool.server(id);
+    let connected = match connect(&server.address) {
+        Ok(connected) => connected,
         Err(ConnectError::Busy) => {
             if shared.full_accept_queue.allows(ctx.now) {
-                let in_flight = shared.dispatcher.stats().in_flight;
+                let in_flight = shared.pool.stats().local_in_flight;
+                let whose = if server.local { "the workers'".to_owned() } else { format!("{}'s", server.address) };
                 shared.log.info(format!(
-                    "the workers' accept queue is full ({in_flight} requests in flight); \
-                     requests wait in the front until one ends"
+                    "{whose} accept queue is full ({in_flight} requests in flight to the workers); \
+                     requests go to another server or wait in the front until one ends"
                 ));
             }
-            let place = in_flight.requeue_at_head(client.id);
-            return queue(request, place, ctx);
+            in_flight.busy();
+            return place(request, client, ctx, true);
         }
-        Err(ConnectError::Absent(error)) => {
-            if shared.unreachable_workers.allows(ctx.now) {
-                shared.log.error(format!(
-                    "no workers listen on {} ({error}): is the master gone? answering 503",
-                    shared.workers.path().display()
+        Err(error) => {
+            shared.pool.failed(id, Failure::Refused, ctx.now);
+            request.tried.push(id);
+            request.last_failure = Some(LastFailure { server: id, problem: error.to_string(), reached: false });
+            drop(in_flight);
+            let next = place(request, client, ctx, true);
+            if !matches!(next, Handoff::Refused(_)) && shared.upstream_trouble.allows(ctx.now) {
+                shared.log.warn(format!(
+                    "cannot connect to upstream {} ({error}); the request of client {} went to the next server \
+                     (at most one such line a second)",
+                    server.address, client.peer
                 ));
             }
-            return Handoff::Refused(Rejection::new(503, "no workers are running"));
-        }
-        Err(ConnectError::Failed(error)) => {
-            if shared.unreachable_workers.allows(ctx.now) {
-                shared.log.error(format!(
-                    "cannot connect to the workers on {}: {error}; answering 503",
-                    shared.workers.path().display()
-                ));
-            }
-            return Handoff::Refused(Rejection::new(503, "the workers are unreachable"));
+            return next;
         }
     };
-    let BufferedRequest { head, body, arrived_usec, interim, leftover, queued_since } = *request;
-    let waited = queued_since.map(|since| ctx.now.saturating_duration_since(since));
+    if server.backup {
+        Counters::add(&shared.counters.backup_requests);
+        if shared.overflow.allows(ctx.now) {
+            shared.log.info(format!(
+                "a request of client {} went to backup {}: the servers before it are busy or failing \
+                 (at most one such line a second; see backup_requests in the stats)",
+                client.peer, server.address
+            ));
+        }
+    }
+    let waited = request.queued_since.map(|since| ctx.now.saturating_duration_since(since));
+    let head = &request.head;
     let terms = ClientTerms {
         head_request: head.is_head_method(),
         version: head.version,
         keep_alive: head.keep_alive && client.may_keep_alive && shared.stop_mode() == StopMode::Running,
         upgrade: head.upgrade.is_some(),
     };
-    let body_length = (head.framing != BodyFraming::None).then(|| body.len());
-    let facts = ForwardingFacts { https: client.scheme == Scheme::Https, request_start_usec: arrived_usec };
-    let mut bytes = proxy_header::encode(client.peer, &shared.workers.secret).to_vec();
-    head.write_upstream_head(&mut bytes, body_length, &facts);
-    let forwarded = ForwardedRequest { head: bytes, body, terms, interim, leftover };
+    let outbound = request.outbound(&server.preamble, client.peer, client.scheme == Scheme::Https);
+    let config = &shared.config;
+    let patience = Patience { connect: config.upstream_connect_timeout, response_head: config.upstream_read_timeout };
     let writer = (ctx.writer.clone(), client.id);
     let watch = (ctx.registry, upstream_token(client.id.slot));
-    match Exchange::start(upstream, in_flight, forwarded, &shared.config, &shared.temp_budget, writer, watch) {
+    let budget = &shared.temp_budget;
+    match Exchange::start(
+        connected, in_flight, request, outbound, terms, patience, config, budget, writer, watch, ctx.now,
+    ) {
         Ok(exchange) => {
             Counters::add(&shared.counters.requests_handed_off);
             Handoff::Started { exchange: Box::new(exchange), waited }
         }
         Err(error) => {
-            shared.log.error(format!("cannot watch a connection to the workers: {error}"));
-            Handoff::Refused(Rejection::new(503, "no socket for a worker"))
+            shared.log.error(format!("cannot watch a connection to an upstream: {error}"));
+            Handoff::Refused(Rejection::new(503, "no socket for an upstream"))
         }
     }
 }

@@ -152,18 +152,18 @@ impl Connection {
         matches!(self.state, State::Queued(_))
     }
 
-    /// Room with the workers was granted to this connection's queued
-    /// request (the caller checked `is_queued`).
-    pub fn on_grant(&mut self, ctx: &mut LoopContext) -> Verdict {
+    /// Room on `server` was granted to this connection's queued request
+    /// (the caller checked `is_queued`).
+    pub fn on_grant(&mut self, server: usize, ctx: &mut LoopContext) -> Verdict {
         match std::mem::replace(&mut self.state, State::Closed) {
             State::Queued(queued) => {
-                let handoff = handoff::granted(queued, self.client_side(ctx), ctx);
+                let handoff = handoff::granted(queued, server, self.client_side(ctx), ctx);
                 self.state = self.follow(handoff, ctx);
                 self.drive(ctx)
             }
             other => {
                 self.state = other;
-                ctx.shared.dispatcher.release_undelivered();
+                ctx.shared.pool.release_undelivered(server);
                 Verdict::Keep
             }
         }
@@ -173,6 +173,19 @@ impl Connection {
     pub fn on_tick(&mut self, ctx: &mut LoopContext) -> Verdict {
         if self.is_idle() && ctx.shared.stop_mode() != StopMode::Running {
             return Verdict::Close;
+        }
+        let server_late =
+            matches!(&self.state, State::Exchanging(exchange) if exchange.deadline().is_some_and(|d| ctx.now >= d));
+        if server_late {
+            // The server, not the client, took too long.
+            match std::mem::replace(&mut self.state, State::Closed) {
+                State::Exchanging(mut exchange) => {
+                    let expired = exchange.expire();
+                    self.state = self.after_pump(exchange, expired, ctx).0;
+                }
+                other => self.state = other,
+            }
+            return self.drive(ctx);
         }
         match self.deadline {
             Some(deadline) if ctx.now >= deadline => {

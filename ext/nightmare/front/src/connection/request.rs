@@ -5,7 +5,7 @@
 use std::io;
 use std::time::Instant;
 
-use super::handoff::{self, BufferedRequest};
+use super::handoff;
 use super::{Connection, State, Step};
 use crate::http::error_response::Rejection;
 use crate::loop_context::LoopContext;
@@ -16,6 +16,7 @@ use crate::request::head::{HeadReader, RequestHead};
 use crate::static_files::Lookup;
 use crate::stats::{self, Counters};
 use crate::status_page::StatusReply;
+use crate::upstream::outbound::BufferedRequest;
 
 impl Connection {
     pub(super) fn read_head(&mut self, mut reader: HeadReader, ctx: &mut LoopContext) -> (State, Step) {

@@ -15,6 +15,8 @@ use crate::static_files::{FileReply, SendStep};
 use crate::upstream::exchange::{Exchange, Pump};
 use crate::upstream::tunnel::{Tunnel, TunnelStep};
 
+use super::handoff;
+
 impl Connection {
     /// The state a step of the handoff leads to.
     pub(super) fn follow(&mut self, handoff: Handoff, ctx: &mut LoopContext) -> State {
@@ -34,7 +36,17 @@ impl Connection {
     }
 
     pub(super) fn exchange(&mut self, mut exchange: Box<Exchange>, ctx: &mut LoopContext) -> (State, Step) {
-        let pumped = exchange.pump(&mut self.client, &mut self.client_ready, ctx.scratch);
+        let pumped = exchange.pump(&mut self.client, &mut self.client_ready, ctx.scratch, ctx.now);
+        self.after_pump(exchange, pumped, ctx)
+    }
+
+    /// Where the exchange's last step leads.
+    pub(super) fn after_pump(
+        &mut self,
+        mut exchange: Box<Exchange>,
+        pumped: Pump,
+        ctx: &mut LoopContext,
+    ) -> (State, Step) {
         if exchange.worker_finished()
             && let Some(entry) = &mut self.entry
         {
@@ -65,7 +77,21 @@ impl Connection {
                 let leftover = exchange.take_leftover();
                 (self.after_response(keep_alive, leftover, ctx), Step::Again)
             }
-            Pump::Broken { problem, client_got_bytes, worker_died } => {
+            Pump::Retry { request, failure, problem } => {
+                let handoff = handoff::retry(request, exchange.server(), failure, &problem, self.client_side(ctx), ctx);
+                (self.follow(handoff, ctx), Step::Again)
+            }
+            Pump::TimedOut => {
+                let limit = ctx.shared.config.upstream_read_timeout.as_secs_f64();
+                let address = &ctx.shared.pool.server(exchange.server()).address;
+                ctx.shared.log.error(format!(
+                    "upstream {address} sent no response head within upstream_read_timeout ({limit}s) for client {}; \
+                     answered 504",
+                    self.peer
+                ));
+                (self.reply_with(Rejection::new(504, "the upstream did not answer in time"), ctx), Step::Again)
+            }
+            Pump::Broken { problem, client_got_bytes, server_died } => {
                 if client_got_bytes {
                     if let Some(status) = exchange.status() {
                         ctx.shared.count_response(status);
@@ -73,7 +99,7 @@ impl Connection {
                     }
                     ctx.shared.log.error(format!("worker response to client {} broke off: {problem}", self.peer));
                     (State::Closed, Step::Again)
-                } else if worker_died {
+                } else if server_died {
                     ctx.shared.log.error(format!(
                         "worker closed its connection for client {} early ({problem}; killed or crashed?); answered 502",
                         self.peer

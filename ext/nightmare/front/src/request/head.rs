@@ -65,6 +65,9 @@ pub struct ForwardingFacts {
     pub https: bool,
     /// When the request was complete in the front, in microseconds since the epoch.
     pub request_start_usec: u64,
+    /// For a server that gets no PROXY preamble: the client's address, in
+    /// X-Forwarded-For (the front's own, since client-sent ones are removed).
+    pub forwarded_for: Option<crate::net::client_address::ClientAddress>,
 }
 
 impl RequestHead {
@@ -101,7 +104,13 @@ impl RequestHead {
         if let Some(length) = body_length {
             let _ = write!(out, "Content-Length: {length}\r\n");
         }
-        if facts.https {
+        if let Some(client) = &facts.forwarded_for {
+            let _ = write!(out, "X-Forwarded-For: {client}\r\n");
+            let scheme: &[u8] = if facts.https { b"https" } else { b"http" };
+            out.extend_from_slice(b"X-Forwarded-Proto: ");
+            out.extend_from_slice(scheme);
+            out.extend_from_slice(b"\r\n");
+        } else if facts.https {
             out.extend_from_slice(b"X-Forwarded-Proto: https\r\n");
         }
         let _ = write!(out, "X-Request-Start: t={}\r\n", facts.request_start_usec);
@@ -713,7 +722,7 @@ mod tests {
             head.write_upstream_head(
                 &mut upstream,
                 body_length,
-                &ForwardingFacts { https: true, request_start_usec: 1 },
+                &ForwardingFacts { https: true, request_start_usec: 1, forwarded_for: None },
             );
             let mut reader = HeadReader::default();
             reader.push(&upstream);
@@ -743,7 +752,11 @@ mod tests {
         assert_eq!(head.target, "/a/b?q=1");
         assert_eq!(head.header("host"), Some(&b"Example.com:8080"[..]));
         let mut out = Vec::new();
-        head.write_upstream_head(&mut out, None, &ForwardingFacts { https: false, request_start_usec: 1 });
+        head.write_upstream_head(
+            &mut out,
+            None,
+            &ForwardingFacts { https: false, request_start_usec: 1, forwarded_for: None },
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("GET /a/b?q=1 HTTP/1.1\r\nHost: Example.com:8080\r\n"), "{text}");
         assert!(!text.contains("evil"), "{text}");
@@ -802,7 +815,11 @@ mod tests {
             head_of(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n");
         assert_eq!(head.upgrade.as_deref(), Some(&b"websocket"[..]));
         let mut out = Vec::new();
-        head.write_upstream_head(&mut out, None, &ForwardingFacts { https: false, request_start_usec: 1 });
+        head.write_upstream_head(
+            &mut out,
+            None,
+            &ForwardingFacts { https: false, request_start_usec: 1, forwarded_for: None },
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with("Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n"), "{text}");
         let plain = head_of(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n");
@@ -827,7 +844,11 @@ mod tests {
               X-Request-Start: t=1\r\nConnection: keep-alive\r\nCookie: a=b\r\n\r\n",
         );
         let mut out = b"preamble".to_vec();
-        head.write_upstream_head(&mut out, Some(11), &ForwardingFacts { https: false, request_start_usec: 42 });
+        head.write_upstream_head(
+            &mut out,
+            Some(11),
+            &ForwardingFacts { https: false, request_start_usec: 42, forwarded_for: None },
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "preamblePOST /u HTTP/1.1\r\nHost: x\r\nCookie: a=b\r\nContent-Length: 11\r\n\
@@ -839,8 +860,24 @@ mod tests {
     fn https_requests_say_so_to_the_worker() {
         let head = head_of(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         let mut out = Vec::new();
-        head.write_upstream_head(&mut out, None, &ForwardingFacts { https: true, request_start_usec: 7 });
+        head.write_upstream_head(
+            &mut out,
+            None,
+            &ForwardingFacts { https: true, request_start_usec: 7, forwarded_for: None },
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("\r\nX-Forwarded-Proto: https\r\n"), "{text}");
+    }
+
+    #[test]
+    fn a_server_without_a_preamble_gets_the_clients_address_in_a_header() {
+        let head = head_of(b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n");
+        let client = crate::net::client_address::ClientAddress::Ip("192.0.2.7:4000".parse().unwrap());
+        let mut out = Vec::new();
+        let facts = ForwardingFacts { https: false, request_start_usec: 7, forwarded_for: Some(client) };
+        head.write_upstream_head(&mut out, None, &facts);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n"), "{text}");
+        assert!(!text.contains("6.6.6.6"), "the client's own claim is gone");
     }
 }

@@ -1,50 +1,147 @@
-//! The workers' private listener as the front reaches it: a UNIX stream
-//! socket the master made for its workers alone. The front connects once
-//! per request without blocking; the kernel's accept queue then holds the
-//! request until a worker takes it, exactly as behind nginx.
+//! Connecting to an upstream without blocking: the workers' private
+//! listener (a UNIX socket whose accept queue holds requests until a worker
+//! takes one, exactly as behind nginx), another UNIX socket, or a TCP
+//! listener on another host. A UNIX connect completes or fails at once; a
+//! TCP connect is in progress until the socket turns writable.
 
-use std::io;
-use std::os::unix::net::SocketAddr;
-use std::path::Path;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, BorrowedFd};
 
-use mio::net::UnixStream;
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
 
-use crate::upstream::proxy_header::Secret;
+use crate::upstream::address::UpstreamAddress;
 
-/// Where the workers listen, and the secret that proves a connection came
-/// from their own front.
+/// A connection to an upstream.
 #[derive(Debug)]
-pub struct WorkerListener {
-    address: SocketAddr,
-    path: Box<Path>,
-    pub secret: Secret,
+pub enum UpstreamStream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
 }
 
-/// Why a connection to the workers could not be made.
+/// Why a connection could not be made.
 #[derive(Debug)]
 pub enum ConnectError {
-    /// The accept queue is full: the request waits for a worker to finish.
+    /// A UNIX socket's accept queue is full (EAGAIN): the listener is
+    /// there, its workers are all busy.
     Busy,
-    /// Nothing listens (the master is gone, or the socket file was removed).
+    /// Nothing listens there (refused, no such socket file).
     Absent(io::Error),
     Failed(io::Error),
 }
 
-impl WorkerListener {
-    pub fn new(path: &Path, secret: Secret) -> io::Result<WorkerListener> {
-        Ok(WorkerListener { address: SocketAddr::from_pathname(path)?, path: path.into(), secret })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn connect(&self) -> Result<UnixStream, ConnectError> {
-        UnixStream::connect_addr(&self.address).map_err(|error| match error.raw_os_error() {
+impl ConnectError {
+    fn of(error: io::Error) -> ConnectError {
+        match error.raw_os_error() {
             Some(libc::EAGAIN) => ConnectError::Busy,
             Some(libc::ECONNREFUSED | libc::ENOENT) => ConnectError::Absent(error),
             _ => ConnectError::Failed(error),
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Busy => f.write_str("its accept queue is full"),
+            ConnectError::Absent(error) | ConnectError::Failed(error) => error.fmt(f),
+        }
+    }
+}
+
+/// Starts connecting to `address`. `pending` is true while a TCP connect
+/// is in progress: wait for the socket to turn writable, then `finished`.
+pub fn connect(address: &UpstreamAddress) -> Result<(UpstreamStream, bool), ConnectError> {
+    match address {
+        UpstreamAddress::Unix(path) => {
+            UnixStream::connect(path).map(|stream| (UpstreamStream::Unix(stream), false)).map_err(ConnectError::of)
+        }
+        UpstreamAddress::Tcp(address) => {
+            let stream = TcpStream::connect(*address).map_err(ConnectError::of)?;
+            // The request goes out in one write and the answer comes back
+            // at once: no Nagle delay on either.
+            let _ = stream.set_nodelay(true);
+            Ok((UpstreamStream::Tcp(stream), true))
+        }
+    }
+}
+
+impl UpstreamStream {
+    /// After a writable event on a pending connect: `Ok(true)` connected,
+    /// `Ok(false)` still in progress, or why it failed.
+    pub fn finished(&self) -> Result<bool, ConnectError> {
+        let UpstreamStream::Tcp(stream) = self else { return Ok(true) };
+        if let Some(error) = stream.take_error().map_err(ConnectError::Failed)? {
+            return Err(ConnectError::of(error));
+        }
+        match stream.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(error) if error.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(error) => Err(ConnectError::of(error)),
+        }
+    }
+
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            UpstreamStream::Unix(stream) => stream.shutdown(how),
+            UpstreamStream::Tcp(stream) => stream.shutdown(how),
+        }
+    }
+}
+
+impl Read for UpstreamStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            UpstreamStream::Unix(stream) => stream.read(buf),
+            UpstreamStream::Tcp(stream) => stream.read(buf),
+        }
+    }
+}
+
+impl Write for UpstreamStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            UpstreamStream::Unix(stream) => stream.write(buf),
+            UpstreamStream::Tcp(stream) => stream.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsFd for UpstreamStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            UpstreamStream::Unix(stream) => stream.as_fd(),
+            UpstreamStream::Tcp(stream) => stream.as_fd(),
+        }
+    }
+}
+
+impl Source for UpstreamStream {
+    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+        match self {
+            UpstreamStream::Unix(stream) => stream.register(registry, token, interests),
+            UpstreamStream::Tcp(stream) => stream.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+        match self {
+            UpstreamStream::Unix(stream) => stream.reregister(registry, token, interests),
+            UpstreamStream::Tcp(stream) => stream.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            UpstreamStream::Unix(stream) => stream.deregister(registry),
+            UpstreamStream::Tcp(stream) => stream.deregister(registry),
+        }
     }
 }
 
@@ -52,6 +149,7 @@ impl WorkerListener {
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
+    use std::path::Path;
 
     fn listen(path: &Path, backlog: libc::c_int) -> std::os::unix::net::UnixListener {
         let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
@@ -61,17 +159,20 @@ mod tests {
     }
 
     #[test]
-    fn connects_and_tells_a_full_queue_from_an_absent_listener() {
+    fn a_unix_connect_tells_a_full_queue_from_an_absent_listener() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("workers.sock");
-        let workers = WorkerListener::new(&path, [0; 16]).unwrap();
-        assert!(matches!(workers.connect(), Err(ConnectError::Absent(_))), "no socket file");
+        let address = UpstreamAddress::Unix(path.clone());
+        assert!(matches!(connect(&address), Err(ConnectError::Absent(_))), "no socket file");
 
         let listener = listen(&path, 0);
         let mut held = Vec::new();
         let busy = loop {
-            match workers.connect() {
-                Ok(stream) => held.push(stream),
+            match connect(&address) {
+                Ok((stream, pending)) => {
+                    assert!(!pending, "a UNIX connect is done at once");
+                    held.push(stream);
+                }
                 Err(error) => break error,
             }
             assert!(held.len() < 16, "a backlog of 0 fills within a few connections");
@@ -80,6 +181,30 @@ mod tests {
         assert!(listener.accept().is_ok(), "queued connections are real");
 
         drop(listener);
-        assert!(matches!(workers.connect(), Err(ConnectError::Absent(_))), "a socket file nobody listens on");
+        assert!(matches!(connect(&address), Err(ConnectError::Absent(_))), "a socket file nobody listens on");
+    }
+
+    #[test]
+    fn a_tcp_connect_finishes_or_is_refused_later() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = UpstreamAddress::Tcp(listener.local_addr().unwrap());
+        let (stream, pending) = connect(&address).unwrap();
+        assert!(pending);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !stream.finished().unwrap() {
+            assert!(std::time::Instant::now() < deadline, "connects on loopback");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let refused = UpstreamAddress::Tcp(listener.local_addr().unwrap());
+        drop(listener);
+        let (stream, _) = connect(&refused).unwrap();
+        let outcome = loop {
+            match stream.finished() {
+                Ok(false) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                other => break other,
+            }
+            assert!(std::time::Instant::now() < deadline);
+        };
+        assert!(matches!(outcome, Err(ConnectError::Absent(_))), "{outcome:?}");
     }
 }

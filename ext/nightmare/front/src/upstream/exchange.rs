@@ -1,99 +1,34 @@
-//! One request's time with a worker: the buffered request goes out over a
-//! fresh connection to the workers' private listener, the response comes
-//! back as fast as the worker writes it and is framed for the client, and
-//! the worker's room in flight is given back the moment its last byte has arrived.
+//! One request's time with an upstream server: the connection made (a TCP
+//! connect waited for, within upstream_connect_timeout), the request
+//! written for that server, the response read as fast as the server writes
+//! it and framed for the client, and the server's room given back the
+//! moment its last byte has arrived.
+//!
+//! Until the response begins, the exchange keeps the request whole. When
+//! the server could not take it (the connect failed, or the server closed
+//! without a byte of answer and the request may safely be sent twice) the
+//! exchange hands it back for another server; a POST that may have run is
+//! never sent again.
 
 use std::io;
-use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use mio::net::UnixStream;
 use mio::{Interest, Registry, Token};
 
 use crate::byte_queue::ResponseSink;
 use crate::config::FrontConfig;
 use crate::mailbox::ConnectionId;
 use crate::net::client_stream::ClientStream;
-use crate::net::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, send_file, write_some};
-use crate::request::body_spool::SpooledBody;
+use crate::net::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some};
 use crate::response::framing::{ClientTerms, FramingError, ResponseFramer};
 use crate::response::spool::ResponseSpool;
 use crate::spool_writer::SpoolWriter;
 use crate::temp_budget::{TempBudget, TempShare};
-use crate::upstream::dispatch::InFlight;
+use crate::upstream::connect::{ConnectError, UpstreamStream};
+use crate::upstream::outbound::{BufferedRequest, LastFailure, Outbound, SendResult};
+use crate::upstream::pool::{Failure, InFlight, ServerId};
 use crate::upstream::tunnel::Tunnel;
-
-/// The request as the worker will read it.
-#[derive(Debug)]
-struct Outbound {
-    /// The preamble and the head, followed by the body when the body is in
-    /// memory: one write for most requests.
-    bytes: Vec<u8>,
-    sent: usize,
-    file: Option<(Arc<std::fs::File>, u64)>,
-    file_sent: u64,
-    /// The body file's part of the temp budget, held while the file is.
-    _share: Option<TempShare>,
-}
-
-enum SendResult {
-    Done,
-    Blocked,
-    /// The worker stopped reading: it answered early, or died.
-    WorkerGone,
-    Failed(io::Error),
-}
-
-impl Outbound {
-    fn new(mut head: Vec<u8>, body: SpooledBody) -> Self {
-        let (file, share) = match body {
-            SpooledBody::Memory(bytes) => {
-                head.extend_from_slice(&bytes);
-                (None, None)
-            }
-            SpooledBody::File { file, length, share } => (Some((file, length)), Some(share)),
-        };
-        Outbound { bytes: head, sent: 0, file, file_sent: 0, _share: share }
-    }
-
-    fn send(&mut self, upstream: &mut UnixStream) -> SendResult {
-        loop {
-            let outcome = if self.sent < self.bytes.len() {
-                write_some(upstream, &self.bytes[self.sent..])
-            } else if let Some((file, length)) = &self.file
-                && self.file_sent < *length
-            {
-                let remaining = length - self.file_sent;
-                match send_file(upstream.as_fd(), file.as_fd(), &mut self.file_sent, remaining) {
-                    // send_file advanced file_sent itself.
-                    WriteOutcome::Wrote(_) => continue,
-                    other => other,
-                }
-            } else {
-                return SendResult::Done;
-            };
-            match outcome {
-                WriteOutcome::Wrote(n) => self.sent += n,
-                WriteOutcome::WouldBlock => return SendResult::Blocked,
-                WriteOutcome::Gone => return SendResult::WorkerGone,
-                WriteOutcome::Failed(error) => return SendResult::Failed(error),
-            }
-        }
-    }
-}
-
-/// A request ready for its worker, and what the client side still needs.
-#[derive(Debug)]
-pub struct ForwardedRequest {
-    /// The preamble and the head, as the worker reads them.
-    pub head: Vec<u8>,
-    pub body: SpooledBody,
-    pub terms: ClientTerms,
-    /// The rest of a half-sent `100 Continue`, owed to the client first.
-    pub interim: &'static [u8],
-    /// What the client sent after this request (pipelining).
-    pub leftover: Vec<u8>,
-}
 
 /// Where an exchange stands after being pumped.
 #[derive(Debug)]
@@ -103,49 +38,79 @@ pub enum Pump {
     Working { client_kept_up: bool },
     /// The whole response reached the client.
     Finished { keep_alive: bool },
-    /// The worker's answer cannot be passed on. If the client has had none
-    /// of it yet, it can still be told 502. `worker_died` when it stopped
+    /// The server's answer cannot be passed on. If the client has had none
+    /// of it yet, it can still be told 502. `server_died` when it stopped
     /// short (killed, crashed), not when it wrote something malformed.
-    Broken { problem: String, client_got_bytes: bool, worker_died: bool },
+    Broken { problem: String, client_got_bytes: bool, server_died: bool },
+    /// The server could not take the request; another one may.
+    Retry { request: Box<BufferedRequest>, failure: Failure, problem: String },
+    /// No response head within upstream_read_timeout.
+    TimedOut,
     /// Writing to the client failed: it went away.
     ClientGone,
-    /// The worker switched protocols (101): the connection becomes a tunnel.
+    /// The server switched protocols (101): the connection becomes a tunnel.
     Upgraded,
+}
+
+/// How long an exchange waits on its server.
+#[derive(Clone, Copy, Debug)]
+pub struct Patience {
+    /// For a TCP connect to complete.
+    pub connect: Duration,
+    /// For the response head, once the request is sent.
+    pub response_head: Duration,
 }
 
 #[derive(Debug)]
 pub struct Exchange {
-    upstream: Option<UnixStream>,
+    server: ServerId,
+    upstream: Option<UpstreamStream>,
     upstream_ready: Readiness,
+    /// A TCP connect in progress.
+    connecting: bool,
     in_flight: Option<InFlight>,
+    /// The request, while another server could still be sent it.
+    request: Option<Box<BufferedRequest>>,
     outbound: Option<Outbound>,
     framer: ResponseFramer,
     response: ResponseSpool,
     to_client: u64,
-    /// Bytes the client sent after this request (pipelining), for the next.
+    /// The client's bytes after this request (pipelining), for the next.
     leftover: Vec<u8>,
+    /// When the server has waited on too long: its connect, then its head.
+    deadline: Option<Instant>,
+    patience: Patience,
+    /// Bytes came back from the server: it has begun its answer.
+    answered: bool,
+    /// The rest of a `100 Continue` the client was owed: if another server
+    /// takes the request, what of it the client has not had goes along.
+    interim: &'static [u8],
 }
 
 impl Exchange {
-    /// Starts the exchange on a fresh connection to the workers: watches it
-    /// for the response, then writes as much of the request as it takes
-    /// (usually all of it), so a worker finds its request waiting. Writes
-    /// are watched for only when the request did not fit: a worker taking
-    /// it would otherwise wake the loop for nothing.
+    /// Starts the exchange on a connection to `in_flight`'s server: watches
+    /// it, then (once connected) writes as much of the request as it takes,
+    /// usually all of it, so a worker finds its request waiting. Writes are
+    /// watched for only when needed: a worker taking its request would
+    /// otherwise wake the loop for nothing.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
-        mut upstream: UnixStream,
+        (mut upstream, pending): (UpstreamStream, bool),
         in_flight: InFlight,
-        request: ForwardedRequest,
+        mut request: Box<BufferedRequest>,
+        outbound: Outbound,
+        terms: ClientTerms,
+        patience: Patience,
         config: &FrontConfig,
         budget: &Arc<TempBudget>,
         writer: (SpoolWriter, ConnectionId),
-        watch: (&Registry, Token),
+        (registry, token): (&Registry, Token),
+        now: Instant,
     ) -> io::Result<Exchange> {
-        let (registry, token) = watch;
-        // Watched before anything is written: if watching fails, no worker
+        // Watched before anything is written: if watching fails, no server
         // runs a request whose client is told 503.
-        registry.register(&mut upstream, token, Interest::READABLE)?;
-        let ForwardedRequest { head, body, terms, interim, leftover } = request;
+        let interest = if pending { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        registry.register(&mut upstream, token, interest)?;
         let mut response = ResponseSpool::new(
             config.proxy_buffer_size,
             Arc::clone(&config.temp_path),
@@ -153,33 +118,47 @@ impl Exchange {
             TempShare::new(budget),
             Some(writer),
         );
+        let interim = std::mem::take(&mut request.interim);
         response.push(interim);
         let mut exchange = Exchange {
+            server: in_flight.server(),
             upstream: Some(upstream),
-            upstream_ready: Readiness { readable: false, writable: true, hung_up: false },
+            upstream_ready: Readiness { readable: false, writable: !pending, hung_up: false },
+            connecting: pending,
             in_flight: Some(in_flight),
-            outbound: Some(Outbound::new(head, body)),
+            request: Some(request),
+            outbound: Some(outbound),
             framer: ResponseFramer::new(terms, config.proxy_buffer_size),
             response,
             to_client: 0,
-            leftover,
+            leftover: Vec::new(),
+            deadline: pending.then(|| now + patience.connect),
+            patience,
+            answered: false,
+            interim,
         };
-        // A failure shows again, and is handled, when the exchange is pumped.
-        let _ = exchange.send_request();
-        if exchange.outbound.is_some()
-            && let Some(upstream) = &mut exchange.upstream
-        {
-            registry.reregister(upstream, token, Interest::READABLE | Interest::WRITABLE)?;
+        if !pending {
+            // A failure shows again, and is handled, when the exchange is pumped.
+            let _ = exchange.send_request(now);
+            if exchange.outbound.is_some()
+                && let Some(upstream) = &mut exchange.upstream
+            {
+                registry.reregister(upstream, token, Interest::READABLE | Interest::WRITABLE)?;
+            }
         }
         Ok(exchange)
+    }
+
+    pub fn server(&self) -> ServerId {
+        self.server
     }
 
     pub fn note_upstream_event(&mut self, event: &mio::event::Event) {
         self.upstream_ready.note(event);
     }
 
-    /// True while the worker is still reading the request: abandoning the
-    /// exchange then makes the worker fail fast on a short read.
+    /// True while the server is still reading the request: abandoning the
+    /// exchange then makes the server fail fast on a short read.
     pub fn is_sending_request(&self) -> bool {
         self.outbound.is_some()
     }
@@ -198,15 +177,45 @@ impl Exchange {
     }
 
     /// Why the response stopped going to a temp file, once (a full temp_path,
-    /// most likely); the worker then waits for the client instead.
+    /// most likely); the server then waits for the client instead.
     pub fn take_spool_error(&mut self) -> Option<io::Error> {
         self.response.take_file_error()
     }
 
+    /// When the server has been waited on too long, if it is being waited on.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The deadline passed: a connect that never completed (the host is gone
+    /// from the network: another server may take the request), or a
+    /// response head that never came (504).
+    pub fn expire(&mut self) -> Pump {
+        self.deadline = None;
+        if self.connecting {
+            return self.retry(Failure::Unreachable, "connect timed out".into());
+        }
+        self.finish_worker();
+        Pump::TimedOut
+    }
+
     /// Moves every byte that can move now, in both directions.
-    pub fn pump(&mut self, client: &mut ClientStream, client_ready: &mut Readiness, scratch: &mut [u8]) -> Pump {
+    pub fn pump(
+        &mut self,
+        client: &mut ClientStream,
+        client_ready: &mut Readiness,
+        scratch: &mut [u8],
+        now: Instant,
+    ) -> Pump {
+        if self.connecting {
+            match self.finish_connect() {
+                Ok(true) => {}
+                Ok(false) => return Pump::Working { client_kept_up: true },
+                Err(pump) => return pump,
+            }
+        }
         let mut client_took = false;
-        if let Some(broken) = self.send_request() {
+        if let Some(broken) = self.send_request(now) {
             return broken;
         }
         if let Some(broken) = self.read_response(scratch) {
@@ -223,7 +232,7 @@ impl Exchange {
                 WriteOutcome::WouldBlock => client_ready.writable = false,
                 WriteOutcome::Gone | WriteOutcome::Failed(_) => return Pump::ClientGone,
             }
-            // Room was made: the worker may have more for us.
+            // Room was made: the server may have more for us.
             if let Some(broken) = self.read_response(scratch) {
                 return broken;
             }
@@ -234,11 +243,12 @@ impl Exchange {
         Pump::Working { client_kept_up: client_took || self.response.waiting_for_disk() }
     }
 
-    /// After the client went away: drop whatever the worker still writes,
-    /// until it closes its end and its room in flight can be given back.
+    /// After the client went away: drop whatever the server still writes,
+    /// until it closes its end and its room can be given back.
     pub fn discard(&mut self, scratch: &mut [u8]) -> bool {
         self.outbound = None;
-        // Nobody will read it: the temp file goes now, not when the worker ends.
+        self.request = None;
+        // Nobody will read it: the temp file goes now, not when the server ends.
         self.response.discard_all();
         while let Some(upstream) = &mut self.upstream
             && self.upstream_ready.readable
@@ -252,7 +262,40 @@ impl Exchange {
         self.worker_finished()
     }
 
-    fn send_request(&mut self) -> Option<Pump> {
+    /// A pending TCP connect: `Ok(true)` once connected.
+    fn finish_connect(&mut self) -> Result<bool, Pump> {
+        if !self.upstream_ready.writable && !self.upstream_ready.hung_up {
+            return Ok(false);
+        }
+        let Some(upstream) = &self.upstream else { return Ok(true) };
+        match upstream.finished() {
+            Ok(true) => {
+                self.connecting = false;
+                self.deadline = None;
+                Ok(true)
+            }
+            Ok(false) => {
+                self.upstream_ready.writable = false;
+                Ok(false)
+            }
+            Err(error) => {
+                let failure = match &error {
+                    ConnectError::Failed(cause)
+                        if matches!(
+                            cause.raw_os_error(),
+                            Some(libc::EHOSTUNREACH | libc::ENETUNREACH | libc::ETIMEDOUT)
+                        ) =>
+                    {
+                        Failure::Unreachable
+                    }
+                    _ => Failure::Refused,
+                };
+                Err(self.retry(failure, format!("connect failed: {error}")))
+            }
+        }
+    }
+
+    fn send_request(&mut self, now: Instant) -> Option<Pump> {
         let (Some(outbound), Some(upstream)) = (&mut self.outbound, &mut self.upstream) else {
             return None;
         };
@@ -260,8 +303,14 @@ impl Exchange {
             return None;
         }
         match outbound.send(upstream) {
-            // Dropping the outbound request also frees its temp file now.
-            SendResult::Done | SendResult::WorkerGone => self.outbound = None,
+            SendResult::Done => {
+                self.outbound = None;
+                if !self.answered {
+                    self.deadline = Some(now + self.patience.response_head);
+                }
+            }
+            // It stopped reading: it answered early, or died; reading tells.
+            SendResult::ServerGone => self.outbound = None,
             SendResult::Blocked => self.upstream_ready.writable = false,
             SendResult::Failed(error) => return Some(self.broken(format!("writing the request: {error}"), true)),
         }
@@ -274,10 +323,11 @@ impl Exchange {
         {
             let room = self.response.room().min(scratch.len());
             if room == 0 {
-                break; // the worker waits for the client (or the disk)
+                break; // the server waits for the client (or the disk)
             }
             let framed = match read_some(upstream, &mut scratch[..room]) {
                 ReadOutcome::Data(n) => {
+                    self.begin_answer();
                     let framed = self.framer.feed(&scratch[..n], &mut self.response);
                     if self.framer.unbuffered() {
                         self.response.disable_file();
@@ -288,6 +338,7 @@ impl Exchange {
                     self.upstream_ready.readable = false;
                     continue;
                 }
+                ReadOutcome::Eof | ReadOutcome::Gone if !self.answered => return Some(self.closed_without_answer()),
                 ReadOutcome::Eof | ReadOutcome::Gone => {
                     self.finish_worker();
                     self.framer.finish(&mut self.response)
@@ -301,10 +352,10 @@ impl Exchange {
             if self.framer.status() == Some(101) {
                 return Some(Pump::Upgraded);
             }
-            // The framing says the response is whole: the worker has written
+            // The framing says the response is whole: the server has written
             // its last byte, so it is free now, before it even closes; its
             // room goes to the next request, which then waits for the
-            // worker in the channel instead of the worker waiting for it.
+            // server in its accept queue instead of the server waiting for it.
             if self.framer.is_done() && self.upstream.is_some() {
                 self.finish_worker();
             }
@@ -312,24 +363,75 @@ impl Exchange {
         None
     }
 
-    /// Turns an upgraded exchange into a tunnel, with what is still owed
-    /// each way: the 101 and anything after it to the client, the rest of
-    /// the request and the client's later bytes to the worker.
-    pub fn into_tunnel(mut self, buffer_size: usize) -> Option<Tunnel> {
-        let mut to_worker = Vec::new();
-        if let Some(outbound) = &self.outbound {
-            if outbound.file.is_some() {
-                return None; // an upgrade request has no body to stream
-            }
-            to_worker.extend_from_slice(&outbound.bytes[outbound.sent..]);
+    /// The first bytes of an answer: from now on the request is the
+    /// server's, never to be sent elsewhere.
+    fn begin_answer(&mut self) {
+        if self.answered {
+            return;
         }
-        to_worker.extend_from_slice(&self.leftover);
-        let upstream = self.upstream.take()?;
-        let in_flight = self.in_flight.take()?;
-        Some(Tunnel::new(upstream, self.upstream_ready, in_flight, self.response, &to_worker, buffer_size))
+        self.answered = true;
+        self.deadline = None;
+        if let Some(request) = self.request.take() {
+            let BufferedRequest { leftover, .. } = *request;
+            self.leftover = leftover;
+        }
+        if let Some(in_flight) = &self.in_flight {
+            in_flight.pool().succeeded(self.server);
+        }
     }
 
-    /// The status of the worker's response, once its head was read.
+    /// The server closed before a byte of answer: another server may take
+    /// the request if it never reached this one's application or may safely
+    /// run twice; otherwise the client gets a 502.
+    fn closed_without_answer(&mut self) -> Pump {
+        let reached = self.outbound.as_ref().is_none_or(Outbound::started);
+        let idempotent = self.request.as_ref().is_some_and(|request| request.is_idempotent());
+        if !reached || idempotent {
+            return self.retry(Failure::Refused, FramingError::NoResponse.describe().into());
+        }
+        self.finish_worker();
+        self.broken(FramingError::NoResponse.describe().to_owned(), true)
+    }
+
+    /// Gives the request back for another server, with what the client is
+    /// still owed of a `100 Continue` and its pipelined bytes.
+    fn retry(&mut self, failure: Failure, problem: String) -> Pump {
+        self.upstream = None;
+        self.in_flight = None;
+        match self.request.take() {
+            Some(mut request) => {
+                request.tried.push(self.server);
+                let reached = !self.connecting && self.outbound.as_ref().is_none_or(Outbound::started);
+                request.last_failure = Some(LastFailure { server: self.server, problem: problem.clone(), reached });
+                // No answer came: what the client got was that interim only.
+                let taken = usize::try_from(self.to_client).unwrap_or(usize::MAX).min(self.interim.len());
+                request.interim = &self.interim[taken..];
+                self.outbound = None;
+                Pump::Retry { request, failure, problem }
+            }
+            None => {
+                self.outbound = None;
+                self.broken(problem, true)
+            }
+        }
+    }
+
+    /// Turns an upgraded exchange into a tunnel, with what is still owed
+    /// each way: the 101 and anything after it to the client, the rest of
+    /// the request and the client's later bytes to the server.
+    pub fn into_tunnel(mut self, buffer_size: usize) -> Option<Tunnel> {
+        let mut to_server = Vec::new();
+        if let Some(outbound) = &self.outbound {
+            // An upgrade request has no body to stream.
+            to_server.extend_from_slice(outbound.unsent_bytes()?);
+        }
+        to_server.extend_from_slice(&self.leftover);
+        let upstream = self.upstream.take()?;
+        let in_flight = self.in_flight.take()?;
+        Some(Tunnel::new(upstream, self.upstream_ready, in_flight, self.response, &to_server, buffer_size))
+    }
+
+    /// The status of the server's response, once its head was read.
     pub fn status(&self) -> Option<u16> {
         self.framer.status()
     }
@@ -339,13 +441,13 @@ impl Exchange {
         (self.to_client, self.to_client.saturating_sub(self.framer.head_bytes()))
     }
 
-    fn broken(&self, problem: String, worker_died: bool) -> Pump {
-        Pump::Broken { problem, client_got_bytes: self.to_client > 0, worker_died }
+    fn broken(&self, problem: String, server_died: bool) -> Pump {
+        Pump::Broken { problem, client_got_bytes: self.to_client > 0, server_died }
     }
 
-    /// The worker is done with this request: close our end (any late bytes
-    /// of a worker writing past its own framing are dropped with it) and
-    /// give its room in flight back.
+    /// The server is done with this request: close our end (any late bytes
+    /// of a server writing past its own framing are dropped with it) and
+    /// give its room back.
     fn finish_worker(&mut self) {
         self.upstream = None;
         self.outbound = None;

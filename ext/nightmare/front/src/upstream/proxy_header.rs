@@ -39,9 +39,11 @@ pub type Secret = [u8; SECRET_LEN];
 /// wait this long.
 pub const WORKER_PATIENCE: Duration = Duration::from_secs(2);
 
-/// The preamble for `client`. Destination addresses are left zero: Unicorn
-/// takes the server's name and port from the Host header.
-pub fn encode(client: &ClientAddress, secret: &Secret) -> [u8; PREAMBLE_LEN] {
+/// The preamble for `client`, with the master's `secret` for its own
+/// workers, or without (padding in its place) for a remote listener.
+/// Destination addresses are left zero: Unicorn takes the server's name
+/// and port from the Host header.
+pub fn encode(client: &ClientAddress, secret: Option<&Secret>) -> [u8; PREAMBLE_LEN] {
     let mut out = [0u8; PREAMBLE_LEN];
     out[..12].copy_from_slice(&SIGNATURE);
     out[12] = VERSION_2_PROXY;
@@ -66,10 +68,12 @@ pub fn encode(client: &ClientAddress, secret: &Secret) -> [u8; PREAMBLE_LEN] {
         ClientAddress::Local => FAMILY_UNSPEC,
     };
     let mut at = FIXED_LEN + address_len;
-    out[at] = TLV_SECRET;
-    out[at + 1..at + 3].copy_from_slice(&(SECRET_LEN as u16).to_be_bytes());
-    out[at + 3..at + SECRET_TLV_LEN].copy_from_slice(secret);
-    at += SECRET_TLV_LEN;
+    if let Some(secret) = secret {
+        out[at] = TLV_SECRET;
+        out[at + 1..at + 3].copy_from_slice(&(SECRET_LEN as u16).to_be_bytes());
+        out[at + 3..at + SECRET_TLV_LEN].copy_from_slice(secret);
+        at += SECRET_TLV_LEN;
+    }
     if at < PREAMBLE_LEN {
         let padding = PREAMBLE_LEN - at - TLV_HEAD_LEN;
         out[at] = TLV_NOOP;
@@ -99,8 +103,9 @@ impl Refusal {
     }
 }
 
-/// Checks a whole preamble and returns the client it names.
-pub fn decode(bytes: &[u8; PREAMBLE_LEN], secret: &Secret) -> Result<ClientAddress, Refusal> {
+/// Checks a whole preamble and returns the client it names; with `secret`,
+/// only a preamble that carries it passes.
+pub fn decode(bytes: &[u8; PREAMBLE_LEN], secret: Option<&Secret>) -> Result<ClientAddress, Refusal> {
     if bytes[..12] != SIGNATURE || bytes[12] != VERSION_2_PROXY {
         return Err(Refusal::NotProxyV2);
     }
@@ -122,10 +127,10 @@ pub fn decode(bytes: &[u8; PREAMBLE_LEN], secret: &Secret) -> Result<ClientAddre
         FAMILY_UNSPEC => (ClientAddress::Local, rest),
         _ => return Err(Refusal::Malformed),
     };
-    if secret_in(tlvs)?.is_some_and(|found| same_secret(found, secret)) {
-        Ok(client)
-    } else {
-        Err(Refusal::WrongSecret)
+    let found = secret_in(tlvs)?;
+    match secret {
+        Some(secret) if !found.is_some_and(|found| same_secret(found, secret)) => Err(Refusal::WrongSecret),
+        _ => Ok(client),
     }
 }
 
@@ -160,7 +165,7 @@ fn same_secret(found: &[u8], secret: &Secret) -> bool {
 /// the socket's own mode.
 pub fn read(
     socket: BorrowedFd,
-    secret: &Secret,
+    secret: Option<&Secret>,
     patience: Duration,
     buffer: &mut [u8],
 ) -> io::Result<Result<(ClientAddress, usize), Refusal>> {
@@ -237,33 +242,43 @@ mod tests {
     #[test]
     fn every_family_round_trips_at_the_same_length() {
         for client in clients() {
-            let bytes = encode(&client, &SECRET);
-            assert_eq!(decode(&bytes, &SECRET), Ok(client));
+            let bytes = encode(&client, Some(&SECRET));
+            assert_eq!(decode(&bytes, Some(&SECRET)), Ok(client));
         }
     }
 
     #[test]
     fn a_wrong_or_missing_secret_is_refused() {
-        let bytes = encode(&clients()[0], &SECRET);
-        assert_eq!(decode(&bytes, b"0123456789abcdeX"), Err(Refusal::WrongSecret));
+        let bytes = encode(&clients()[0], Some(&SECRET));
+        assert_eq!(decode(&bytes, Some(b"0123456789abcdeX")), Err(Refusal::WrongSecret));
         let mut no_secret = bytes;
         no_secret[FIXED_LEN + TCP4_LEN] = TLV_NOOP;
-        assert_eq!(decode(&no_secret, &SECRET), Err(Refusal::WrongSecret));
+        assert_eq!(decode(&no_secret, Some(&SECRET)), Err(Refusal::WrongSecret));
+    }
+
+    #[test]
+    fn a_preamble_for_a_remote_listener_carries_the_address_and_no_secret() {
+        for client in clients() {
+            let bytes = encode(&client, None);
+            assert_eq!(decode(&bytes, None), Ok(client), "read without a secret");
+            assert_eq!(decode(&bytes, Some(&SECRET)), Err(Refusal::WrongSecret), "but never as the workers' own");
+            assert!(!bytes.windows(SECRET.len()).any(|window| window == SECRET));
+        }
     }
 
     #[test]
     fn what_is_not_our_preamble_is_refused() {
         let mut request = [b' '; PREAMBLE_LEN];
         request[..16].copy_from_slice(b"GET / HTTP/1.1\r\n");
-        assert_eq!(decode(&request, &SECRET), Err(Refusal::NotProxyV2));
+        assert_eq!(decode(&request, Some(&SECRET)), Err(Refusal::NotProxyV2));
 
-        let mut bad_family = encode(&clients()[0], &SECRET);
+        let mut bad_family = encode(&clients()[0], Some(&SECRET));
         bad_family[13] = 0x31;
-        assert_eq!(decode(&bad_family, &SECRET), Err(Refusal::Malformed));
+        assert_eq!(decode(&bad_family, Some(&SECRET)), Err(Refusal::Malformed));
 
-        let mut overlong_tlv = encode(&clients()[0], &SECRET);
+        let mut overlong_tlv = encode(&clients()[0], Some(&SECRET));
         overlong_tlv[FIXED_LEN + TCP4_LEN + 2] = 200;
-        assert_eq!(decode(&overlong_tlv, &SECRET), Err(Refusal::Malformed));
+        assert_eq!(decode(&overlong_tlv, Some(&SECRET)), Err(Refusal::Malformed));
     }
 
     #[test]
@@ -278,13 +293,13 @@ mod tests {
         bytes.extend_from_slice(&[TLV_NOOP, 0, 21]);
         bytes.resize(PREAMBLE_LEN, 0);
         let bytes: [u8; PREAMBLE_LEN] = bytes.try_into().unwrap();
-        assert_eq!(decode(&bytes, &SECRET), Ok(ClientAddress::Ip("192.0.2.1:8080".parse().unwrap())));
+        assert_eq!(decode(&bytes, Some(&SECRET)), Ok(ClientAddress::Ip("192.0.2.1:8080".parse().unwrap())));
     }
 
     /// `read` with a buffer of `size`; the client and the request bytes read.
     fn read_sized(worker: &UnixStream, patience: Duration, size: usize) -> Result<(ClientAddress, Vec<u8>), Refusal> {
         let mut buffer = vec![0u8; size];
-        let outcome = read(worker.as_fd(), &SECRET, patience, &mut buffer).unwrap();
+        let outcome = read(worker.as_fd(), Some(&SECRET), patience, &mut buffer).unwrap();
         outcome.map(|(client, length)| (client, buffer[PREAMBLE_LEN..PREAMBLE_LEN + length].to_vec()))
     }
 
@@ -295,7 +310,7 @@ mod tests {
     #[test]
     fn read_takes_the_preamble_and_as_much_of_the_request_as_fits() {
         let (mut front, worker) = UnixStream::pair().unwrap();
-        front.write_all(&encode(&clients()[1], &SECRET)).unwrap();
+        front.write_all(&encode(&clients()[1], Some(&SECRET))).unwrap();
         front.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
         let (client, request) = read_sized(&worker, Duration::from_secs(1), PREAMBLE_LEN + 4).unwrap();
         assert_eq!((client, &request[..]), (clients()[1], &b"GET "[..]));
@@ -303,7 +318,7 @@ mod tests {
         std::io::Read::read_exact(&mut &worker, &mut rest).unwrap();
         assert_eq!(&rest, b"/ HTTP/1.1\r\n\r\n", "the rest stays in the socket");
 
-        front.write_all(&encode(&clients()[0], &SECRET)).unwrap();
+        front.write_all(&encode(&clients()[0], Some(&SECRET))).unwrap();
         front.write_all(b"GET /all HTTP/1.1\r\n\r\n").unwrap();
         let (client, request) = read_sized(&worker, Duration::from_secs(1), 16 * 1024).unwrap();
         assert_eq!((client, &request[..]), (clients()[0], &b"GET /all HTTP/1.1\r\n\r\n"[..]));
@@ -312,7 +327,7 @@ mod tests {
     #[test]
     fn read_waits_for_a_late_preamble_but_not_forever() {
         let (mut front, worker) = UnixStream::pair().unwrap();
-        let bytes = encode(&clients()[0], &SECRET);
+        let bytes = encode(&clients()[0], Some(&SECRET));
         let writer = std::thread::spawn(move || {
             front.write_all(&bytes[..10]).unwrap();
             std::thread::sleep(Duration::from_millis(50));

@@ -8,13 +8,13 @@
 
 use std::net::Shutdown;
 
-use mio::net::UnixStream;
+use crate::upstream::connect::UpstreamStream;
 
 use crate::byte_queue::{ByteQueue, ResponseSink};
 use crate::net::client_stream::ClientStream;
 use crate::net::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some, write_some};
 use crate::response::spool::ResponseSpool;
-use crate::upstream::dispatch::InFlight;
+use crate::upstream::pool::InFlight;
 
 #[derive(Debug)]
 pub enum TunnelStep {
@@ -24,7 +24,7 @@ pub enum TunnelStep {
 
 #[derive(Debug)]
 pub struct Tunnel {
-    upstream: UnixStream,
+    upstream: UpstreamStream,
     upstream_ready: Readiness,
     in_flight: Option<InFlight>,
     to_worker: ByteQueue,
@@ -42,7 +42,7 @@ impl Tunnel {
     /// `to_client` starts with the 101 head (and whatever followed it);
     /// `to_worker` with bytes the client sent after its request.
     pub fn new(
-        upstream: UnixStream,
+        upstream: UpstreamStream,
         upstream_ready: Readiness,
         in_flight: InFlight,
         mut to_client: ResponseSpool,

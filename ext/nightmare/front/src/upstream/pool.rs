@@ -1,0 +1,799 @@
+//! The upstream pool: every server a request may go to (in embedded mode
+//! the master's own workers first), how many requests each has in flight
+//! and may have, whether it is in use (failures, an unreachable host), and
+//! the one queue where requests wait, first come first served, when every
+//! server that could take them is busy. The front keeps that queue itself,
+//! rather than in an accept queue, so it knows how long each request
+//! waited and the moment every local worker is busy.
+//!
+//! A request holds room on one server as an `InFlight` value and a place
+//! in the queue as a `QueuePlace`; each is given back when dropped, so no
+//! path through a connection's life can leak one.
+//!
+//! Which server takes a request, among those of its group it has not tried:
+//! 1. a primary that is not busy (the local workers while fewer requests
+//!    are in flight than there are workers; a remote primary below its
+//!    max_conns), the least loaded first;
+//! 2. else a backup with room, the least loaded first: backups take the
+//!    overflow, and only when every local worker is busy;
+//! 3. else a primary with room left (the local workers' accept queue, a few
+//!    requests per worker, which keeps them from ever waiting for the front);
+//! 4. else the request waits in the queue, or, when every server it could
+//!    still use is out of use, tries one anyway, as nginx does.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::mailbox::{ConnectionId, Mailboxes};
+use crate::upstream::address::UpstreamAddress;
+use crate::upstream::proxy_header::Secret;
+use crate::upstream::spec::{HostPattern, ServerSpec, UpstreamSpec, host_name};
+
+pub type ServerId = usize;
+/// 0 is the default group; route `i` of the spec is group `i + 1`.
+pub type GroupId = usize;
+
+/// Where grants are delivered: the loop of the connection that waits.
+pub trait GrantSink: Send + Sync {
+    fn deliver(&self, waiter: ConnectionId, server: ServerId);
+}
+
+impl GrantSink for Arc<Mailboxes> {
+    fn deliver(&self, waiter: ConnectionId, server: ServerId) {
+        self.post_grant(waiter, server);
+    }
+}
+
+/// What goes ahead of a request on the connection, and who says where the
+/// client is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Preamble {
+    /// The master's own workers: PROXY v2 with the master's secret.
+    Workers(Secret),
+    /// A remote listener marked for it: PROXY v2, the client's address.
+    ProxyV2,
+    /// A plain HTTP listener: the client's address in X-Forwarded-For.
+    Forwarded,
+}
+
+/// What a server is; fixed for the pool's life.
+#[derive(Debug)]
+pub struct Server {
+    pub address: UpstreamAddress,
+    pub preamble: Preamble,
+    pub backup: bool,
+    /// The master's own workers.
+    pub local: bool,
+    max_fails: u32,
+    fail_timeout: Duration,
+}
+
+/// The master's own workers, in embedded mode.
+#[derive(Clone, Debug)]
+pub struct LocalWorkers {
+    /// Their private listener; each preamble carries `secret`.
+    pub socket: std::path::PathBuf,
+    pub secret: Secret,
+    /// How many run now.
+    pub workers: usize,
+    /// Requests in flight per worker at most (in_flight_per_worker).
+    pub per_worker: usize,
+}
+
+#[derive(Debug)]
+struct ServerState {
+    in_flight: usize,
+    /// Requests in flight at most.
+    limit: usize,
+    /// From this many in flight it counts as busy (step 1 above).
+    busy_at: usize,
+    /// Its accept queue was found full: no more until a request ends.
+    held_back: bool,
+    fails: u32,
+    first_fail: Option<Instant>,
+    down_until: Option<Instant>,
+    /// A connect timed out: out of use until the prober reaches it.
+    unreachable: bool,
+    requests: u64,
+}
+
+impl ServerState {
+    fn new(limit: usize, busy_at: usize) -> Self {
+        ServerState {
+            in_flight: 0,
+            limit,
+            busy_at,
+            held_back: false,
+            fails: 0,
+            first_fail: None,
+            down_until: None,
+            unreachable: false,
+            requests: 0,
+        }
+    }
+
+    fn in_use(&self, now: Instant) -> bool {
+        !self.unreachable && self.down_until.is_none_or(|until| now >= until)
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    servers: Vec<ServerState>,
+    queue: VecDeque<(ConnectionId, GroupId)>,
+}
+
+/// How a connection to a server failed, for its health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Refused, reset, closed early: counted against max_fails.
+    Refused,
+    /// Nothing answered in time: the host is gone from the network, and
+    /// live traffic stays away until a probe reaches it.
+    Unreachable,
+}
+
+pub enum Admission {
+    Granted(InFlight),
+    Queued(QueuePlace),
+    /// The queue is at max_queued_requests.
+    Full,
+    /// Every server of the group was tried.
+    Exhausted,
+}
+
+/// Figures for the front's stats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// The local workers, their room, and requests in flight to them.
+    pub workers: usize,
+    pub local_limit: usize,
+    pub local_in_flight: usize,
+    /// Requests in flight to other servers.
+    pub remote_in_flight: usize,
+    pub queued: usize,
+    /// Servers out of use now (failures, or unreachable).
+    pub servers_out_of_use: usize,
+}
+
+pub struct Pool {
+    servers: Vec<Server>,
+    /// Server ids by group, primaries first.
+    groups: Vec<Vec<ServerId>>,
+    routes: Vec<HostPattern>,
+    /// Whether the default group has any server (standalone with only a map may not).
+    has_default: bool,
+    per_worker: usize,
+    max_queued: usize,
+    state: Mutex<State>,
+    sink: Box<dyn GrantSink>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("servers", &self.servers).finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    pub fn new(
+        local: Option<LocalWorkers>,
+        spec: &UpstreamSpec,
+        max_queued: usize,
+        sink: Box<dyn GrantSink>,
+    ) -> Arc<Pool> {
+        let mut servers = Vec::new();
+        let mut states = Vec::new();
+        let per_worker = local.as_ref().map_or(1, |local| local.per_worker);
+        if let Some(local) = &local {
+            servers.push(Server {
+                address: UpstreamAddress::Unix(local.socket.clone()),
+                preamble: Preamble::Workers(local.secret),
+                backup: false,
+                local: true,
+                // Its master is what answers for it: never out of use.
+                max_fails: 0,
+                fail_timeout: Duration::ZERO,
+            });
+            states.push(ServerState::new(local.workers.saturating_mul(local.per_worker), local.workers));
+        }
+        let mut add_group = |specs: &[ServerSpec], with_local: bool| {
+            let mut members: Vec<ServerId> = if with_local && local.is_some() { vec![0] } else { Vec::new() };
+            let mut backups = Vec::new();
+            for spec in specs {
+                let id = servers.len();
+                servers.push(Server {
+                    address: spec.address.clone(),
+                    preamble: if spec.proxy_protocol { Preamble::ProxyV2 } else { Preamble::Forwarded },
+                    backup: spec.backup,
+                    local: false,
+                    max_fails: spec.max_fails,
+                    fail_timeout: spec.fail_timeout,
+                });
+                let limit = if spec.max_conns == 0 { usize::MAX } else { spec.max_conns };
+                states.push(ServerState::new(limit, limit));
+                if spec.backup { backups.push(id) } else { members.push(id) }
+            }
+            members.extend(backups);
+            members
+        };
+        let mut groups = vec![add_group(&spec.servers, true)];
+        for route in &spec.routes {
+            groups.push(add_group(&route.servers, false));
+        }
+        let has_default = !groups[0].is_empty();
+        Arc::new(Pool {
+            servers,
+            groups,
+            routes: spec.routes.iter().map(|route| route.pattern.clone()).collect(),
+            has_default,
+            per_worker,
+            max_queued,
+            state: Mutex::new(State { servers: states, queue: VecDeque::new() }),
+            sink,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves counts that are
+        // still the best information there is.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn server(&self, id: ServerId) -> &Server {
+        &self.servers[id]
+    }
+
+    pub fn servers(&self) -> impl Iterator<Item = (ServerId, &Server)> {
+        self.servers.iter().enumerate()
+    }
+
+    /// The group a request with this Host goes to; `None` when no route
+    /// matches and there is no default group.
+    pub fn group_for(&self, host: Option<&[u8]>) -> Option<GroupId> {
+        let name = host.and_then(host_name);
+        let routed = name.and_then(|name| self.routes.iter().position(|pattern| pattern.matches(name)));
+        match routed {
+            Some(index) => Some(index + 1),
+            None => self.has_default.then_some(0),
+        }
+    }
+
+    /// Room on a server of `group` now, if the rules above find one and no
+    /// earlier request of the group waits; otherwise a place in the queue
+    /// (at its head for a request a full accept queue sent back).
+    pub fn admit(
+        self: &Arc<Self>,
+        waiter: ConnectionId,
+        group: GroupId,
+        tried: &[ServerId],
+        at_head: bool,
+        now: Instant,
+    ) -> Admission {
+        let mut state = self.lock();
+        let waiting_ahead = !at_head && state.queue.iter().any(|(_, queued)| *queued == group);
+        if !waiting_ahead && let Some(server) = self.choose(&state, group, tried, now) {
+            return Admission::Granted(self.take(&mut state, server));
+        }
+        let members = &self.groups[group];
+        let could_wait = members.iter().any(|id| !tried.contains(id) && state.servers[*id].in_use(now));
+        if !could_wait {
+            // Nothing in use is left to wait for: try one out of use, as
+            // nginx does, or give up.
+            return match self.last_resort(&state, group, tried) {
+                Some(server) => Admission::Granted(self.take(&mut state, server)),
+                None => Admission::Exhausted,
+            };
+        }
+        if !at_head && state.queue.len() >= self.max_queued {
+            return Admission::Full;
+        }
+        if at_head {
+            state.queue.push_front((waiter, group));
+        } else {
+            state.queue.push_back((waiter, group));
+        }
+        Admission::Queued(QueuePlace { pool: Arc::clone(self), waiter: Some(waiter) })
+    }
+
+    fn choose(&self, state: &State, group: GroupId, tried: &[ServerId], now: Instant) -> Option<ServerId> {
+        let candidates = || {
+            self.groups[group].iter().copied().filter(|id| {
+                let server = &state.servers[*id];
+                !tried.contains(id) && !server.held_back && server.in_use(now)
+            })
+        };
+        let least = |filter: &dyn Fn(ServerId) -> bool| {
+            candidates().filter(|id| filter(*id)).min_by_key(|id| state.servers[*id].in_flight)
+        };
+        let servers = &state.servers;
+        least(&|id| !self.servers[id].backup && servers[id].in_flight < servers[id].busy_at)
+            .or_else(|| least(&|id| self.servers[id].backup && servers[id].in_flight < servers[id].limit))
+            .or_else(|| least(&|id| !self.servers[id].backup && servers[id].in_flight < servers[id].limit))
+    }
+
+    /// An untried server out of use: taken down by failures first, an
+    /// unreachable one only if nothing else is left.
+    fn last_resort(&self, state: &State, group: GroupId, tried: &[ServerId]) -> Option<ServerId> {
+        let untried = || self.groups[group].iter().copied().filter(|id| !tried.contains(id));
+        untried().find(|id| !state.servers[*id].unreachable).or_else(|| untried().next())
+    }
+
+    fn take(self: &Arc<Self>, state: &mut State, server: ServerId) -> InFlight {
+        state.servers[server].in_flight += 1;
+        state.servers[server].requests += 1;
+        InFlight { pool: Arc::clone(self), server }
+    }
+
+    /// A grant that reached no waiting connection: the room goes on.
+    pub fn release_undelivered(self: &Arc<Self>, server: ServerId) {
+        drop(InFlight { pool: Arc::clone(self), server });
+    }
+
+    fn cancel(&self, waiter: ConnectionId) {
+        let mut state = self.lock();
+        if let Some(index) = state.queue.iter().position(|(queued, _)| *queued == waiter) {
+            state.queue.remove(index);
+        }
+    }
+
+    fn release(&self, server: ServerId) {
+        let granted = {
+            let mut state = self.lock();
+            let slot = &mut state.servers[server];
+            debug_assert!(slot.in_flight > 0, "room in flight was given back twice");
+            slot.in_flight = slot.in_flight.saturating_sub(1);
+            // A request ended, so its accept queue has room again.
+            slot.held_back = false;
+            self.grant_free(&mut state, Instant::now())
+        };
+        granted.into_iter().for_each(|(waiter, server)| self.sink.deliver(waiter, server));
+    }
+
+    /// Grants room to waiters, in order, while a server of their group has some.
+    fn grant_free(&self, state: &mut State, now: Instant) -> Vec<(ConnectionId, ServerId)> {
+        let mut granted = Vec::new();
+        let mut index = 0;
+        while index < state.queue.len() {
+            let (waiter, group) = state.queue[index];
+            match self.choose(state, group, &[], now) {
+                Some(server) => {
+                    state.queue.remove(index);
+                    state.servers[server].in_flight += 1;
+                    state.servers[server].requests += 1;
+                    granted.push((waiter, server));
+                }
+                // FIFO within a group: a later waiter of a group whose
+                // head cannot go waits too.
+                None => {
+                    let blocked = group;
+                    index += 1;
+                    while index < state.queue.len() && state.queue[index].1 == blocked {
+                        index += 1;
+                    }
+                }
+            }
+        }
+        granted
+    }
+
+    /// A server's connect failed (or its connection broke before a reply).
+    pub fn failed(&self, server: ServerId, failure: Failure, now: Instant) {
+        let mut state = self.lock();
+        let info = &self.servers[server];
+        let slot = &mut state.servers[server];
+        match failure {
+            Failure::Unreachable => slot.unreachable = !info.local,
+            Failure::Refused if info.max_fails == 0 || info.fail_timeout.is_zero() => {}
+            Failure::Refused => {
+                if slot.first_fail.is_none_or(|first| now.saturating_duration_since(first) > info.fail_timeout) {
+                    slot.first_fail = Some(now);
+                    slot.fails = 0;
+                }
+                slot.fails += 1;
+                if slot.fails >= info.max_fails {
+                    slot.down_until = Some(now + info.fail_timeout);
+                    slot.fails = 0;
+                    slot.first_fail = None;
+                }
+            }
+        }
+    }
+
+    /// A server answered: its count of failures starts over.
+    pub fn succeeded(&self, server: ServerId) {
+        let mut state = self.lock();
+        let slot = &mut state.servers[server];
+        slot.fails = 0;
+        slot.first_fail = None;
+    }
+
+    /// Unreachable servers, for the prober.
+    pub fn unreachable(&self) -> Vec<ServerId> {
+        let state = self.lock();
+        state.servers.iter().enumerate().filter(|(_, slot)| slot.unreachable).map(|(id, _)| id).collect()
+    }
+
+    /// The prober reached it: back in use, and whoever waits may go.
+    pub fn reachable(&self, server: ServerId) {
+        let granted = {
+            let mut state = self.lock();
+            state.servers[server].unreachable = false;
+            state.servers[server].down_until = None;
+            self.grant_free(&mut state, Instant::now())
+        };
+        granted.into_iter().for_each(|(waiter, server)| self.sink.deliver(waiter, server));
+    }
+
+    /// The local workers now running; their room follows.
+    pub fn set_worker_count(&self, workers: usize) {
+        let granted = {
+            let mut state = self.lock();
+            let Some(local) = self.servers.iter().position(|server| server.local) else { return };
+            state.servers[local].limit = workers.saturating_mul(self.per_worker);
+            state.servers[local].busy_at = workers;
+            self.grant_free(&mut state, Instant::now())
+        };
+        granted.into_iter().for_each(|(waiter, server)| self.sink.deliver(waiter, server));
+    }
+
+    /// A full accept queue with nothing in flight has no release coming to
+    /// lift the hold (strangers filled it, or the workers were replaced),
+    /// and a server out of use for failures comes back after its
+    /// fail_timeout with no event to say so: the loops call this on their tick.
+    pub fn tick(&self, now: Instant) {
+        let granted = {
+            let mut state = self.lock();
+            let mut changed = false;
+            for slot in &mut state.servers {
+                if slot.held_back && slot.in_flight == 0 {
+                    slot.held_back = false;
+                    changed = true;
+                }
+                if slot.down_until.is_some_and(|until| now >= until) {
+                    slot.down_until = None;
+                    changed = true;
+                }
+            }
+            if !changed || state.queue.is_empty() {
+                return;
+            }
+            self.grant_free(&mut state, now)
+        };
+        granted.into_iter().for_each(|(waiter, server)| self.sink.deliver(waiter, server));
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let state = self.lock();
+        let now = Instant::now();
+        let local = self.servers.iter().position(|server| server.local).map(|id| &state.servers[id]);
+        PoolStats {
+            workers: local.map_or(0, |slot| slot.busy_at),
+            local_limit: local.map_or(0, |slot| slot.limit),
+            local_in_flight: local.map_or(0, |slot| slot.in_flight),
+            remote_in_flight: self
+                .servers
+                .iter()
+                .zip(&state.servers)
+                .filter(|(server, _)| !server.local)
+                .map(|(_, slot)| slot.in_flight)
+                .sum(),
+            queued: state.queue.len(),
+            servers_out_of_use: state.servers.iter().filter(|slot| !slot.in_use(now)).count(),
+        }
+    }
+
+    /// Requests each server has taken so far, by id.
+    pub fn requests_by_server(&self) -> Vec<u64> {
+        self.lock().servers.iter().map(|slot| slot.requests).collect()
+    }
+}
+
+/// Room for one request in flight to one server.
+pub struct InFlight {
+    pool: Arc<Pool>,
+    server: ServerId,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InFlight({})", self.server)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.pool.release(self.server);
+    }
+}
+
+impl InFlight {
+    pub fn server(&self) -> ServerId {
+        self.server
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// The server's accept queue was full: its room goes back, held back
+    /// (granted to no one) until a request in flight to it ends.
+    pub fn busy(self) {
+        let mut state = self.pool.lock();
+        let slot = &mut state.servers[self.server];
+        slot.in_flight = slot.in_flight.saturating_sub(1);
+        slot.held_back = true;
+        drop(state);
+        std::mem::forget(self);
+    }
+}
+
+/// A connection's place in the queue: dropping it leaves the queue (a
+/// client gone, a queue_timeout), so a server is never granted to nobody.
+pub struct QueuePlace {
+    pool: Arc<Pool>,
+    waiter: Option<ConnectionId>,
+}
+
+impl std::fmt::Debug for QueuePlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueuePlace")
+    }
+}
+
+impl QueuePlace {
+    /// The grant came, for `server`: the place was already taken out of the queue.
+    pub fn granted(mut self, server: ServerId) -> InFlight {
+        self.waiter = None;
+        InFlight { pool: Arc::clone(&self.pool), server }
+    }
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        // Not found means a grant is on its way; its receiver, finding no
+        // one waiting, gives the room back.
+        if let Some(waiter) = self.waiter {
+            self.pool.cancel(waiter);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::spec::HostRoute;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(ConnectionId, ServerId)>>);
+
+    impl GrantSink for Arc<Recorder> {
+        fn deliver(&self, waiter: ConnectionId, server: ServerId) {
+            self.0.lock().unwrap().push((waiter, server));
+        }
+    }
+
+    impl Recorder {
+        fn take(&self) -> Vec<(ConnectionId, ServerId)> {
+            std::mem::take(&mut self.0.lock().unwrap())
+        }
+    }
+
+    fn waiter(slot: usize) -> ConnectionId {
+        ConnectionId { loop_index: 0, slot, serial: slot as u64 }
+    }
+
+    fn remote(port: u16, backup: bool) -> ServerSpec {
+        let mut spec = ServerSpec::new(UpstreamAddress::Tcp(([10, 0, 0, 2], port).into()));
+        spec.backup = backup;
+        spec
+    }
+
+    fn local(workers: usize, per_worker: usize) -> Option<LocalWorkers> {
+        Some(LocalWorkers { socket: "/tmp/w.sock".into(), secret: [7; 16], workers, per_worker })
+    }
+
+    fn pool(local: Option<LocalWorkers>, spec: UpstreamSpec, max_queued: usize) -> (Arc<Pool>, Arc<Recorder>) {
+        let recorder = Arc::new(Recorder::default());
+        (Pool::new(local, &spec, max_queued, Box::new(Arc::clone(&recorder))), recorder)
+    }
+
+    fn granted(admission: Admission) -> InFlight {
+        match admission {
+            Admission::Granted(room) => room,
+            Admission::Queued(_) => panic!("queued, not granted"),
+            Admission::Full => panic!("full, not granted"),
+            Admission::Exhausted => panic!("exhausted, not granted"),
+        }
+    }
+
+    fn queued(admission: Admission) -> QueuePlace {
+        match admission {
+            Admission::Queued(place) => place,
+            Admission::Granted(room) => panic!("granted {room:?}, not queued"),
+            Admission::Full => panic!("full, not queued"),
+            Admission::Exhausted => panic!("exhausted, not queued"),
+        }
+    }
+
+    #[test]
+    fn local_workers_take_their_room_then_the_queue_holds_the_rest_in_order() {
+        let (pool, recorder) = pool(local(2, 1), UpstreamSpec::default(), 100);
+        let now = Instant::now();
+        let first = granted(pool.admit(waiter(1), 0, &[], false, now));
+        let second = granted(pool.admit(waiter(2), 0, &[], false, now));
+        assert_eq!((first.server(), second.server()), (0, 0));
+        let _places: Vec<_> = (3..6).map(|slot| queued(pool.admit(waiter(slot), 0, &[], false, now))).collect();
+        assert_eq!(pool.stats().queued, 3);
+        drop(first);
+        assert_eq!(recorder.take(), vec![(waiter(3), 0)], "first come, first served");
+        assert_eq!(pool.stats().local_in_flight, 2, "the grant holds the room given back");
+        let _fourth = queued(pool.admit(waiter(9), 0, &[], false, now));
+        drop(second);
+        assert_eq!(recorder.take(), vec![(waiter(4), 0)], "a newcomer does not jump the queue");
+    }
+
+    #[test]
+    fn backups_take_the_overflow_only_once_every_local_worker_is_busy() {
+        let spec = UpstreamSpec { servers: vec![remote(8080, true)], routes: Vec::new() };
+        let (pool, _recorder) = pool(local(2, 16), spec, 100);
+        let now = Instant::now();
+        let busy: Vec<_> = (0..2).map(|slot| granted(pool.admit(waiter(slot), 0, &[], false, now))).collect();
+        assert!(busy.iter().all(|room| room.server() == 0), "a free worker always gets it");
+        let overflow = granted(pool.admit(waiter(3), 0, &[], false, now));
+        assert_eq!(overflow.server(), 1, "both workers busy: the backup");
+        drop(busy);
+        assert_eq!(granted(pool.admit(waiter(4), 0, &[], false, now)).server(), 0, "a worker is free again");
+    }
+
+    #[test]
+    fn a_backup_at_its_max_conns_leaves_the_rest_to_the_workers_accept_queue() {
+        let mut backup = remote(8080, true);
+        backup.max_conns = 1;
+        let (pool, _recorder) = pool(local(1, 4), UpstreamSpec { servers: vec![backup], routes: Vec::new() }, 100);
+        let now = Instant::now();
+        let servers: Vec<ServerId> = (0..5)
+            .map(|slot| granted(pool.admit(waiter(slot), 0, &[], false, now)))
+            .map(|room| {
+                let server = room.server();
+                std::mem::forget(room);
+                server
+            })
+            .collect();
+        assert_eq!(servers, vec![0, 1, 0, 0, 0], "worker, backup, then the workers' accept queue up to 4");
+        assert!(matches!(pool.admit(waiter(9), 0, &[], false, now), Admission::Queued(_)));
+    }
+
+    #[test]
+    fn primaries_share_the_load_least_busy_first_and_tried_ones_are_skipped() {
+        let spec = UpstreamSpec { servers: vec![remote(1, false), remote(2, false)], routes: Vec::new() };
+        let (pool, _recorder) = pool(None, spec, 100);
+        let now = Instant::now();
+        let a = granted(pool.admit(waiter(1), 0, &[], false, now));
+        let b = granted(pool.admit(waiter(2), 0, &[], false, now));
+        assert_ne!(a.server(), b.server());
+        assert_eq!(granted(pool.admit(waiter(3), 0, &[a.server()], false, now)).server(), b.server());
+        assert!(matches!(pool.admit(waiter(4), 0, &[0, 1], false, now), Admission::Exhausted), "every server tried");
+    }
+
+    #[test]
+    fn a_server_past_max_fails_rests_for_fail_timeout_and_fail_timeout_zero_never_does() {
+        let mut flaky = remote(1, false);
+        flaky.max_fails = 2;
+        flaky.fail_timeout = Duration::from_secs(10);
+        let mut steady = remote(2, false);
+        steady.fail_timeout = Duration::ZERO;
+        let spec = UpstreamSpec { servers: vec![flaky, steady], routes: Vec::new() };
+        let (pool, _recorder) = pool(None, spec, 100);
+        let now = Instant::now();
+        pool.failed(0, Failure::Refused, now);
+        assert_eq!(pool.stats().servers_out_of_use, 0, "one failure of two allowed");
+        pool.failed(0, Failure::Refused, now);
+        assert_eq!(pool.stats().servers_out_of_use, 1);
+        for _ in 0..5 {
+            pool.failed(1, Failure::Refused, now);
+        }
+        assert_eq!(granted(pool.admit(waiter(1), 0, &[], false, now)).server(), 1, "fail_timeout 0: still in use");
+        let later = now + Duration::from_secs(11);
+        pool.tick(later);
+        assert_eq!(pool.stats().servers_out_of_use, 0, "back after fail_timeout");
+    }
+
+    #[test]
+    fn an_unreachable_server_waits_for_the_prober_and_is_tried_only_as_a_last_resort() {
+        let spec = UpstreamSpec { servers: vec![remote(1, false), remote(2, true)], routes: Vec::new() };
+        let (pool, recorder) = pool(None, spec, 100);
+        let now = Instant::now();
+        pool.failed(0, Failure::Unreachable, now);
+        assert_eq!(pool.unreachable(), vec![0]);
+        assert_eq!(granted(pool.admit(waiter(1), 0, &[], false, now)).server(), 1, "live traffic goes around it");
+        assert_eq!(granted(pool.admit(waiter(2), 0, &[1], false, now)).server(), 0, "nothing else is left");
+        pool.reachable(0);
+        assert!(pool.unreachable().is_empty());
+        assert!(recorder.take().is_empty());
+    }
+
+    #[test]
+    fn a_full_accept_queue_holds_its_server_back_until_a_request_ends() {
+        let (pool, recorder) = pool(local(2, 1), UpstreamSpec::default(), 100);
+        let now = Instant::now();
+        let first = granted(pool.admit(waiter(1), 0, &[], false, now));
+        let second = granted(pool.admit(waiter(2), 0, &[], false, now));
+        second.busy();
+        let requeued = queued(pool.admit(waiter(2), 0, &[], true, now));
+        let _third = queued(pool.admit(waiter(3), 0, &[], false, now));
+        assert_eq!(pool.stats().local_in_flight, 1, "room is free but held back");
+        pool.tick(now);
+        assert!(recorder.take().is_empty(), "a release is still coming");
+        drop(first);
+        assert_eq!(recorder.take(), vec![(waiter(2), 0), (waiter(3), 0)], "the requeued one first");
+        drop(requeued);
+    }
+
+    #[test]
+    fn a_hold_with_nothing_in_flight_is_lifted_by_the_tick() {
+        let (pool, recorder) = pool(local(1, 1), UpstreamSpec::default(), 100);
+        let now = Instant::now();
+        granted(pool.admit(waiter(1), 0, &[], false, now)).busy();
+        let _place = queued(pool.admit(waiter(1), 0, &[], true, now));
+        pool.tick(now);
+        assert_eq!(recorder.take(), vec![(waiter(1), 0)]);
+    }
+
+    #[test]
+    fn a_dropped_place_leaves_the_queue_and_a_late_one_gives_its_grant_back() {
+        let (pool, recorder) = pool(local(1, 1), UpstreamSpec::default(), 100);
+        let now = Instant::now();
+        let held = granted(pool.admit(waiter(1), 0, &[], false, now));
+        let second = queued(pool.admit(waiter(2), 0, &[], false, now));
+        let third = queued(pool.admit(waiter(3), 0, &[], false, now));
+        drop(second);
+        drop(held);
+        assert_eq!(recorder.take(), vec![(waiter(3), 0)], "the departed one's turn skipped");
+        drop(third);
+        assert_eq!(pool.stats().local_in_flight, 1, "counted until the grant is handled");
+        pool.release_undelivered(0);
+        assert_eq!(pool.stats().local_in_flight, 0);
+    }
+
+    #[test]
+    fn the_queue_has_a_cap_and_zero_workers_hold_everyone_until_some_come() {
+        let (pool, recorder) = pool(local(0, 2), UpstreamSpec::default(), 2);
+        let now = Instant::now();
+        let _places: Vec<_> = (1..3).map(|slot| queued(pool.admit(waiter(slot), 0, &[], false, now))).collect();
+        assert!(matches!(pool.admit(waiter(3), 0, &[], false, now), Admission::Full));
+        pool.set_worker_count(1);
+        assert_eq!(recorder.take(), vec![(waiter(1), 0), (waiter(2), 0)], "one worker, two in flight");
+        assert_eq!(pool.stats().local_limit, 2);
+    }
+
+    #[test]
+    fn hosts_go_to_their_routes_and_others_to_the_default_group_if_any() {
+        let admin =
+            HostRoute { pattern: HostPattern::parse("admin.example.com").unwrap(), servers: vec![remote(9, false)] };
+        let spec = UpstreamSpec { servers: vec![remote(1, false)], routes: vec![admin.clone()] };
+        let (pool, _recorder) = pool(None, spec, 100);
+        assert_eq!(pool.group_for(Some(b"ADMIN.example.com:443")), Some(1));
+        assert_eq!(pool.group_for(Some(b"www.example.com")), Some(0));
+        assert_eq!(pool.group_for(None), Some(0));
+        let now = Instant::now();
+        let routed = granted(pool.admit(waiter(1), 1, &[], false, now));
+        assert_eq!(pool.server(routed.server()).address, admin.servers[0].address);
+
+        let (only_routes, _recorder) = self::pool(None, UpstreamSpec { servers: Vec::new(), routes: vec![admin] }, 100);
+        assert_eq!(only_routes.group_for(Some(b"other.example.com")), None, "no default: 421");
+    }
+
+    #[test]
+    fn groups_queue_apart_so_one_busy_group_does_not_block_another() {
+        let mut busy = remote(1, false);
+        busy.max_conns = 1;
+        let other = HostRoute { pattern: HostPattern::parse("other.test").unwrap(), servers: vec![remote(2, false)] };
+        let (pool, _recorder) = pool(None, UpstreamSpec { servers: vec![busy], routes: vec![other] }, 100);
+        let now = Instant::now();
+        let _held = granted(pool.admit(waiter(1), 0, &[], false, now));
+        let _waiting = queued(pool.admit(waiter(2), 0, &[], false, now));
+        assert_eq!(granted(pool.admit(waiter(3), 1, &[], false, now)).server(), 1, "the other group goes on");
+    }
+}

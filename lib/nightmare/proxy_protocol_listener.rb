@@ -1,0 +1,96 @@
+# frozen_string_literal: true
+
+require "ipaddr"
+require "kgio"
+require_relative "handed_off_client"
+
+module Nightmare
+  # A Unicorn on another host, behind a standalone front (or a front's
+  # backup), reads the real client's address on a listener marked for it:
+  #
+  #   require "nightmare"
+  #   listen "10.0.0.2:8080", proxy_protocol: true, proxy_protocol_from: ["10.0.0.1"]
+  #
+  # Every connection must come from a front listed in proxy_protocol_from
+  # (addresses or networks) and open with a PROXY protocol v2 header, which
+  # sets REMOTE_ADDR; a stranger's connection is dropped unanswered, so no
+  # one else can claim an address. Works without `nightmare` on.
+  class ProxyProtocolAcceptor
+    def initialize(listener, allowed, logger)
+      @listener = listener
+      @allowed = allowed
+      @preamble = Nightmare::Native::PreambleReader.new(nil)
+      @logger = logger
+    end
+
+    def to_io
+      @listener
+    end
+
+    # A client, with its real address as kgio_addr; nil when there is none
+    # to accept, or the connection was not a listed front's.
+    def kgio_tryaccept
+      client = @listener.kgio_tryaccept(HandedOffClient) or return
+      peer = client.kgio_addr
+      unless @allowed.any? { |range| range.include?(peer) }
+        client.close
+        @logger.warn "nightmare: dropped a connection from #{peer} to a proxy_protocol listener: " \
+                     "not an address of proxy_protocol_from"
+        return
+      end
+      client.kgio_addr, client.request_start = @preamble.read(client.fileno)
+      client
+    rescue Nightmare::PreambleRefused => e
+      client.close
+      @logger.warn "nightmare: dropped a connection from #{peer} to a proxy_protocol listener: #{e.message}"
+      nil
+    rescue IPAddr::InvalidAddressError
+      client.close
+      nil
+    end
+
+    def close
+      @listener.close unless @listener.closed?
+    end
+  end
+
+  # Checks a listener's proxy_protocol options when the config is loaded.
+  module ProxyProtocolOptions
+    module_function
+
+    # The listener's allowed fronts as IPAddr ranges, or nil when it is not
+    # marked proxy_protocol; raises ArgumentError naming what is wrong.
+    def allowed(address, options)
+      return unless options[:proxy_protocol]
+
+      options[:proxy_protocol] == true or
+        raise ArgumentError, "listen #{address} proxy_protocol=#{options[:proxy_protocol].inspect}: give true"
+      from = Array(options[:proxy_protocol_from])
+      if from.empty?
+        raise ArgumentError, "listen #{address} proxy_protocol: true needs proxy_protocol_from, the fronts' " \
+                             "addresses (like [\"10.0.0.1\"]): a stranger could otherwise claim any client address"
+      end
+      from.map do |range|
+        IPAddr.new(range)
+      rescue IPAddr::Error, TypeError
+        raise ArgumentError, "listen #{address} proxy_protocol_from: #{range.inspect} is not an address or network"
+      end
+    end
+  end
+
+  # Worker side: listeners marked proxy_protocol are accepted through a
+  # ProxyProtocolAcceptor. Prepended only when a config has such a listener.
+  module ProxyProtocolListeners
+    private
+
+    def init_worker_process(worker)
+      readers = super
+      readers.map do |io|
+        next io unless io.respond_to?(:kgio_tryaccept) && io.is_a?(::BasicSocket)
+
+        allowed = ProxyProtocolOptions.allowed(sock_name(io), listener_opts.fetch(sock_name(io), {}))
+        allowed ? ProxyProtocolAcceptor.new(io, allowed, logger) : io
+      end
+    end
+  end
+end
