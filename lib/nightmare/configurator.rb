@@ -80,8 +80,10 @@ module Nightmare
     # (Swiftiply's host map); `*.example.com` takes every subdomain:
     #
     #   map "admin.example.com" => ["10.0.0.9:8080"], "*.api.example.com" => "10.0.0.7:8080"
-    def map(routes, **options)
-      nightmare_upstreams.add_routes(routes, options)
+    def map(routes = {}, **options)
+      # Without braces, Ruby hands the names over with the options.
+      names, options = options.partition { |key, _| key.is_a?(String) }.map(&:to_h)
+      nightmare_upstreams.add_routes(routes.merge(names), options)
     end
 
     # Set by the `nightmare` executable: this config runs a front alone. :nodoc:

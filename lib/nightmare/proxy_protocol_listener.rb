@@ -16,6 +16,10 @@ module Nightmare
   # sets REMOTE_ADDR; a stranger's connection is dropped unanswered, so no
   # one else can claim an address. Works without `nightmare` on.
   class ProxyProtocolAcceptor
+    # Kgio's accept with our client class (Unicorn's TCP listeners hide it
+    # behind their own).
+    ACCEPT = Kgio::TCPServer.instance_method(:kgio_tryaccept)
+
     def initialize(listener, allowed, logger)
       @listener = listener
       @allowed = allowed
@@ -30,7 +34,7 @@ module Nightmare
     # A client, with its real address as kgio_addr; nil when there is none
     # to accept, or the connection was not a listed front's.
     def kgio_tryaccept
-      client = @listener.kgio_tryaccept(HandedOffClient) or return
+      client = ACCEPT.bind_call(@listener, HandedOffClient) or return
       peer = client.kgio_addr
       unless @allowed.any? { |range| range.include?(peer) }
         client.close
@@ -84,11 +88,13 @@ module Nightmare
     private
 
     def init_worker_process(worker)
-      readers = super
-      readers.map do |io|
-        next io unless io.respond_to?(:kgio_tryaccept) && io.is_a?(::BasicSocket)
-
-        allowed = ProxyProtocolOptions.allowed(sock_name(io), listener_opts.fetch(sock_name(io), {}))
+      # Unicorn forgets the listeners' options in the worker (super does).
+      marked = Unicorn::HttpServer::LISTENERS.to_h do |io|
+        [io, ProxyProtocolOptions.allowed(sock_name(io), listener_opts.fetch(sock_name(io), {}))]
+      end
+      # In place: Unicorn's QUIT trap empties this very array to stop the worker.
+      super.map! do |io|
+        allowed = marked[io]
         allowed ? ProxyProtocolAcceptor.new(io, allowed, logger) : io
       end
     end

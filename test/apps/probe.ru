@@ -19,6 +19,7 @@ run lambda { |env|
                       "HTTP_CLIENT_IP", "HTTP_X_REAL_IP", "HTTP_TRUE_CLIENT_IP", "PATH_INFO", "SERVER_NAME",
                       "SERVER_PORT")
     facts["rack.url_scheme"] = env["rack.url_scheme"]
+    facts["host"] = ENV.fetch("TEST_HOST", "local")
     env.each { |name, value| facts["#{name} bytes"] = value.bytesize if name.start_with?("HTTP_X_LONG") }
     facts["body"] = env["rack.input"].read
     [200, { "content-type" => "application/json" }, [JSON.generate(facts)]]

@@ -174,18 +174,8 @@ impl Connection {
         if self.is_idle() && ctx.shared.stop_mode() != StopMode::Running {
             return Verdict::Close;
         }
-        let server_late =
-            matches!(&self.state, State::Exchanging(exchange) if exchange.deadline().is_some_and(|d| ctx.now >= d));
-        if server_late {
-            // The server, not the client, took too long.
-            match std::mem::replace(&mut self.state, State::Closed) {
-                State::Exchanging(mut exchange) => {
-                    let expired = exchange.expire();
-                    self.state = self.after_pump(exchange, expired, ctx).0;
-                }
-                other => self.state = other,
-            }
-            return self.drive(ctx);
+        if let Some(verdict) = self.check_on_server(ctx) {
+            return verdict;
         }
         match self.deadline {
             Some(deadline) if ctx.now >= deadline => {
@@ -195,6 +185,24 @@ impl Connection {
             }
             _ => Verdict::Keep,
         }
+    }
+
+    /// The server an exchange waits on took too long, or its host is gone.
+    fn check_on_server(&mut self, ctx: &mut LoopContext) -> Option<Verdict> {
+        let State::Exchanging(exchange) = &mut self.state else { return None };
+        let late = exchange.deadline().is_some_and(|deadline| ctx.now >= deadline);
+        let pumped = if late {
+            exchange.expire()
+        } else if exchange.awaits_answer() && ctx.shared.pool.is_unreachable(exchange.server()) {
+            exchange.server_unreachable()?
+        } else {
+            return None;
+        };
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Exchanging(exchange) => self.state = self.after_pump(exchange, pumped, ctx).0,
+            other => self.state = other,
+        }
+        Some(self.drive(ctx))
     }
 
     /// Runs the machine until it has to wait for I/O.

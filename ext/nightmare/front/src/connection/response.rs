@@ -13,6 +13,7 @@ use crate::request::head::HeadReader;
 use crate::shared::StopMode;
 use crate::static_files::{FileReply, SendStep};
 use crate::upstream::exchange::{Exchange, Pump};
+use crate::upstream::pool::Failure;
 use crate::upstream::tunnel::{Tunnel, TunnelStep};
 
 use super::handoff;
@@ -100,6 +101,7 @@ impl Connection {
                     ctx.shared.log.error(format!("worker response to client {} broke off: {problem}", self.peer));
                     (State::Closed, Step::Again)
                 } else if server_died {
+                    ctx.shared.pool.failed(exchange.server(), Failure::Refused, ctx.now);
                     ctx.shared.log.error(format!(
                         "worker closed its connection for client {} early ({problem}; killed or crashed?); answered 502",
                         self.peer

@@ -63,9 +63,38 @@ pub fn connect(address: &UpstreamAddress) -> Result<(UpstreamStream, bool), Conn
             // The request goes out in one write and the answer comes back
             // at once: no Nagle delay on either.
             let _ = stream.set_nodelay(true);
+            watch_for_silence(&stream);
             Ok((UpstreamStream::Tcp(stream), true))
         }
     }
+}
+
+/// A host that drops off the network mid-request sends no reset: the
+/// kernel finds it out by keepalive probes, one a second after a second of
+/// silence, so a request waits about two seconds, not upstream_read_timeout,
+/// before it can go elsewhere. A live host's kernel answers probes however
+/// long its application takes.
+fn watch_for_silence(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+        // SAFETY: an int option on a socket we own, for the call's length.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 1);
+    // Unacknowledged request bytes, likewise: at most two seconds.
+    set(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 2000);
 }
 
 impl UpstreamStream {

@@ -187,6 +187,11 @@ impl Exchange {
         self.deadline
     }
 
+    /// Still waiting for the server to begin its answer.
+    pub fn awaits_answer(&self) -> bool {
+        !self.answered && self.upstream.is_some()
+    }
+
     /// The deadline passed: a connect that never completed (the host is gone
     /// from the network: another server may take the request), or a
     /// response head that never came (504).
@@ -197,6 +202,15 @@ impl Exchange {
         }
         self.finish_worker();
         Pump::TimedOut
+    }
+
+    /// The server's host is gone from the network (another request's connect
+    /// timed out): a request that may safely run twice goes elsewhere now
+    /// rather than wait on it; `None` for one that must wait it out.
+    pub fn server_unreachable(&mut self) -> Option<Pump> {
+        let idempotent = self.request.as_ref().is_some_and(|request| request.is_idempotent());
+        (self.awaits_answer() && (idempotent || self.connecting))
+            .then(|| self.retry(Failure::Unreachable, "its host is unreachable".into()))
     }
 
     /// Moves every byte that can move now, in both directions.
@@ -343,6 +357,7 @@ impl Exchange {
                     self.finish_worker();
                     self.framer.finish(&mut self.response)
                 }
+                ReadOutcome::Failed(error) if !self.answered => return Some(self.no_answer(&error)),
                 ReadOutcome::Failed(error) => return Some(self.broken(format!("reading the response: {error}"), true)),
             };
             if let Err(error) = framed {
@@ -378,6 +393,21 @@ impl Exchange {
         if let Some(in_flight) = &self.in_flight {
             in_flight.pool().succeeded(self.server);
         }
+    }
+
+    /// The connection failed before a byte of answer: keepalive found the
+    /// host silent (it vanished), or it reset the connection.
+    fn no_answer(&mut self, error: &io::Error) -> Pump {
+        let vanished = matches!(error.raw_os_error(), Some(libc::ETIMEDOUT | libc::EHOSTUNREACH | libc::ENETUNREACH));
+        let idempotent = self.request.as_ref().is_some_and(|request| request.is_idempotent());
+        if vanished && idempotent {
+            return self.retry(Failure::Unreachable, format!("reading the response: {error}"));
+        }
+        if !vanished {
+            return self.closed_without_answer();
+        }
+        self.finish_worker();
+        self.broken(format!("reading the response: {error}"), true)
     }
 
     /// The server closed before a byte of answer: another server may take

@@ -13,7 +13,8 @@
 //! Which server takes a request, among those of its group it has not tried:
 //! 1. a primary that is not busy (the local workers while fewer requests
 //!    are in flight than there are workers; a remote primary below its
-//!    max_conns), the least loaded first;
+//!    max_conns), the least loaded first (among equals, the one that has
+//!    taken the fewest requests, so they take turns as in nginx);
 //! 2. else a backup with room, the least loaded first: backups take the
 //!    overflow, and only when every local worker is busy;
 //! 3. else a primary with room left (the local workers' accept queue, a few
@@ -305,7 +306,9 @@ impl Pool {
             })
         };
         let least = |filter: &dyn Fn(ServerId) -> bool| {
-            candidates().filter(|id| filter(*id)).min_by_key(|id| state.servers[*id].in_flight)
+            candidates()
+                .filter(|id| filter(*id))
+                .min_by_key(|id| (state.servers[*id].in_flight, state.servers[*id].requests))
         };
         let servers = &state.servers;
         least(&|id| !self.servers[id].backup && servers[id].in_flight < servers[id].busy_at)
@@ -407,6 +410,10 @@ impl Pool {
         let slot = &mut state.servers[server];
         slot.fails = 0;
         slot.first_fail = None;
+    }
+
+    pub fn is_unreachable(&self, server: ServerId) -> bool {
+        self.lock().servers[server].unreachable
     }
 
     /// Unreachable servers, for the prober.
@@ -663,6 +670,17 @@ mod tests {
             .collect();
         assert_eq!(servers, vec![0, 1, 0, 0, 0], "worker, backup, then the workers' accept queue up to 4");
         assert!(matches!(pool.admit(waiter(9), 0, &[], false, now), Admission::Queued(_)));
+    }
+
+    #[test]
+    fn idle_primaries_take_turns() {
+        let spec =
+            UpstreamSpec { servers: vec![remote(1, false), remote(2, false), remote(3, false)], routes: Vec::new() };
+        let (pool, _recorder) = pool(None, spec, 100);
+        let now = Instant::now();
+        let turns: Vec<ServerId> =
+            (0..6).map(|slot| granted(pool.admit(waiter(slot), 0, &[], false, now)).server()).collect();
+        assert_eq!(turns, vec![0, 1, 2, 0, 1, 2], "one after another when none is busy");
     }
 
     #[test]
