@@ -17,6 +17,15 @@ class ConfigErrorTest < Minitest::Test
     "nightmare true\nstatus_path 'status'" => /status_path "status": give a path like "\/_nightmare"/,
     "nightmare true\nstatus_path '/s', allow: ['everyone']" => /status_path allow: "everyone" is not an IP address/,
     "status_path '/s'" => /status_path needs the front/,
+    "backup '10.0.0.2:8080'" => /backup, upstream and map need the front: add `nightmare true`/,
+    "nightmare true\nupstream '10.0.0.2:8080'" => /upstream: in a Unicorn config the master's own workers are the upstream/,
+    "nightmare true\nbackup '10.0.0.2'" => /upstream "10.0.0.2": give host:port \("10.0.0.2:8080"\) or "unix:\/path"/,
+    "nightmare true\nbackup 'no-such-host.invalid:80'" => /upstream "no-such-host.invalid:80": cannot resolve/,
+    "nightmare true\nbackup '10.0.0.2:80', max_conns: -1" => /backup max_conns=-1: give a count/,
+    "nightmare true\nbackup '10.0.0.2:80', weight: 2" => /backup: unknown option :weight \(known: max_conns,/,
+    "nightmare true\nbackup '10.0.0.2:80', fail_timeout: 'soon'" => /not a time: nightmare backup fail_timeout="soon"/,
+    "nightmare true\nmap 'a b' => '10.0.0.2:80'" => /map "a b": give a host name/,
+    "listen '127.0.0.1:0', proxy_protocol: true" => /proxy_protocol: true needs proxy_protocol_from/,
   }.freeze
 
   def test_bad_settings_fail_at_load_with_a_clear_message

@@ -2,6 +2,7 @@
 
 require_relative "test_helper"
 require_relative "support/remote_unicorn"
+require "net/http"
 
 # Backups and failures: the nginx failover recipe (a UNIX primary with a
 # tiny backlog, hosts as backups), hosts that die or vanish from the
@@ -149,6 +150,31 @@ class FailoverTest < Minitest::Test
     assert holders.map(&:value).all? { |response| response.status == 200 }
     assert_equal "local", get("/host").body
     assert_operator figures["backup_requests"], :>=, 2
+  end
+
+  # The nginx recipe's hosts, with Nightmare: each runs Unicorn with its own
+  # front for its clients, and a listener for the other hosts' fronts,
+  # whose overflow its workers take directly (through its front it could
+  # bounce back).
+  def test_a_host_with_its_own_front_takes_a_peers_overflow_in_its_workers
+    make_hosts(1)
+    peer = @hosts[0]
+    @remotes = [RemoteUnicorn.new(peer, proxy_protocol: false, config: <<~CONFIG).start]
+      nightmare true
+      status_path "/_nightmare", allow: ["#{peer.near}"]
+      listen "#{peer.address}:8081", proxy_protocol: true, proxy_protocol_from: ["#{peer.near}"]
+    CONFIG
+    peer_figures = -> { JSON.parse(Net::HTTP.get(URI("http://#{peer.address}:8080/_nightmare"))) }
+    @remotes[0].wait_for_front
+    before = peer_figures.call["requests"]
+    @server = UnicornServer.new(workers: 1, config: %(backup "#{peer.address}:8081", proxy_protocol: true)).start
+    holder = Thread.new { get(hold(2), {}, timeout: 10) }
+    @server.wait_until("the only local worker busy", 5) { held_worker }
+    env = get("/env", {}, bind: "127.0.0.9").json
+    assert_equal "host1", env["host"], "the peer's workers took it"
+    assert_equal "127.0.0.9", env["REMOTE_ADDR"]
+    assert_equal before + 1, peer_figures.call["requests"], "its front saw only this status request"
+    assert_equal 200, holder.value.status
   end
 
   private

@@ -130,18 +130,15 @@ module Nightmare
                            "(or `map`) in the config"
     end
 
-    # Listeners a front on another host talks to with PROXY v2 headers.
-    def nightmare_check_proxy_protocol(nightmare_on)
+    # Listeners fronts on other hosts send requests to, with PROXY v2
+    # headers: the workers accept on them directly (with `nightmare` on
+    # too: the nginx failover recipe's hosts take each other's overflow
+    # in their workers, not through their fronts).
+    def nightmare_check_proxy_protocol(_nightmare_on)
       marked = set[:listeners].select do |address|
         Nightmare::ProxyProtocolOptions.allowed(address, set[:listener_opts].fetch(address, {}))
       end
-      return if marked.empty?
-
-      if nightmare_on
-        raise ArgumentError, "listen #{marked.first} proxy_protocol: is for a Unicorn behind a front on another " \
-                             "host; with `nightmare` on, the front faces the clients itself"
-      end
-      Unicorn::HttpServer.prepend(Nightmare::ProxyProtocolListeners)
+      Unicorn::HttpServer.prepend(Nightmare::ProxyProtocolListeners) unless marked.empty?
     end
 
     def nightmare_check_upstreams(nightmare_on)

@@ -98,7 +98,8 @@ module Nightmare
     def init_worker_process(worker)
       return super unless @nightmare_front && (@nightmare || @nightmare_front.alive?)
 
-      inherited = Unicorn::HttpServer::LISTENERS.dup
+      # Listeners for fronts on other hosts stay the workers' own.
+      inherited = Unicorn::HttpServer::LISTENERS.reject { |io| nightmare_for_other_fronts?(io) }
       acceptor = @nightmare_front.acceptor_for_worker
       readers = super
       if @nightmare
@@ -114,13 +115,19 @@ module Nightmare
 
       if @nightmare
         @nightmare_front ||= Nightmare::FrontSupervisor.new(logger, user, local_workers: nightmare_local_workers?)
-        listeners = Unicorn::HttpServer::LISTENERS.dup
+        listeners = Unicorn::HttpServer::LISTENERS.reject { |io| nightmare_for_other_fronts?(io) }
         @nightmare_front.maintain(@nightmare, listeners, nightmare_tls_of(listeners), worker_processes) do
           nightmare_leave_master
         end
       elsif @nightmare_front&.running?
         @nightmare_front.retire("nightmare was turned off")
       end
+    end
+
+    # A listener marked proxy_protocol: fronts on other hosts send the
+    # workers requests there (see Nightmare::ProxyProtocolAcceptor).
+    def nightmare_for_other_fronts?(io)
+      listener_opts.fetch(sock_name(io), {})[:proxy_protocol] == true
     end
 
     # The master runs workers the front hands requests to (a standalone

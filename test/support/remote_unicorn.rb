@@ -48,6 +48,13 @@ class RemoteUnicorn
     self
   end
 
+  # For a Unicorn with `nightmare true`: its front is up too.
+  def wait_for_front
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 20
+    sleep 0.05 until log.include?("nightmare front ready") || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+    log.include?("nightmare front ready") or raise "#{name}'s front did not start:\n#{log}"
+  end
+
   # Master and workers die at once, as a machine's processes do when it crashes.
   def kill
     pids = [@pid, *LocalProcesses.children_of(@pid)]
