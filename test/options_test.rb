@@ -71,6 +71,21 @@ class OptionsTest < Minitest::Test
     end
   end
 
+  # The examples users copy: loaded as they are (addresses resolved,
+  # settings read), the standalone one as the executable loads it.
+  def test_the_example_configs_load
+    { "unicorn.conf.rb" => false, "nightmare.conf.rb" => true }.each do |name, standalone|
+      path = File.join(ROOT, "examples", name)
+      config = Unicorn::Configurator.new(config_file: path, use_defaults: true, nightmare_standalone: standalone)
+      assert_kind_of Nightmare::Options, config.set[:nightmare], name
+      next unless standalone
+
+      upstreams = config.set[:upstreams]
+      assert_equal 2, upstreams.primaries.size
+      assert_equal [["admin.example.com", ["10.0.0.9:8080"]]], upstreams.routes.map { |host, list| [host, list.map(&:address)] }
+    end
+  end
+
   def test_the_readmes_table_of_settings_is_the_fronts
     readme = File.read(File.join(ROOT, "README.md"))
     assert ReadmeSettings.current(readme), "the README marks its table of settings"
