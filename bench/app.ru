@@ -13,6 +13,12 @@ run lambda { |env|
     body = Enumerator.new { |out| (Integer(mib) * 16).times { out << PIECE } }
     return [200, { "content-type" => "application/octet-stream", "content-length" => (Integer(mib) << 20).to_s }, body]
   end
+  if env["PATH_INFO"] == "/work"
+    # A request that takes the app a while (milliseconds in the query), and
+    # says which host ran it (TEST_HOST, for the failover benchmark).
+    sleep Integer(env["QUERY_STRING"]) / 1000.0
+    return [200, { "content-type" => "text/plain" }, [ENV.fetch("TEST_HOST", "local")]]
+  end
   if env["PATH_INFO"] == "/upload"
     digest = Digest::SHA256.new
     size = 0

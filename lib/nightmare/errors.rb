@@ -9,4 +9,8 @@ module Nightmare
   # A connection to the workers' private socket that does not open with
   # this master's preamble: not a request from its front.
   class PreambleRefused < Error; end
+
+  # A connection closed before it sent a byte: a front checking that this
+  # host is still on the network, not a request. Dropped without a word.
+  class PreambleProbe < PreambleRefused; end
 end

@@ -44,6 +44,9 @@ module Nightmare
       end
       client.kgio_addr, client.request_start = @preamble.read(client.fileno)
       client
+    rescue Nightmare::PreambleProbe
+      client.close
+      nil
     rescue Nightmare::PreambleRefused => e
       client.close
       @logger.warn "nightmare: dropped a connection from #{peer} to a proxy_protocol listener: #{e.message}"

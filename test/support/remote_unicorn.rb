@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-require_relative "test_hosts"
+require_relative "../../support/test_hosts"
 
 # A Unicorn on a TestHost, as on another machine: the gem loaded, nightmare
 # off, listening on the host's address, marked proxy_protocol for a front

@@ -179,6 +179,9 @@ impl PreambleReader {
                 let start = proxy_header::PREAMBLE_LEN;
                 Ok((client.to_string(), Some(ruby.str_from_slice(&buffer[start..start + length]))))
             }
+            Ok(Err(proxy_header::Refusal::Probe)) => {
+                Err(Error::new(nightmare_class(ruby, "PreambleProbe"), proxy_header::Refusal::Probe.describe()))
+            }
             Ok(Err(refusal)) => Err(Error::new(nightmare_class(ruby, "PreambleRefused"), refusal.describe())),
             Err(error) => Err(io_error(ruby, "reading a request's preamble", error)),
         }

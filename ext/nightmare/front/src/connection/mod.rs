@@ -33,6 +33,10 @@ use handoff::{ClientSide, QueuedRequest};
 
 use reply::Reply;
 
+/// How long a server may leave a whole request unanswered before the
+/// prober checks its host is still on the network.
+const SUSPECT_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
 enum Step {
     /// The state changed or may move further: run the machine again.
     Again,
@@ -190,6 +194,11 @@ impl Connection {
     /// The server an exchange waits on took too long, or its host is gone.
     fn check_on_server(&mut self, ctx: &mut LoopContext) -> Option<Verdict> {
         let State::Exchanging(exchange) = &mut self.state else { return None };
+        // An answer this late from a LAN host may mean the host is gone:
+        // the prober checks (see upstream::prober).
+        if exchange.waiting_for_answer(ctx.now).is_some_and(|waited| waited >= SUSPECT_AFTER) {
+            ctx.shared.pool.suspect(exchange.server());
+        }
         let late = exchange.deadline().is_some_and(|deadline| ctx.now >= deadline);
         let pumped = if late {
             exchange.expire()

@@ -82,6 +82,8 @@ pub struct Exchange {
     patience: Patience,
     /// Bytes came back from the server: it has begun its answer.
     answered: bool,
+    /// When the whole request was sent and the answer began to be awaited.
+    sent_at: Option<Instant>,
     /// The rest of a `100 Continue` the client was owed: if another server
     /// takes the request, what of it the client has not had goes along.
     interim: &'static [u8],
@@ -135,6 +137,7 @@ impl Exchange {
             deadline: pending.then(|| now + patience.connect),
             patience,
             answered: false,
+            sent_at: None,
             interim,
         };
         if !pending {
@@ -190,6 +193,11 @@ impl Exchange {
     /// Still waiting for the server to begin its answer.
     pub fn awaits_answer(&self) -> bool {
         !self.answered && self.upstream.is_some()
+    }
+
+    /// How long the server has had the whole request without answering.
+    pub fn waiting_for_answer(&self, now: Instant) -> Option<Duration> {
+        self.sent_at.filter(|_| self.awaits_answer()).map(|sent| now.saturating_duration_since(sent))
     }
 
     /// The deadline passed: a connect that never completed (the host is gone
@@ -321,6 +329,7 @@ impl Exchange {
                 self.outbound = None;
                 if !self.answered {
                     self.deadline = Some(now + self.patience.response_head);
+                    self.sent_at = Some(now);
                 }
             }
             // It stopped reading: it answered early, or died; reading tells.

@@ -96,6 +96,9 @@ struct ServerState {
     down_until: Option<Instant>,
     /// A connect timed out: out of use until the prober reaches it.
     unreachable: bool,
+    /// A request to it has waited long for an answer: the prober checks
+    /// that its host is still there.
+    suspect: bool,
     requests: u64,
 }
 
@@ -110,6 +113,7 @@ impl ServerState {
             first_fail: None,
             down_until: None,
             unreachable: false,
+            suspect: false,
             requests: 0,
         }
     }
@@ -414,6 +418,23 @@ impl Pool {
 
     pub fn is_unreachable(&self, server: ServerId) -> bool {
         self.lock().servers[server].unreachable
+    }
+
+    /// A request to `server` has waited long for its answer: if its host
+    /// is reached by TCP, the prober checks it is still on the network.
+    pub fn suspect(&self, server: ServerId) {
+        if matches!(self.servers[server].address, UpstreamAddress::Tcp(_)) {
+            self.lock().servers[server].suspect = true;
+        }
+    }
+
+    /// Servers under suspicion, cleared: the prober checks each once.
+    pub fn take_suspects(&self) -> Vec<ServerId> {
+        let mut state = self.lock();
+        let suspects = state.servers.iter().enumerate().filter(|(_, slot)| slot.suspect && !slot.unreachable);
+        let suspects: Vec<ServerId> = suspects.map(|(id, _)| id).collect();
+        suspects.iter().for_each(|id| state.servers[*id].suspect = false);
+        suspects
     }
 
     /// Unreachable servers, for the prober.

@@ -1,7 +1,11 @@
-//! Probes the upstreams that stopped answering (a connect timed out: the
-//! host is gone from the network), so that live traffic never waits on a
-//! dead host again: a thread tries each of them once a second, with a
-//! short connect timeout, and puts one back in use the moment it answers.
+//! Watches the upstreams' hosts. One that stopped answering (a connect
+//! timed out: the host is gone from the network) is left out of live
+//! traffic and tried once a second, with a short connect timeout, until it
+//! answers again. One that leaves a request waiting for its answer (the
+//! connection itself says nothing of a host that drops off the network
+//! until keepalive gives up, about two seconds on) is probed at once: if
+//! it does not answer a connect within PROBE_PATIENCE it is out of use, and
+//! requests that may safely run twice go elsewhere on the loops' next tick.
 
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -11,9 +15,14 @@ use std::time::Duration;
 
 use crate::log::Log;
 use crate::upstream::address::UpstreamAddress;
-use crate::upstream::pool::Pool;
+use crate::upstream::pool::{Failure, Pool};
 
+/// How often a gone host is tried again.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How often suspects are looked for, and how long a suspect has to
+/// answer a connect: a LAN host answers within a millisecond.
+const SUSPECTS_EVERY: Duration = Duration::from_millis(250);
+const PROBE_PATIENCE: Duration = Duration::from_millis(500);
 
 pub struct Prober {
     stop: Arc<AtomicBool>,
@@ -26,8 +35,23 @@ impl Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         crate::threads::spawn_without_signals("nightmare-prober".into(), move || {
+            let mut last_round = std::time::Instant::now();
             while !stopped.load(Ordering::Acquire) {
-                std::thread::sleep(PROBE_EVERY);
+                std::thread::sleep(SUSPECTS_EVERY);
+                for server in pool.take_suspects() {
+                    if !answers(&pool.server(server).address, PROBE_PATIENCE) {
+                        pool.failed(server, Failure::Unreachable, std::time::Instant::now());
+                        log.warn(format!(
+                            "upstream {} left a request unanswered and does not answer a connect: \
+                             out of use until it does",
+                            pool.server(server).address
+                        ));
+                    }
+                }
+                if last_round.elapsed() < PROBE_EVERY {
+                    continue;
+                }
+                last_round = std::time::Instant::now();
                 for server in pool.unreachable() {
                     if stopped.load(Ordering::Acquire) {
                         return;

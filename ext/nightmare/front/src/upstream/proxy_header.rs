@@ -90,6 +90,9 @@ pub enum Refusal {
     WrongSecret,
     /// The peer closed or sent too little within the time allowed.
     Incomplete,
+    /// The peer closed without sending a byte: a front checking that the
+    /// host is there, not a request.
+    Probe,
 }
 
 impl Refusal {
@@ -99,6 +102,7 @@ impl Refusal {
             Refusal::Malformed => "a malformed PROXY preamble",
             Refusal::WrongSecret => "a preamble without this master's secret",
             Refusal::Incomplete => "an incomplete preamble",
+            Refusal::Probe => "a connection closed before sending a byte",
         }
     }
 }
@@ -186,7 +190,7 @@ pub fn read(
             continue;
         }
         if n == 0 {
-            return Ok(Err(Refusal::Incomplete));
+            return Ok(Err(if got == 0 { Refusal::Probe } else { Refusal::Incomplete }));
         }
         let error = io::Error::last_os_error();
         match error.kind() {
@@ -344,7 +348,12 @@ mod tests {
 
         let (closed, worker) = UnixStream::pair().unwrap();
         drop(closed);
-        assert_eq!(read_one(&worker, Duration::from_secs(5)), Err(Refusal::Incomplete));
+        assert_eq!(read_one(&worker, Duration::from_secs(5)), Err(Refusal::Probe), "closed before a byte");
+
+        let (mut half, worker) = UnixStream::pair().unwrap();
+        half.write_all(&encode(&clients()[0], Some(&SECRET))[..10]).unwrap();
+        drop(half);
+        assert_eq!(read_one(&worker, Duration::from_secs(5)), Err(Refusal::Incomplete), "closed mid-preamble");
     }
 
     #[test]

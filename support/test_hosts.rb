@@ -1,10 +1,11 @@
 # frozen_string_literal: true
 
-# Hosts for tests of a front in front of Unicorns on other machines: each
-# is a network namespace with a veth pair to this one (10.77.N.1 here,
-# 10.77.N.2 there), so a Unicorn started in it is reached over a network
-# as on another machine, and can vanish from it (its link taken down).
-# Needs root and iproute2; tests skip with a clear message without them.
+# Hosts for tests and benchmarks of a front in front of Unicorns on other
+# machines: each is a network namespace with a veth pair to this one
+# (10.77.N.1 here, 10.77.N.2 there), so a Unicorn started in it is reached
+# over a network as on another machine, and can vanish from it (its link
+# taken down). Needs root and iproute2; tests skip with a clear message
+# without them.
 class TestHost
   # Why hosts cannot be made here, or nil when they can.
   def self.unavailable_because
