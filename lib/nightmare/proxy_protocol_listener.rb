@@ -23,6 +23,9 @@ module Nightmare
     def initialize(listener, allowed, logger)
       @listener = listener
       @allowed = allowed
+      # The same few fronts connect again and again: each is judged once
+      # (strangers every time, so they cannot fill the memo).
+      @fronts_seen = {}
       @preamble = Nightmare::Native::PreambleReader.new(nil)
       @logger = logger
     end
@@ -36,7 +39,7 @@ module Nightmare
     def kgio_tryaccept
       client = ACCEPT.bind_call(@listener, HandedOffClient) or return
       peer = client.kgio_addr
-      unless @allowed.any? { |range| range.include?(peer) }
+      unless listed?(peer)
         client.close
         @logger.warn "nightmare: dropped a connection from #{peer} to a proxy_protocol listener: " \
                      "not an address of proxy_protocol_from"
@@ -58,6 +61,14 @@ module Nightmare
 
     def close
       @listener.close unless @listener.closed?
+    end
+
+    private
+
+    def listed?(peer)
+      return true if @fronts_seen.key?(peer)
+
+      @allowed.any? { |range| range.include?(peer) } && (@fronts_seen[peer] = true)
     end
   end
 

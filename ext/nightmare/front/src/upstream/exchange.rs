@@ -291,14 +291,10 @@ impl Exchange {
         }
         let Some(upstream) = &self.upstream else { return Ok(true) };
         match upstream.finished() {
-            Ok(true) => {
+            Ok(()) => {
                 self.connecting = false;
                 self.deadline = None;
                 Ok(true)
-            }
-            Ok(false) => {
-                self.upstream_ready.writable = false;
-                Ok(false)
             }
             Err(error) => {
                 let failure = match &error {
