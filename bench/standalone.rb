@@ -40,7 +40,8 @@ OURS = "nightmare"
   system("command -v #{tool} >/dev/null", exception: false) or abort "bench needs #{tool}: run script/bench"
 end
 if (reason = TestHost.unavailable_because)
-  abort "bench_standalone: #{reason}"
+  puts "bench_standalone skipped: #{reason}"
+  exit
 end
 
 def monotonic = Process.clock_gettime(Process::CLOCK_MONOTONIC)
