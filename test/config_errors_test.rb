@@ -26,6 +26,8 @@ class ConfigErrorTest < Minitest::Test
     "nightmare true\nbackup '10.0.0.2:80', fail_timeout: 'soon'" => /not a time: nightmare backup fail_timeout="soon"/,
     "nightmare true\nmap 'a b' => '10.0.0.2:80'" => /map "a b": give a host name/,
     "listen '127.0.0.1:0', proxy_protocol: true" => /proxy_protocol: true needs proxy_protocol_from/,
+    "listen '/tmp/nightmare-test.sock', proxy_protocol: true, proxy_protocol_from: ['10.0.0.1']" =>
+      %r{listen /tmp/nightmare-test.sock proxy_protocol: only for TCP listeners},
   }.freeze
 
   def test_bad_settings_fail_at_load_with_a_clear_message

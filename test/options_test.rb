@@ -73,6 +73,15 @@ class OptionsTest < Minitest::Test
 
   # The examples users copy: loaded as they are (addresses resolved,
   # settings read), the standalone one as the executable loads it.
+  def test_upstream_options_read_as_nginx_writes_them
+    upstreams = Nightmare::Upstreams.new
+    upstreams.add_backups("backup", ["10.0.0.2:8080"], { fail_timeout: "0s" })
+    upstreams.add_backups("backup", ["10.0.0.3:8080"], { fail_timeout: 0, max_conns: 2 })
+    upstreams.add_backups("backup", ["10.0.0.4:8080"], { fail_timeout: "30s" })
+    assert_equal [0.0, 0.0, 30.0], upstreams.backups.map { |server| server.options[:fail_timeout] }
+    assert_equal [0, 2, 0], upstreams.backups.map { |server| server.options[:max_conns] }
+  end
+
   def test_the_example_configs_load
     { "unicorn.conf.rb" => false, "nightmare.conf.rb" => true }.each do |name, standalone|
       path = File.join(ROOT, "examples", name)

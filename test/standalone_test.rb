@@ -104,6 +104,48 @@ class StandaloneTest < Minitest::Test
     @server.instance_variable_set(:@pid, nil)
   end
 
+  def test_an_upstream_slow_to_answer_gets_the_client_a_504
+    make_hosts(1)
+    @remotes = [RemoteUnicorn.new(@hosts[0], workers: 1).start]
+    @server = StandaloneFront.new(<<~CONFIG).start
+      nightmare upstream_read_timeout: 1
+      upstream "#{@remotes[0].address}", proxy_protocol: true
+    CONFIG
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    response = get("/sleep?3", {}, timeout: 10)
+    assert_equal 504, response.status
+    assert_operator Process.clock_gettime(Process::CLOCK_MONOTONIC) - started, :<, 2.5, "after upstream_read_timeout"
+    @server.wait_until("the log line", 5) { @server.log.include?("sent no response head within upstream_read_timeout (1s)") }
+  end
+
+  def test_usr2_then_quit_of_the_old_master_and_term_on_the_executable
+    make_hosts(1)
+    @remotes = [RemoteUnicorn.new(@hosts[0]).start]
+    @server = StandaloneFront.new(%(upstream "#{@remotes[0].address}", proxy_protocol: true)).start
+    old_master = @server.pid
+    new_master = nil
+    served, failures = with_steady_clients(@server.port) do |served_more|
+      Process.kill(:USR2, old_master)
+      @server.wait_until("the new master and its front", 30) do
+        new_master = Integer(File.read(@server.pid_path)) rescue nil # rubocop:disable Style/RescueModifier
+        new_master && new_master != old_master && @server.log.scan("nightmare front ready").size >= 2
+      end
+      served_more.call(20)
+      Process.kill(:QUIT, old_master)
+      Timeout.timeout(30) { Process.waitpid(old_master) }
+      served_more.call(20)
+    end
+    assert_equal 0, failures, "no request failed through USR2 and the old master's QUIT"
+    assert_operator served, :>, 40
+    assert_equal "host1", get("/host").body, "the new generation serves"
+
+    Process.kill(:TERM, new_master)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 10
+    sleep 0.05 while File.exist?("/proc/#{new_master}") && Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
+    refute File.exist?("/proc/#{new_master}"), "TERM: gone at once"
+    @server.instance_variable_set(:@pid, nil)
+  end
+
   def test_a_config_without_upstreams_is_refused
     @server = StandaloneFront.new("")
     output = IO.popen({ "RUBYLIB" => File.join(ROOT, "lib") },

@@ -2,7 +2,7 @@
 
 require "ipaddr"
 require "kgio"
-require_relative "handed_off_client"
+require_relative "preamble_acceptor"
 
 module Nightmare
   # A Unicorn on another host, behind a standalone front (or a front's
@@ -15,60 +15,47 @@ module Nightmare
   # (addresses or networks) and open with a PROXY protocol v2 header, which
   # sets REMOTE_ADDR; a stranger's connection is dropped unanswered, so no
   # one else can claim an address. Works without `nightmare` on.
-  class ProxyProtocolAcceptor
+  class ProxyProtocolAcceptor < PreambleAcceptor
     # Kgio's accept with our client class (Unicorn's TCP listeners hide it
     # behind their own).
     ACCEPT = Kgio::TCPServer.instance_method(:kgio_tryaccept)
 
     def initialize(listener, allowed, logger)
-      @listener = listener
+      super(listener, Nightmare::Native::PreambleReader.new(nil), logger)
       @allowed = allowed
       # The same few fronts connect again and again: each is judged once
       # (strangers every time, so they cannot fill the memo).
       @fronts_seen = {}
-      @preamble = Nightmare::Native::PreambleReader.new(nil)
-      @logger = logger
-    end
-
-    def to_io
-      @listener
-    end
-
-    # A client, with its real address as kgio_addr; nil when there is none
-    # to accept, or the connection was not a listed front's.
-    def kgio_tryaccept
-      client = ACCEPT.bind_call(@listener, HandedOffClient) or return
-      peer = client.kgio_addr
-      unless listed?(peer)
-        client.close
-        @logger.warn "nightmare: dropped a connection from #{peer} to a proxy_protocol listener: " \
-                     "not an address of proxy_protocol_from"
-        return
-      end
-      client.kgio_addr, client.request_start = @preamble.read(client.fileno)
-      client
-    rescue Nightmare::PreambleProbe
-      client.close
-      nil
-    rescue Nightmare::PreambleRefused => e
-      client.close
-      @logger.warn "nightmare: dropped a connection from #{peer} to a proxy_protocol listener: #{e.message}"
-      nil
-    rescue IPAddr::InvalidAddressError
-      client.close
-      nil
-    end
-
-    def close
-      @listener.close unless @listener.closed?
     end
 
     private
 
+    def accept
+      ACCEPT.bind_call(@listener, HandedOffClient)
+    end
+
+    def admitted?(client)
+      return true if listed?(client.kgio_addr)
+
+      @logger.warn "nightmare: dropped a connection #{source(client)}to #{listener_name}: " \
+                   "not an address of proxy_protocol_from"
+      false
+    end
+
+    def listener_name = "a proxy_protocol listener"
+
+    def source(client) = "from #{client.kgio_addr} "
+
     def listed?(peer)
       return true if @fronts_seen.key?(peer)
 
-      @allowed.any? { |range| range.include?(peer) } && (@fronts_seen[peer] = true)
+      address = IPAddr.new(peer)
+      # An IPv6 listener sees IPv4 fronts as ::ffff:a.b.c.d.
+      candidates = [address, address.native]
+      @allowed.any? { |range| candidates.any? { |candidate| range.include?(candidate) } } &&
+        (@fronts_seen[peer] = true)
+    rescue IPAddr::InvalidAddressError
+      false
     end
   end
 
@@ -83,6 +70,10 @@ module Nightmare
 
       options[:proxy_protocol] == true or
         raise ArgumentError, "listen #{address} proxy_protocol=#{options[:proxy_protocol].inspect}: give true"
+      if address.start_with?("/")
+        raise ArgumentError, "listen #{address} proxy_protocol: only for TCP listeners, which fronts on other " \
+                             "hosts reach (requests from this host's own front come another way)"
+      end
       from = Array(options[:proxy_protocol_from])
       if from.empty?
         raise ArgumentError, "listen #{address} proxy_protocol: true needs proxy_protocol_from, the fronts' " \

@@ -95,6 +95,12 @@ module Nightmare
       end.freeze
     end
 
+    # 0 is a setting of its own (never out of use), written as nginx
+    # writes it or as a number.
+    def zero_time?(value)
+      value == 0 || (value.is_a?(String) && value.match?(/\A0+(?:\.0+)?(?:ms|s|m|h)?\z/))
+    end
+
     def check_option(directive, name, value)
       case name
       when :max_conns, :max_fails
@@ -102,7 +108,7 @@ module Nightmare
           raise ArgumentError, "#{directive} #{name}=#{value.inspect}: give a count (0 or more)"
         value
       when :fail_timeout
-        seconds = value == 0 ? 0.0 : Nightmare::Native.read_time("#{directive} fail_timeout", value)
+        seconds = zero_time?(value) ? 0.0 : Nightmare::Native.read_time("#{directive} fail_timeout", value)
         seconds.to_f
       when :proxy_protocol
         [true, false].include?(value) or

@@ -202,8 +202,10 @@ impl Connection {
         let late = exchange.deadline().is_some_and(|deadline| ctx.now >= deadline);
         let pumped = if late {
             exchange.expire()
-        } else if exchange.awaits_answer() && ctx.shared.pool.is_unreachable(exchange.server()) {
-            exchange.server_unreachable()?
+        } else if exchange.awaits_answer()
+            && let Some(since) = ctx.shared.pool.unreachable_since(exchange.server())
+        {
+            exchange.server_unreachable(since)?
         } else {
             return None;
         };

@@ -84,6 +84,9 @@ pub struct Exchange {
     answered: bool,
     /// When the whole request was sent and the answer began to be awaited.
     sent_at: Option<Instant>,
+    /// When it began: news that the server's host is gone concerns only
+    /// exchanges begun before it came.
+    began: Instant,
     /// The rest of a `100 Continue` the client was owed: if another server
     /// takes the request, what of it the client has not had goes along.
     interim: &'static [u8],
@@ -138,11 +141,14 @@ impl Exchange {
             patience,
             answered: false,
             sent_at: None,
+            began: now,
             interim,
         };
         if !pending {
             // A failure shows again, and is handled, when the exchange is pumped.
             let _ = exchange.send_request(now);
+            // Failing to watch writes leaves the request unfinished, so the
+            // server fails it on the short read rather than running it.
             if exchange.outbound.is_some()
                 && let Some(upstream) = &mut exchange.upstream
             {
@@ -212,12 +218,13 @@ impl Exchange {
         Pump::TimedOut
     }
 
-    /// The server's host is gone from the network (another request's connect
-    /// timed out): a request that may safely run twice goes elsewhere now
-    /// rather than wait on it; `None` for one that must wait it out.
-    pub fn server_unreachable(&mut self) -> Option<Pump> {
+    /// The server's host has been gone from the network `since` (a connect
+    /// timed out, or a probe): a request begun before then that may safely
+    /// run twice goes elsewhere now rather than wait on it; `None` for one
+    /// that must wait it out, or one sent there as a last resort after.
+    pub fn server_unreachable(&mut self, since: Instant) -> Option<Pump> {
         let idempotent = self.request.as_ref().is_some_and(|request| request.is_idempotent());
-        (self.awaits_answer() && (idempotent || self.connecting))
+        (self.began < since && self.awaits_answer() && (idempotent || self.connecting))
             .then(|| self.retry(Failure::Unreachable, "its host is unreachable".into()))
     }
 

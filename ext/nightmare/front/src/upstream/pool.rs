@@ -20,7 +20,13 @@
 //! 3. else a primary with room left (the local workers' accept queue, a few
 //!    requests per worker, which keeps them from ever waiting for the front);
 //! 4. else the request waits in the queue, or, when every server it could
-//!    still use is out of use, tries one anyway, as nginx does.
+//!    still use is out of use, tries one of those anyway (with room, and
+//!    one taken down by failures before an unreachable one), as nginx does.
+//!
+//! A waiter remembers the servers it tried, so a grant never sends it back
+//! to one that failed it; the queue is first come, first served within a
+//! group, except that a waiter which only waits because it tried the free
+//! servers lets the next one go.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -94,8 +100,8 @@ struct ServerState {
     fails: u32,
     first_fail: Option<Instant>,
     down_until: Option<Instant>,
-    /// A connect timed out: out of use until the prober reaches it.
-    unreachable: bool,
+    /// Since a connect timed out: out of use until the prober reaches it.
+    unreachable: Option<Instant>,
     /// A request to it has waited long for an answer: the prober checks
     /// that its host is still there.
     suspect: bool,
@@ -112,21 +118,42 @@ impl ServerState {
             fails: 0,
             first_fail: None,
             down_until: None,
-            unreachable: false,
+            unreachable: None,
             suspect: false,
             requests: 0,
         }
     }
 
     fn in_use(&self, now: Instant) -> bool {
-        !self.unreachable && self.down_until.is_none_or(|until| now >= until)
+        self.unreachable.is_none() && self.down_until.is_none_or(|until| now >= until)
     }
+
+    fn has_room(&self) -> bool {
+        !self.held_back && self.in_flight < self.limit
+    }
+}
+
+/// A request waiting for room, and the servers it already tried.
+#[derive(Debug)]
+struct Waiter {
+    id: ConnectionId,
+    group: GroupId,
+    tried: Vec<ServerId>,
+}
+
+/// Where a request may go now.
+enum Pick {
+    Server(ServerId),
+    /// A server it may use will have room when a request ends.
+    Wait,
+    /// It tried every server of its group.
+    Exhausted,
 }
 
 #[derive(Debug, Default)]
 struct State {
     servers: Vec<ServerState>,
-    queue: VecDeque<(ConnectionId, GroupId)>,
+    queue: VecDeque<Waiter>,
 }
 
 /// How a connection to a server failed, for its health.
@@ -265,9 +292,10 @@ impl Pool {
         }
     }
 
-    /// Room on a server of `group` now, if the rules above find one and no
-    /// earlier request of the group waits; otherwise a place in the queue
-    /// (at its head for a request a full accept queue sent back).
+    /// Room on a server of `group` now, if the rules above find one;
+    /// otherwise a place in the queue (at its head for a request a server
+    /// sent back, as it came first). No waiter is passed over: a server
+    /// with room is one no waiter of the group can use (see `grant_free`).
     pub fn admit(
         self: &Arc<Self>,
         waiter: ConnectionId,
@@ -277,29 +305,42 @@ impl Pool {
         now: Instant,
     ) -> Admission {
         let mut state = self.lock();
-        let waiting_ahead = !at_head && state.queue.iter().any(|(_, queued)| *queued == group);
-        if !waiting_ahead && let Some(server) = self.choose(&state, group, tried, now) {
-            return Admission::Granted(self.take(&mut state, server));
+        match self.pick(&state, group, tried, now) {
+            Pick::Server(server) => Admission::Granted(self.take(&mut state, server)),
+            Pick::Exhausted => Admission::Exhausted,
+            Pick::Wait if !at_head && state.queue.len() >= self.max_queued => Admission::Full,
+            Pick::Wait => {
+                let entry = Waiter { id: waiter, group, tried: tried.to_vec() };
+                if at_head {
+                    state.queue.push_front(entry);
+                } else {
+                    state.queue.push_back(entry);
+                }
+                Admission::Queued(QueuePlace { pool: Arc::clone(self), waiter: Some(waiter) })
+            }
         }
-        let members = &self.groups[group];
-        let could_wait = members.iter().any(|id| !tried.contains(id) && state.servers[*id].in_use(now));
-        if !could_wait {
-            // Nothing in use is left to wait for: try one out of use, as
-            // nginx does, or give up.
-            return match self.last_resort(&state, group, tried) {
-                Some(server) => Admission::Granted(self.take(&mut state, server)),
-                None => Admission::Exhausted,
-            };
+    }
+
+    fn pick(&self, state: &State, group: GroupId, tried: &[ServerId], now: Instant) -> Pick {
+        if let Some(server) = self.choose(state, group, tried, now) {
+            return Pick::Server(server);
         }
-        if !at_head && state.queue.len() >= self.max_queued {
-            return Admission::Full;
+        let untried = || self.groups[group].iter().copied().filter(|id| !tried.contains(id));
+        if untried().any(|id| state.servers[id].in_use(now)) {
+            return Pick::Wait;
         }
-        if at_head {
-            state.queue.push_front((waiter, group));
-        } else {
-            state.queue.push_back((waiter, group));
+        // Nothing in use is left to wait for: one out of use anyway, as
+        // nginx does; an unreachable one only if nothing else is left.
+        let with_room = |id: &ServerId| state.servers[*id].has_room();
+        let last_resort = untried()
+            .filter(with_room)
+            .find(|id| state.servers[*id].unreachable.is_none())
+            .or_else(|| untried().find(with_room));
+        match last_resort {
+            Some(server) => Pick::Server(server),
+            None if untried().next().is_some() => Pick::Wait,
+            None => Pick::Exhausted,
         }
-        Admission::Queued(QueuePlace { pool: Arc::clone(self), waiter: Some(waiter) })
     }
 
     fn choose(&self, state: &State, group: GroupId, tried: &[ServerId], now: Instant) -> Option<ServerId> {
@@ -320,92 +361,111 @@ impl Pool {
             .or_else(|| least(&|id| !self.servers[id].backup && servers[id].in_flight < servers[id].limit))
     }
 
-    /// An untried server out of use: taken down by failures first, an
-    /// unreachable one only if nothing else is left.
-    fn last_resort(&self, state: &State, group: GroupId, tried: &[ServerId]) -> Option<ServerId> {
-        let untried = || self.groups[group].iter().copied().filter(|id| !tried.contains(id));
-        untried().find(|id| !state.servers[*id].unreachable).or_else(|| untried().next())
+    fn take(self: &Arc<Self>, state: &mut State, server: ServerId) -> InFlight {
+        Self::count_in(state, server);
+        InFlight { pool: Arc::clone(self), server, hold_back: false }
     }
 
-    fn take(self: &Arc<Self>, state: &mut State, server: ServerId) -> InFlight {
+    fn count_in(state: &mut State, server: ServerId) {
         state.servers[server].in_flight += 1;
         state.servers[server].requests += 1;
-        InFlight { pool: Arc::clone(self), server }
     }
 
     /// A grant that reached no waiting connection: the room goes on.
     pub fn release_undelivered(self: &Arc<Self>, server: ServerId) {
-        drop(InFlight { pool: Arc::clone(self), server });
+        drop(InFlight { pool: Arc::clone(self), server, hold_back: false });
     }
 
     fn cancel(&self, waiter: ConnectionId) {
         let mut state = self.lock();
-        if let Some(index) = state.queue.iter().position(|(queued, _)| *queued == waiter) {
+        if let Some(index) = state.queue.iter().position(|queued| queued.id == waiter) {
             state.queue.remove(index);
         }
     }
 
-    fn release(&self, server: ServerId) {
+    /// Room in flight given back; `hold_back` when the server's accept
+    /// queue was found full, so no one gets it until a request to it ends.
+    fn release(&self, server: ServerId, hold_back: bool) {
         let granted = {
             let mut state = self.lock();
             let slot = &mut state.servers[server];
             debug_assert!(slot.in_flight > 0, "room in flight was given back twice");
             slot.in_flight = slot.in_flight.saturating_sub(1);
-            // A request ended, so its accept queue has room again.
-            slot.held_back = false;
+            // A request that ended made room in its accept queue.
+            slot.held_back = hold_back;
+            if hold_back {
+                return;
+            }
             self.grant_free(&mut state, Instant::now())
         };
+        self.deliver(granted);
+    }
+
+    fn deliver(&self, granted: Vec<(ConnectionId, ServerId)>) {
         granted.into_iter().for_each(|(waiter, server)| self.sink.deliver(waiter, server));
     }
 
-    /// Grants room to waiters, in order, while a server of their group has some.
+    /// Grants room to waiters, in order, while a server they may use has
+    /// some. A waiter that cannot go holds back the rest of its group,
+    /// unless it only waits because it tried the servers that could take it.
     fn grant_free(&self, state: &mut State, now: Instant) -> Vec<(ConnectionId, ServerId)> {
         let mut granted = Vec::new();
+        let mut blocked: Vec<GroupId> = Vec::new();
         let mut index = 0;
         while index < state.queue.len() {
-            let (waiter, group) = state.queue[index];
-            match self.choose(state, group, &[], now) {
-                Some(server) => {
-                    state.queue.remove(index);
-                    state.servers[server].in_flight += 1;
-                    state.servers[server].requests += 1;
-                    granted.push((waiter, server));
-                }
-                // FIFO within a group: a later waiter of a group whose
-                // head cannot go waits too.
-                None => {
-                    let blocked = group;
-                    index += 1;
-                    while index < state.queue.len() && state.queue[index].1 == blocked {
-                        index += 1;
-                    }
-                }
+            let waiter = &state.queue[index];
+            let group = waiter.group;
+            if blocked.contains(&group) {
+                index += 1;
+                continue;
             }
+            if let Pick::Server(server) = self.pick(state, group, &waiter.tried, now) {
+                let id = waiter.id;
+                state.queue.remove(index);
+                Self::count_in(state, server);
+                granted.push((id, server));
+                continue;
+            }
+            let others_could_go =
+                !waiter.tried.is_empty() && matches!(self.pick(state, group, &[], now), Pick::Server(_));
+            if !others_could_go {
+                blocked.push(group);
+            }
+            index += 1;
         }
         granted
     }
 
     /// A server's connect failed (or its connection broke before a reply).
+    /// Waiters whose every server is now out of use try one anyway.
     pub fn failed(&self, server: ServerId, failure: Failure, now: Instant) {
-        let mut state = self.lock();
-        let info = &self.servers[server];
-        let slot = &mut state.servers[server];
-        match failure {
-            Failure::Unreachable => slot.unreachable = !info.local,
-            Failure::Refused if info.max_fails == 0 || info.fail_timeout.is_zero() => {}
-            Failure::Refused => {
-                if slot.first_fail.is_none_or(|first| now.saturating_duration_since(first) > info.fail_timeout) {
-                    slot.first_fail = Some(now);
-                    slot.fails = 0;
+        let granted = {
+            let mut state = self.lock();
+            let info = &self.servers[server];
+            let slot = &mut state.servers[server];
+            match failure {
+                Failure::Unreachable if info.local => return,
+                Failure::Unreachable => {
+                    slot.unreachable.get_or_insert(now);
                 }
-                slot.fails += 1;
-                if slot.fails >= info.max_fails {
+                Failure::Refused if info.max_fails == 0 || info.fail_timeout.is_zero() => return,
+                Failure::Refused => {
+                    if slot.first_fail.is_none_or(|first| now.saturating_duration_since(first) > info.fail_timeout) {
+                        slot.first_fail = Some(now);
+                        slot.fails = 0;
+                    }
+                    slot.fails += 1;
+                    if slot.fails < info.max_fails {
+                        return;
+                    }
                     slot.down_until = Some(now + info.fail_timeout);
                     slot.fails = 0;
                     slot.first_fail = None;
                 }
             }
-        }
+            self.grant_free(&mut state, now)
+        };
+        self.deliver(granted);
     }
 
     /// A server answered: its count of failures starts over.
@@ -416,7 +476,8 @@ impl Pool {
         slot.first_fail = None;
     }
 
-    pub fn is_unreachable(&self, server: ServerId) -> bool {
+    /// Since when the server has been unreachable, if it is.
+    pub fn unreachable_since(&self, server: ServerId) -> Option<Instant> {
         self.lock().servers[server].unreachable
     }
 
@@ -431,7 +492,7 @@ impl Pool {
     /// Servers under suspicion, cleared: the prober checks each once.
     pub fn take_suspects(&self) -> Vec<ServerId> {
         let mut state = self.lock();
-        let suspects = state.servers.iter().enumerate().filter(|(_, slot)| slot.suspect && !slot.unreachable);
+        let suspects = state.servers.iter().enumerate().filter(|(_, slot)| slot.suspect && slot.unreachable.is_none());
         let suspects: Vec<ServerId> = suspects.map(|(id, _)| id).collect();
         suspects.iter().for_each(|id| state.servers[*id].suspect = false);
         suspects
@@ -440,18 +501,18 @@ impl Pool {
     /// Unreachable servers, for the prober.
     pub fn unreachable(&self) -> Vec<ServerId> {
         let state = self.lock();
-        state.servers.iter().enumerate().filter(|(_, slot)| slot.unreachable).map(|(id, _)| id).collect()
+        state.servers.iter().enumerate().filter(|(_, slot)| slot.unreachable.is_some()).map(|(id, _)| id).collect()
     }
 
     /// The prober reached it: back in use, and whoever waits may go.
     pub fn reachable(&self, server: ServerId) {
         let granted = {
             let mut state = self.lock();
-            state.servers[server].unreachable = false;
+            state.servers[server].unreachable = None;
             state.servers[server].down_until = None;
             self.grant_free(&mut state, Instant::now())
         };
-        granted.into_iter().for_each(|(waiter, server)| self.sink.deliver(waiter, server));
+        self.deliver(granted);
     }
 
     /// The local workers now running; their room follows.
@@ -463,7 +524,7 @@ impl Pool {
             state.servers[local].busy_at = workers;
             self.grant_free(&mut state, Instant::now())
         };
-        granted.into_iter().for_each(|(waiter, server)| self.sink.deliver(waiter, server));
+        self.deliver(granted);
     }
 
     /// A full accept queue with nothing in flight has no release coming to
@@ -489,7 +550,7 @@ impl Pool {
             }
             self.grant_free(&mut state, now)
         };
-        granted.into_iter().for_each(|(waiter, server)| self.sink.deliver(waiter, server));
+        self.deliver(granted);
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -522,6 +583,7 @@ impl Pool {
 pub struct InFlight {
     pool: Arc<Pool>,
     server: ServerId,
+    hold_back: bool,
 }
 
 impl std::fmt::Debug for InFlight {
@@ -532,7 +594,7 @@ impl std::fmt::Debug for InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.pool.release(self.server);
+        self.pool.release(self.server, self.hold_back);
     }
 }
 
@@ -547,13 +609,8 @@ impl InFlight {
 
     /// The server's accept queue was full: its room goes back, held back
     /// (granted to no one) until a request in flight to it ends.
-    pub fn busy(self) {
-        let mut state = self.pool.lock();
-        let slot = &mut state.servers[self.server];
-        slot.in_flight = slot.in_flight.saturating_sub(1);
-        slot.held_back = true;
-        drop(state);
-        std::mem::forget(self);
+    pub fn busy(mut self) {
+        self.hold_back = true;
     }
 }
 
@@ -574,7 +631,7 @@ impl QueuePlace {
     /// The grant came, for `server`: the place was already taken out of the queue.
     pub fn granted(mut self, server: ServerId) -> InFlight {
         self.waiter = None;
-        InFlight { pool: Arc::clone(&self.pool), server }
+        InFlight { pool: Arc::clone(&self.pool), server, hold_back: false }
     }
 }
 
@@ -751,6 +808,68 @@ mod tests {
         pool.reachable(0);
         assert!(pool.unreachable().is_empty());
         assert!(recorder.take().is_empty());
+    }
+
+    #[test]
+    fn a_grant_never_sends_a_waiter_back_to_a_server_it_tried() {
+        let mut full = remote(1, false);
+        full.max_conns = 1;
+        let mut refusing = remote(2, false);
+        refusing.max_conns = 1;
+        refusing.fail_timeout = Duration::ZERO;
+        let (pool, recorder) = pool(None, UpstreamSpec { servers: vec![full, refusing], routes: Vec::new() }, 100);
+        let now = Instant::now();
+        let _on_full = granted(pool.admit(waiter(1), 0, &[], false, now));
+        let on_refusing = granted(pool.admit(waiter(2), 0, &[], false, now));
+        assert_eq!(on_refusing.server(), 1);
+        let _refused_once = queued(pool.admit(waiter(3), 0, &[1], true, now));
+        let _newcomer = queued(pool.admit(waiter(4), 0, &[], false, now));
+        drop(on_refusing);
+        assert_eq!(recorder.take(), vec![(waiter(4), 1)], "the one that tried it lets the next go");
+    }
+
+    #[test]
+    fn a_full_accept_queue_on_the_last_resort_queues_instead_of_trying_it_again() {
+        let spec = UpstreamSpec { servers: vec![remote(1, false)], routes: Vec::new() };
+        let (pool, recorder) = pool(None, spec, 100);
+        let now = Instant::now();
+        pool.failed(0, Failure::Refused, now);
+        assert_eq!(pool.stats().servers_out_of_use, 1);
+        granted(pool.admit(waiter(1), 0, &[], false, now)).busy();
+        let _place = queued(pool.admit(waiter(1), 0, &[], true, now));
+        pool.tick(now);
+        assert_eq!(recorder.take(), vec![(waiter(1), 0)], "the hold lifted, the last resort again");
+    }
+
+    #[test]
+    fn waiters_get_a_last_resort_once_their_whole_group_is_out_of_use() {
+        let mut first = remote(1, false);
+        first.max_conns = 1;
+        let mut second = remote(2, false);
+        second.max_conns = 1;
+        let (pool, recorder) = pool(None, UpstreamSpec { servers: vec![first, second], routes: Vec::new() }, 100);
+        let now = Instant::now();
+        let on_first = granted(pool.admit(waiter(1), 0, &[], false, now));
+        let on_second = granted(pool.admit(waiter(2), 0, &[], false, now));
+        let _waiting = queued(pool.admit(waiter(3), 0, &[], false, now));
+        pool.failed(on_second.server(), Failure::Refused, now);
+        drop(on_second);
+        assert!(recorder.take().is_empty(), "a live server is still there to wait for");
+        pool.failed(on_first.server(), Failure::Refused, now);
+        assert_eq!(recorder.take(), vec![(waiter(3), 1)], "nothing live is left: the one with room");
+    }
+
+    #[test]
+    fn an_unreachable_server_keeps_the_moment_it_was_first_found_gone() {
+        let spec = UpstreamSpec { servers: vec![remote(1, false)], routes: Vec::new() };
+        let (pool, _recorder) = pool(None, spec, 100);
+        let now = Instant::now();
+        assert_eq!(pool.unreachable_since(0), None);
+        pool.failed(0, Failure::Unreachable, now);
+        pool.failed(0, Failure::Unreachable, now + Duration::from_secs(1));
+        assert_eq!(pool.unreachable_since(0), Some(now));
+        pool.reachable(0);
+        assert_eq!(pool.unreachable_since(0), None);
     }
 
     #[test]

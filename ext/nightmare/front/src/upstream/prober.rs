@@ -6,6 +6,8 @@
 //! until keepalive gives up, about two seconds on) is probed at once: if
 //! it does not answer a connect within PROBE_PATIENCE it is out of use, and
 //! requests that may safely run twice go elsewhere on the loops' next tick.
+//! That patience outlasts Linux's first SYN resend (one second), since a
+//! live host whose accept queue is full drops SYNs rather than refusing.
 
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -20,9 +22,12 @@ use crate::upstream::pool::{Failure, Pool};
 /// How often a gone host is tried again.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// How often suspects are looked for, and how long a suspect has to
-/// answer a connect: a LAN host answers within a millisecond.
+/// answer a connect.
 const SUSPECTS_EVERY: Duration = Duration::from_millis(250);
-const PROBE_PATIENCE: Duration = Duration::from_millis(500);
+const PROBE_PATIENCE: Duration = Duration::from_millis(1500);
+/// A suspect that answered is not probed again this soon: a slow
+/// endpoint is no news about its host.
+const ANSWERED_SPARES_FOR: Duration = Duration::from_secs(2);
 
 pub struct Prober {
     stop: Arc<AtomicBool>,
@@ -36,10 +41,16 @@ impl Prober {
         let stopped = Arc::clone(&stop);
         crate::threads::spawn_without_signals("nightmare-prober".into(), move || {
             let mut last_round = std::time::Instant::now();
+            let mut answered_at: Vec<Option<std::time::Instant>> = pool.servers().map(|_| None).collect();
             while !stopped.load(Ordering::Acquire) {
                 std::thread::sleep(SUSPECTS_EVERY);
                 for server in pool.take_suspects() {
-                    if !answers(&pool.server(server).address, PROBE_PATIENCE) {
+                    if answered_at[server].is_some_and(|at| at.elapsed() < ANSWERED_SPARES_FOR) {
+                        continue;
+                    }
+                    if answers(&pool.server(server).address, PROBE_PATIENCE) {
+                        answered_at[server] = Some(std::time::Instant::now());
+                    } else {
                         pool.failed(server, Failure::Unreachable, std::time::Instant::now());
                         log.warn(format!(
                             "upstream {} left a request unanswered and does not answer a connect: \
