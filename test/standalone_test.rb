@@ -2,11 +2,12 @@
 
 require_relative "test_helper"
 require_relative "support/remote_unicorn"
+require "etc"
 
 # The front alone (the `nightmare` executable) in front of Unicorns on
 # other hosts (network namespaces): requests shared among them, the real
 # client's address on every one through PROXY v2, routes by Host, and
-# Unicorn's signals on its master.
+# Unicorn's signals, daemonizing and socket activation on its master.
 class StandaloneTest < Minitest::Test
   include HttpHelpers
   include TestHostsHelpers
@@ -144,6 +145,41 @@ class StandaloneTest < Minitest::Test
     sleep 0.05 while File.exist?("/proc/#{new_master}") && Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
     refute File.exist?("/proc/#{new_master}"), "TERM: gone at once"
     @server.instance_variable_set(:@pid, nil)
+  end
+
+  def test_the_executable_daemonizes_with_dash_d_and_its_front_runs_as_user
+    make_hosts(1)
+    @remotes = [RemoteUnicorn.new(@hosts[0]).start]
+    @server = StandaloneFront.new(%(upstream "#{@remotes[0].address}", proxy_protocol: true\nuser "nobody"))
+    launcher = Process.spawn({ "RUBYLIB" => File.join(ROOT, "lib") }, *@server.command("-D"),
+                             in: File::NULL, out: File::NULL, err: File.join(@server.dir, "launch.log"))
+    Timeout.timeout(30) { Process.waitpid(launcher) }
+    assert $?.success?, "the launcher returns once the daemon runs: #{@server.log}"
+    daemon = Integer(File.read(@server.pid_path))
+    refute_equal launcher, daemon, "a process of its own"
+    @server.wait_until("the daemon's front", 20) { @server.log.include?("nightmare front ready") }
+    assert_equal "host1", get("/host").body
+    front = LocalProcesses.children_of(daemon).find { |child| LocalProcesses.cmdline(child).include?("nightmare front") }
+    uid = File.read("/proc/#{front}/status")[/^Uid:\s+(\d+)/, 1]
+    assert_equal Etc.getpwnam("nobody").uid, Integer(uid), "the front dropped root for `user`"
+
+    Process.kill(:QUIT, daemon)
+    @server.wait_until("the daemon to exit", 20) { !File.exist?("/proc/#{daemon}") }
+    refute File.exist?(@server.pid_path), "pid file removed"
+  end
+
+  # systemd's socket activation: the listener comes as fd 3, LISTEN_FDS=1
+  # and LISTEN_PID naming the process, which then binds nothing itself.
+  def test_the_executable_takes_a_listener_from_systemd
+    make_hosts(1)
+    @remotes = [RemoteUnicorn.new(@hosts[0]).start]
+    @server = StandaloneFront.new(%(upstream "#{@remotes[0].address}", proxy_protocol: true))
+    activated = TCPServer.new("127.0.0.1", @server.port)
+    systemd = ["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1; export LISTEN_PID LISTEN_FDS; exec "$@"', "systemd"]
+    @server.start(wrapper: systemd, fds: { 3 => activated })
+    activated.close
+    assert_match(/inherited addr=127\.0\.0\.1:#{@server.port} fd=3/, @server.log)
+    assert_equal "host1", get("/host").body, "served on the inherited listener"
   end
 
   def test_a_config_without_upstreams_is_refused

@@ -105,16 +105,20 @@ class StandaloneFront
     CONFIG
   end
 
-  def start(fronts_ready: 1)
-    @pid = Process.spawn({ "RUBYLIB" => File.join(ROOT, "lib") }, RbConfig.ruby, File.join(ROOT, "bin", "nightmare"),
-                         "-c", config_path, in: File::NULL, chdir: @dir, out: File.join(@dir, "stdout.log"),
-                         err: File.join(@dir, "launch.log"))
+  # +wrapper+: a command that execs the executable (keeping the pid);
+  # +fds+: descriptors it inherits, as spawn takes them.
+  def start(fronts_ready: 1, wrapper: [], fds: {})
+    @pid = Process.spawn({ "RUBYLIB" => File.join(ROOT, "lib") }, *wrapper, *command,
+                         in: File::NULL, chdir: @dir, out: File.join(@dir, "stdout.log"),
+                         err: File.join(@dir, "launch.log"), **fds)
     wait_until("the standalone front", 20) do
       alive? or raise "nightmare exited: #{File.read(File.join(@dir, 'launch.log'))}\n#{log}"
       log.scan("nightmare front ready").size >= fronts_ready
     end
     self
   end
+
+  def command(*options) = [RbConfig.ruby, File.join(ROOT, "bin", "nightmare"), "-c", config_path, *options]
 
   def alive?
     Process.waitpid(@pid, Process::WNOHANG).nil?

@@ -374,13 +374,13 @@ pub static SETTINGS: &[Setting] = &[
     Setting {
         name: "upstream_connect_timeout",
         kind: Kind::Time { store: |c, v| c.upstream_connect_timeout = v },
-        default: Default::Written("1.5s"),
+        default: Default::Written("1.2s"),
         nginx: "`proxy_connect_timeout` (nginx: 60s)",
         about: "how long a TCP connect to an upstream (`upstream`, `backup`, `map`) may take; past it the host counts \
                 as gone from the network, the request goes to the next server, and live traffic stays away from that \
                 host until a probe (once a second) reaches it. Not nginx's 60s: on a LAN a host that takes seconds \
-                to answer a connect is gone, and each client behind it would wait that long. Not under 1s either: a \
-                live host whose accept queue is full drops the SYN, and Linux sends it again after one second",
+                to answer a connect is gone, and each client behind it would wait that long. Not 1s either: a live \
+                host whose accept queue is full drops the SYN, and Linux sends it again after one second",
     },
     Setting {
         name: "upstream_read_timeout",

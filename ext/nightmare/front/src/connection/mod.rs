@@ -34,8 +34,9 @@ use handoff::{ClientSide, QueuedRequest};
 use reply::Reply;
 
 /// How long a server may leave a whole request unanswered before the
-/// prober checks its host is still on the network.
-const SUSPECT_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+/// prober checks its host is still on the network (a host that answered
+/// is spared a while, so a slow endpoint costs a connect now and then).
+const SUSPECT_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
 
 enum Step {
     /// The state changed or may move further: run the machine again.
