@@ -1,6 +1,5 @@
 # frozen_string_literal: true
 
-require "ipaddr"
 require "kgio"
 require_relative "handed_off_client"
 
@@ -35,7 +34,7 @@ module Nightmare
       @logger.warn "nightmare: dropped a connection #{source(client)}to #{listener_name}: #{e.message}"
       drop(client)
     rescue Nightmare::Error => e
-      @logger.error "nightmare: reading the preamble of a connection to #{listener_name}: #{e.message}"
+      @logger.error "nightmare: #{listener_name}: #{e.message}"
       drop(client)
     end
 

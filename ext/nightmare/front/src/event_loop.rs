@@ -10,16 +10,17 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::connection::Connection;
+use crate::connection_id::ConnectionId;
 use crate::connection_permit::ConnectionPermit;
 use crate::http::error_response::Rejection;
 use crate::loop_context::{FIRST_LISTENER_TOKEN, LoopContext, TokenOwner, Verdict, client_token};
-use crate::mailbox::ConnectionId;
 use crate::net::client_address::ClientAddress;
 use crate::net::client_stream::ClientStream;
 use crate::net::listener::{Listener, Scheme};
 use crate::shared::{Shared, StopMode};
 use crate::spool_writer::SpoolWriter;
 use crate::stats::{Counters, PhaseCount};
+use crate::upstream::pool::InFlight;
 
 /// Deadlines are checked this often; timeouts are in seconds, so this is
 /// precise enough and costs nothing when idle.
@@ -321,16 +322,14 @@ impl EventLoop {
         }
     }
 
-    fn handle_grants(&mut self, grants: Vec<(ConnectionId, usize)>, now: Instant) {
-        for (id, server) in grants {
+    fn handle_grants(&mut self, grants: Vec<(ConnectionId, InFlight)>, now: Instant) {
+        for (id, room) in grants {
             let waiting = self.connections.get(id.slot).is_some_and(|c| c.serial() == id.serial && c.is_queued());
             if waiting {
-                self.run_connection(id.slot, Some(id.serial), now, |connection, ctx| connection.on_grant(server, ctx));
-            } else {
-                // The connection left (or stopped waiting) before its turn
-                // came: the room goes on to the next one.
-                self.shared.pool.release_undelivered(server);
+                self.run_connection(id.slot, Some(id.serial), now, |connection, ctx| connection.on_grant(room, ctx));
             }
+            // Otherwise the connection left (or stopped waiting) before its
+            // turn came: the room, dropped, goes on to the next one.
         }
     }
 

@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod byte_queue;
 pub mod config;
 pub mod connection;
+pub mod connection_id;
 pub mod connection_permit;
 pub mod event_loop;
 pub mod http;

@@ -1,21 +1,15 @@
 //! How one loop thread hands work to another: each loop has a mailbox
-//! (grants of room with the workers for its queued requests, and news that
-//! a temp file write finished), and a connection is addressed by its
+//! (room on a server granted to its queued requests, and news that a temp
+//! file write finished), and a connection is addressed by its
 //! `ConnectionId`.
 
 use std::cell::Cell;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use mio::Waker;
 
-/// Where a connection lives: its loop, its slab slot, and a serial that
-/// tells it apart from a later connection reusing the slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnectionId {
-    pub loop_index: usize,
-    pub slot: usize,
-    pub serial: u64,
-}
+pub use crate::connection_id::ConnectionId;
+use crate::upstream::pool::{GrantSink, InFlight};
 
 thread_local! {
     /// The mailbox whose loop runs on this thread, by address: a grant
@@ -27,8 +21,9 @@ thread_local! {
 /// The loop takes each list whole, every turn: only the entry that makes a
 /// list non-empty needs to wake it, later ones are taken with it.
 pub struct Mailbox {
-    /// Room on a server (by id) for a queued request.
-    grants: Mutex<Vec<(ConnectionId, usize)>>,
+    /// Room on a server for a queued request; dropped undelivered (its
+    /// connection gone), it goes back to the pool.
+    grants: Mutex<Vec<(ConnectionId, InFlight)>>,
     /// Connections whose spool writer finished a write.
     written: Mutex<Vec<ConnectionId>>,
     waker: Waker,
@@ -48,7 +43,7 @@ impl Mailbox {
         OWN_MAILBOX.with(|own| std::ptr::eq(own.get(), self))
     }
 
-    pub fn take_grants(&self) -> Vec<(ConnectionId, usize)> {
+    pub fn take_grants(&self) -> Vec<(ConnectionId, InFlight)> {
         std::mem::take(&mut *self.grants.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -62,10 +57,10 @@ impl Mailbox {
         let _ = self.waker.wake();
     }
 
-    fn post_grant(&self, id: ConnectionId, server: usize) {
+    fn post_grant(&self, id: ConnectionId, room: InFlight) {
         let mut grants = self.grants.lock().unwrap_or_else(|p| p.into_inner());
         let was_empty = grants.is_empty();
-        grants.push((id, server));
+        grants.push((id, room));
         drop(grants);
         if was_empty && !self.is_drained_by_this_thread() {
             self.wake();
@@ -89,10 +84,10 @@ impl Mailbox {
 pub struct Mailboxes(pub Vec<Mailbox>);
 
 impl Mailboxes {
-    /// Room on `server` for a queued request of `id`'s loop.
-    pub fn post_grant(&self, id: ConnectionId, server: usize) {
+    /// Room on a server for a queued request of `id`'s loop.
+    pub fn post_grant(&self, id: ConnectionId, room: InFlight) {
         if let Some(mailbox) = self.0.get(id.loop_index) {
-            mailbox.post_grant(id, server);
+            mailbox.post_grant(id, room);
         }
     }
 
@@ -108,12 +103,19 @@ impl Mailboxes {
     }
 }
 
+impl GrantSink for Arc<Mailboxes> {
+    fn deliver(&self, waiter: ConnectionId, room: InFlight) {
+        self.post_grant(waiter, room);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::pool::{Admission, LocalWorkers, Placement, Pool};
+    use crate::upstream::spec::UpstreamSpec;
     use mio::{Events, Poll, Token};
-    use std::sync::Arc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     fn woken(poll: &mut Poll) -> bool {
         let mut events = Events::with_capacity(4);
@@ -121,22 +123,38 @@ mod tests {
         !events.is_empty()
     }
 
+    /// Room on the local workers, as the pool grants it.
+    fn room(pool: &Arc<Pool>, id: ConnectionId) -> InFlight {
+        match pool.admit(id, 0, &[], Placement::New, Instant::now()) {
+            Admission::Granted(room) => room,
+            _ => panic!("the workers have room"),
+        }
+    }
+
+    fn servers(grants: Vec<(ConnectionId, InFlight)>) -> Vec<(ConnectionId, usize)> {
+        grants.into_iter().map(|(id, room)| (id, room.server())).collect()
+    }
+
     #[test]
     fn a_grant_from_the_loops_own_thread_skips_the_wakeup_and_others_wake_it() {
         let mut poll = Poll::new().expect("poll");
         let waker = Waker::new(poll.registry(), Token(0)).expect("waker");
         let mailboxes = Arc::new(Mailboxes(vec![Mailbox::new(waker)]));
+        let workers = LocalWorkers { socket: "/tmp/w.sock".into(), secret: [1; 16], workers: 4, per_worker: 1 };
+        let pool = Pool::new(Some(workers), &UpstreamSpec::default(), 10, Box::new(Arc::clone(&mailboxes)));
         let id = |slot| ConnectionId { loop_index: 0, slot, serial: 1 };
 
         mailboxes.0[0].claim_for_this_thread();
-        mailboxes.post_grant(id(1), 0);
+        mailboxes.post_grant(id(1), room(&pool, id(1)));
         assert!(!woken(&mut poll), "the loop's own grant must not wake it");
-        assert_eq!(mailboxes.0[0].take_grants(), vec![(id(1), 0)], "the loop drains it before polling");
+        assert_eq!(servers(mailboxes.0[0].take_grants()), vec![(id(1), 0)], "the loop drains it before polling");
 
         let from_elsewhere = Arc::clone(&mailboxes);
-        std::thread::spawn(move || from_elsewhere.post_grant(id(2), 3)).join().expect("thread");
+        let granted = room(&pool, id(2));
+        std::thread::spawn(move || from_elsewhere.post_grant(id(2), granted)).join().expect("thread");
         assert!(woken(&mut poll), "another thread's grant must wake the loop");
-        assert_eq!(mailboxes.0[0].take_grants(), vec![(id(2), 3)]);
+        assert_eq!(servers(mailboxes.0[0].take_grants()), vec![(id(2), 0)]);
+        assert_eq!(pool.stats().local_in_flight, 0, "grants dropped undelivered give their room back");
     }
 
     #[test]

@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use crate::mailbox::{ConnectionId, Mailboxes};
+use crate::connection_id::ConnectionId;
+use crate::mailbox::Mailboxes;
 
 /// Bytes one spool may have handed to the writer and not yet written.
 pub const MAX_UNCONFIRMED: u64 = 256 * 1024;

@@ -378,7 +378,7 @@ pub static SETTINGS: &[Setting] = &[
         nginx: "`proxy_connect_timeout` (nginx: 60s)",
         about: "how long a TCP connect to an upstream (`upstream`, `backup`, `map`) may take; past it the host counts \
                 as gone from the network, the request goes to the next server, and live traffic stays away from that \
-                host until a probe (once a second) reaches it. Not nginx's 60s: on a LAN a host that takes seconds \
+                host until a probe (about once a second) reaches it. Not nginx's 60s: on a LAN a host that takes seconds \
                 to answer a connect is gone, and each client behind it would wait that long. Not 1s either: a live \
                 host whose accept queue is full drops the SYN, and Linux sends it again after one second",
     },

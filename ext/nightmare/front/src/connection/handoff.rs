@@ -10,9 +10,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::connection_id::ConnectionId;
 use crate::http::error_response::Rejection;
 use crate::loop_context::{LoopContext, upstream_token};
-use crate::mailbox::ConnectionId;
 use crate::net::client_address::ClientAddress;
 use crate::net::listener::Scheme;
 use crate::response::framing::ClientTerms;
@@ -22,7 +22,7 @@ use crate::upstream::address::UpstreamAddress;
 use crate::upstream::connect::{ConnectError, connect};
 use crate::upstream::exchange::{Exchange, Patience};
 use crate::upstream::outbound::{BufferedRequest, LastFailure};
-use crate::upstream::pool::{Admission, Failure, InFlight, QueuePlace, ServerId};
+use crate::upstream::pool::{Admission, Failure, InFlight, Placement, QueuePlace, ServerId};
 
 /// A request waiting in the front's queue, and its place there (dropping
 /// it leaves the queue).
@@ -63,7 +63,7 @@ pub fn admit(request: Box<BufferedRequest>, client: ClientSide, ctx: &mut LoopCo
         Some(group) => {
             let mut request = request;
             request.group = group;
-            place(request, client, ctx, false)
+            place(request, client, ctx, Placement::New)
         }
         // RFC 9110 §15.5.20: this front has nothing that answers for that name.
         None => {
@@ -74,9 +74,9 @@ pub fn admit(request: Box<BufferedRequest>, client: ClientSide, ctx: &mut LoopCo
     }
 }
 
-/// The grant a queued request waited for: room on `server`.
-pub fn granted(queued: QueuedRequest, server: ServerId, client: ClientSide, ctx: &mut LoopContext) -> Handoff {
-    start(queued.request, queued.place.granted(server), client, ctx)
+/// The grant a queued request waited for: room on a server.
+pub fn granted(queued: QueuedRequest, room: InFlight, client: ClientSide, ctx: &mut LoopContext) -> Handoff {
+    start(queued.request, queued.place.granted(room), client, ctx)
 }
 
 /// A queued request that waited queue_timeout: out of the queue (its place
@@ -94,18 +94,19 @@ pub fn waited_too_long(queued: QueuedRequest, client: ClientSide, ctx: &LoopCont
     Rejection::overloaded("no worker was free in time")
 }
 
-/// The server of an exchange could not take its request: the next one may.
+/// The server of an exchange could not take its request (`failed`: which,
+/// the room the exchange held there, and how): the next one may.
 pub fn retry(
     request: Box<BufferedRequest>,
-    server: ServerId,
-    failure: Failure,
+    (server, room, failure): (ServerId, Option<InFlight>, Failure),
     problem: &str,
     client: ClientSide,
     ctx: &mut LoopContext,
 ) -> Handoff {
     let shared = ctx.shared;
     shared.pool.failed(server, failure, ctx.now);
-    let next = place(request, client, ctx, true);
+    drop(room);
+    let next = place(request, client, ctx, Placement::Again);
     if !matches!(next, Handoff::Refused(_)) {
         Counters::add(&shared.counters.upstream_retries);
         if shared.upstream_trouble.allows(ctx.now) {
@@ -122,11 +123,10 @@ pub fn retry(
 }
 
 /// Admission, for a new request or one coming back from a server that
-/// could not take it (`again`: it goes first in the queue, as it was first
-/// to come).
-fn place(request: Box<BufferedRequest>, client: ClientSide, ctx: &mut LoopContext, again: bool) -> Handoff {
+/// could not take it (see `Placement`).
+fn place(request: Box<BufferedRequest>, client: ClientSide, ctx: &mut LoopContext, placement: Placement) -> Handoff {
     let shared = ctx.shared;
-    match shared.pool.admit(client.id, request.group, &request.tried, again, ctx.now) {
+    match shared.pool.admit(client.id, request.group, &request.tried, placement, ctx.now) {
         Admission::Granted(in_flight) => start(request, in_flight, client, ctx),
         Admission::Queued(place) => queue(request, place, ctx),
         Admission::Full => {
@@ -211,14 +211,14 @@ fn start(mut request: Box<BufferedRequest>, in_flight: InFlight, client: ClientS
                 ));
             }
             in_flight.busy();
-            return place(request, client, ctx, true);
+            return place(request, client, ctx, Placement::AfterBusy(id));
         }
         Err(error) => {
             shared.pool.failed(id, Failure::Refused, ctx.now);
             request.tried.push(id);
             request.last_failure = Some(LastFailure { server: id, problem: error.to_string(), reached: false });
             drop(in_flight);
-            let next = place(request, client, ctx, true);
+            let next = place(request, client, ctx, Placement::Again);
             if !matches!(next, Handoff::Refused(_)) && shared.upstream_trouble.allows(ctx.now) {
                 shared.log.warn(format!(
                     "cannot connect to upstream {} ({error}); the request of client {} went to the next server \

@@ -14,10 +14,10 @@ mod response;
 use std::time::Instant;
 
 use crate::access_log::{CLIENT_CLOSED, Ending, LogEntry};
+use crate::connection_id::ConnectionId;
 use crate::connection_permit::ConnectionPermit;
 use crate::http::error_response::Rejection;
 use crate::loop_context::{LoopContext, Verdict};
-use crate::mailbox::ConnectionId;
 use crate::net::client_address::ClientAddress;
 use crate::net::client_stream::ClientStream;
 use crate::net::listener::Scheme;
@@ -28,6 +28,7 @@ use crate::shared::StopMode;
 use crate::static_files::FileReply;
 use crate::stats::Phase;
 use crate::upstream::exchange::Exchange;
+use crate::upstream::pool::InFlight;
 use crate::upstream::tunnel::Tunnel;
 use handoff::{ClientSide, QueuedRequest};
 
@@ -157,18 +158,18 @@ impl Connection {
         matches!(self.state, State::Queued(_))
     }
 
-    /// Room on `server` was granted to this connection's queued request
-    /// (the caller checked `is_queued`).
-    pub fn on_grant(&mut self, server: usize, ctx: &mut LoopContext) -> Verdict {
+    /// Room on a server was granted to this connection's queued request
+    /// (the caller checked `is_queued`; otherwise the room, dropped, goes
+    /// back).
+    pub fn on_grant(&mut self, room: InFlight, ctx: &mut LoopContext) -> Verdict {
         match std::mem::replace(&mut self.state, State::Closed) {
             State::Queued(queued) => {
-                let handoff = handoff::granted(queued, server, self.client_side(ctx), ctx);
+                let handoff = handoff::granted(queued, room, self.client_side(ctx), ctx);
                 self.state = self.follow(handoff, ctx);
                 self.drive(ctx)
             }
             other => {
                 self.state = other;
-                ctx.shared.pool.release_undelivered(server);
                 Verdict::Keep
             }
         }
@@ -203,10 +204,8 @@ impl Connection {
         let late = exchange.deadline().is_some_and(|deadline| ctx.now >= deadline);
         let pumped = if late {
             exchange.expire()
-        } else if exchange.awaits_answer()
-            && let Some(since) = ctx.shared.pool.unreachable_since(exchange.server())
-        {
-            exchange.server_unreachable(since)?
+        } else if exchange.awaits_answer() && exchange.host_lost() {
+            exchange.server_unreachable()?
         } else {
             return None;
         };

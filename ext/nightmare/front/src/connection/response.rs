@@ -78,8 +78,9 @@ impl Connection {
                 let leftover = exchange.take_leftover();
                 (self.after_response(keep_alive, leftover, ctx), Step::Again)
             }
-            Pump::Retry { request, failure, problem } => {
-                let handoff = handoff::retry(request, exchange.server(), failure, &problem, self.client_side(ctx), ctx);
+            Pump::Retry { request, room, failure, problem } => {
+                let failed = (exchange.server(), room, failure);
+                let handoff = handoff::retry(request, failed, &problem, self.client_side(ctx), ctx);
                 (self.follow(handoff, ctx), Step::Again)
             }
             Pump::TimedOut => {

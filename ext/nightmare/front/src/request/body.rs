@@ -2,9 +2,9 @@
 //! a worker only ever sees a complete request.
 
 use crate::config::{FrontConfig, MAX_TIMEOUT};
+use crate::connection_id::ConnectionId;
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::error_response::{CONTINUE, Rejection};
-use crate::mailbox::ConnectionId;
 use crate::request::body_spool::{BodySpool, SpoolError, SpooledBody};
 use crate::request::head::{BodyFraming, RequestHead};
 use crate::spool_writer::SpoolWriter;

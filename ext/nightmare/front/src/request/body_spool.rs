@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::mailbox::ConnectionId;
+use crate::connection_id::ConnectionId;
 use crate::spool_writer::{MAX_UNCONFIRMED, SpoolWriter, WriteProgress};
 use crate::temp_budget::{TempBudget, TempShare};
 

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::byte_queue::{ByteQueue, ResponseSink};
-use crate::mailbox::ConnectionId;
+use crate::connection_id::ConnectionId;
 use crate::net::client_stream::ClientStream;
 use crate::net::socket_io::{WriteOutcome, write_some};
 use crate::spool_writer::{MAX_UNCONFIRMED, SpoolWriter, WriteProgress};

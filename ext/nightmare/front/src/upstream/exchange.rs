@@ -18,7 +18,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::byte_queue::ResponseSink;
 use crate::config::FrontConfig;
-use crate::mailbox::ConnectionId;
+use crate::connection_id::ConnectionId;
 use crate::net::client_stream::ClientStream;
 use crate::net::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some};
 use crate::response::framing::{ClientTerms, FramingError, ResponseFramer};
@@ -43,7 +43,9 @@ pub enum Pump {
     /// short (killed, crashed), not when it wrote something malformed.
     Broken { problem: String, client_got_bytes: bool, server_died: bool },
     /// The server could not take the request; another one may.
-    Retry { request: Box<BufferedRequest>, failure: Failure, problem: String },
+    /// The room on the server comes along, to be given back only once the
+    /// failure is counted: no waiter is granted a server just found gone.
+    Retry { request: Box<BufferedRequest>, room: Option<InFlight>, failure: Failure, problem: String },
     /// No response head within upstream_read_timeout.
     TimedOut,
     /// Writing to the client failed: it went away.
@@ -84,9 +86,6 @@ pub struct Exchange {
     answered: bool,
     /// When the whole request was sent and the answer began to be awaited.
     sent_at: Option<Instant>,
-    /// When it began: news that the server's host is gone concerns only
-    /// exchanges begun before it came.
-    began: Instant,
     /// The rest of a `100 Continue` the client was owed: if another server
     /// takes the request, what of it the client has not had goes along.
     interim: &'static [u8],
@@ -141,7 +140,6 @@ impl Exchange {
             patience,
             answered: false,
             sent_at: None,
-            began: now,
             interim,
         };
         if !pending {
@@ -218,13 +216,18 @@ impl Exchange {
         Pump::TimedOut
     }
 
-    /// The server's host has been gone from the network `since` (a connect
-    /// timed out, or a probe): a request begun before then that may safely
+    /// The server's host was found gone from the network after this
+    /// exchange took its room (see `InFlight::host_lost`).
+    pub fn host_lost(&self) -> bool {
+        self.in_flight.as_ref().is_some_and(InFlight::host_lost)
+    }
+
+    /// The server's host is gone (`host_lost`): a request that may safely
     /// run twice goes elsewhere now rather than wait on it; `None` for one
-    /// that must wait it out, or one sent there as a last resort after.
-    pub fn server_unreachable(&mut self, since: Instant) -> Option<Pump> {
+    /// that must wait it out.
+    pub fn server_unreachable(&mut self) -> Option<Pump> {
         let idempotent = self.request.as_ref().is_some_and(|request| request.is_idempotent());
-        (self.began < since && self.awaits_answer() && (idempotent || self.connecting))
+        (self.awaits_answer() && (idempotent || self.connecting))
             .then(|| self.retry(Failure::Unreachable, "its host is unreachable".into()))
     }
 
@@ -439,7 +442,7 @@ impl Exchange {
     /// still owed of a `100 Continue` and its pipelined bytes.
     fn retry(&mut self, failure: Failure, problem: String) -> Pump {
         self.upstream = None;
-        self.in_flight = None;
+        let room = self.in_flight.take();
         match self.request.take() {
             Some(mut request) => {
                 request.tried.push(self.server);
@@ -449,7 +452,7 @@ impl Exchange {
                 let taken = usize::try_from(self.to_client).unwrap_or(usize::MAX).min(self.interim.len());
                 request.interim = &self.interim[taken..];
                 self.outbound = None;
-                Pump::Retry { request, failure, problem }
+                Pump::Retry { request, room, failure, problem }
             }
             None => {
                 self.outbound = None;

@@ -32,7 +32,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::mailbox::{ConnectionId, Mailboxes};
+use crate::connection_id::ConnectionId;
 use crate::upstream::address::UpstreamAddress;
 use crate::upstream::proxy_header::Secret;
 use crate::upstream::spec::{HostPattern, ServerSpec, UpstreamSpec, host_name};
@@ -42,14 +42,9 @@ pub type ServerId = usize;
 pub type GroupId = usize;
 
 /// Where grants are delivered: the loop of the connection that waits.
+/// Room a sink drops instead of delivering goes back to the pool.
 pub trait GrantSink: Send + Sync {
-    fn deliver(&self, waiter: ConnectionId, server: ServerId);
-}
-
-impl GrantSink for Arc<Mailboxes> {
-    fn deliver(&self, waiter: ConnectionId, server: ServerId) {
-        self.post_grant(waiter, server);
-    }
+    fn deliver(&self, waiter: ConnectionId, room: InFlight);
 }
 
 /// What goes ahead of a request on the connection, and who says where the
@@ -102,6 +97,9 @@ struct ServerState {
     down_until: Option<Instant>,
     /// Since a connect timed out: out of use until the prober reaches it.
     unreachable: Option<Instant>,
+    /// How many times it was found unreachable: room taken before the
+    /// latest time is on a host that went away under it.
+    times_lost: u64,
     /// A request to it has waited long for an answer: the prober checks
     /// that its host is still there.
     suspect: bool,
@@ -119,6 +117,7 @@ impl ServerState {
             first_fail: None,
             down_until: None,
             unreachable: None,
+            times_lost: 0,
             suspect: false,
             requests: 0,
         }
@@ -164,6 +163,18 @@ pub enum Failure {
     /// Nothing answered in time: the host is gone from the network, and
     /// live traffic stays away until a probe reaches it.
     Unreachable,
+}
+
+/// Where a request comes from, for its place in the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// A new request: last in the queue, which may be full.
+    New,
+    /// One a server could not take: first, as it came first.
+    Again,
+    /// One whose server's accept queue was full: another server now, or
+    /// first in the queue for the next room anywhere (that one included).
+    AfterBusy(ServerId),
 }
 
 pub enum Admission {
@@ -293,32 +304,49 @@ impl Pool {
     }
 
     /// Room on a server of `group` now, if the rules above find one;
-    /// otherwise a place in the queue (at its head for a request a server
-    /// sent back, as it came first). No waiter is passed over: a server
-    /// with room is one no waiter of the group can use (see `grant_free`).
+    /// otherwise a place in the queue. No waiter is passed over: room
+    /// that came back (a request ended, a fail_timeout ran out) went to the
+    /// waiters first (`end_rests`, `grant_free`), so room a newcomer finds
+    /// is room no waiter can use.
     pub fn admit(
         self: &Arc<Self>,
         waiter: ConnectionId,
         group: GroupId,
         tried: &[ServerId],
-        at_head: bool,
+        placement: Placement,
         now: Instant,
     ) -> Admission {
-        let mut state = self.lock();
-        match self.pick(&state, group, tried, now) {
-            Pick::Server(server) => Admission::Granted(self.take(&mut state, server)),
-            Pick::Exhausted => Admission::Exhausted,
-            Pick::Wait if !at_head && state.queue.len() >= self.max_queued => Admission::Full,
-            Pick::Wait => {
-                let entry = Waiter { id: waiter, group, tried: tried.to_vec() };
-                if at_head {
-                    state.queue.push_front(entry);
-                } else {
-                    state.queue.push_back(entry);
-                }
-                Admission::Queued(QueuePlace { pool: Arc::clone(self), waiter: Some(waiter) })
+        let (admission, granted) = {
+            let mut state = self.lock();
+            // A server back from its fail_timeout goes to the waiters first.
+            let granted = if self.end_rests(&mut state, now) { self.grant_free(&mut state, now) } else { Vec::new() };
+            let mut avoided = tried.to_vec();
+            if let Placement::AfterBusy(server) = placement {
+                avoided.push(server);
             }
-        }
+            let admission = match self.pick(&state, group, &avoided, now) {
+                Pick::Server(server) => Admission::Granted(self.take(&mut state, server)),
+                // A server whose accept queue was full is still the one to
+                // wait for, once a request to it ends.
+                Pick::Exhausted if !matches!(placement, Placement::AfterBusy(_)) => Admission::Exhausted,
+                Pick::Wait | Pick::Exhausted => {
+                    if placement == Placement::New && state.queue.len() >= self.max_queued {
+                        Admission::Full
+                    } else {
+                        let entry = Waiter { id: waiter, group, tried: tried.to_vec() };
+                        if placement == Placement::New {
+                            state.queue.push_back(entry);
+                        } else {
+                            state.queue.push_front(entry);
+                        }
+                        Admission::Queued(QueuePlace { pool: Arc::clone(self), waiter: Some(waiter) })
+                    }
+                }
+            };
+            (admission, granted)
+        };
+        self.deliver(granted);
+        admission
     }
 
     fn pick(&self, state: &State, group: GroupId, tried: &[ServerId], now: Instant) -> Pick {
@@ -362,18 +390,22 @@ impl Pool {
     }
 
     fn take(self: &Arc<Self>, state: &mut State, server: ServerId) -> InFlight {
-        Self::count_in(state, server);
-        InFlight { pool: Arc::clone(self), server, hold_back: false }
+        let slot = &mut state.servers[server];
+        slot.in_flight += 1;
+        slot.requests += 1;
+        InFlight { pool: Arc::clone(self), server, hold_back: false, times_lost: slot.times_lost }
     }
 
-    fn count_in(state: &mut State, server: ServerId) {
-        state.servers[server].in_flight += 1;
-        state.servers[server].requests += 1;
-    }
-
-    /// A grant that reached no waiting connection: the room goes on.
-    pub fn release_undelivered(self: &Arc<Self>, server: ServerId) {
-        drop(InFlight { pool: Arc::clone(self), server, hold_back: false });
+    /// Servers whose fail_timeout has ended are back in use; true if any.
+    fn end_rests(&self, state: &mut State, now: Instant) -> bool {
+        let mut ended = false;
+        for slot in &mut state.servers {
+            if slot.down_until.is_some_and(|until| now >= until) {
+                slot.down_until = None;
+                ended = true;
+            }
+        }
+        ended
     }
 
     fn cancel(&self, waiter: ConnectionId) {
@@ -385,7 +417,7 @@ impl Pool {
 
     /// Room in flight given back; `hold_back` when the server's accept
     /// queue was found full, so no one gets it until a request to it ends.
-    fn release(&self, server: ServerId, hold_back: bool) {
+    fn release(self: &Arc<Self>, server: ServerId, hold_back: bool) {
         let granted = {
             let mut state = self.lock();
             let slot = &mut state.servers[server];
@@ -401,44 +433,48 @@ impl Pool {
         self.deliver(granted);
     }
 
-    fn deliver(&self, granted: Vec<(ConnectionId, ServerId)>) {
-        granted.into_iter().for_each(|(waiter, server)| self.sink.deliver(waiter, server));
+    /// Called without the lock: room a sink drops comes straight back.
+    fn deliver(&self, granted: Vec<(ConnectionId, InFlight)>) {
+        granted.into_iter().for_each(|(waiter, room)| self.sink.deliver(waiter, room));
     }
 
     /// Grants room to waiters, in order, while a server they may use has
-    /// some. A waiter that cannot go holds back the rest of its group,
-    /// unless it only waits because it tried the servers that could take it.
-    fn grant_free(&self, state: &mut State, now: Instant) -> Vec<(ConnectionId, ServerId)> {
+    /// some. A waiter that cannot go holds back no one: what a later one
+    /// takes is room it could not use now (a server it tried, or one out
+    /// of use while it still has one in use to wait for).
+    fn grant_free(self: &Arc<Self>, state: &mut State, now: Instant) -> Vec<(ConnectionId, InFlight)> {
         let mut granted = Vec::new();
-        let mut blocked: Vec<GroupId> = Vec::new();
+        // Groups where a waiter that tried nothing cannot go: nor can the
+        // next such waiter, so it need not be asked.
+        let mut full: Vec<GroupId> = Vec::new();
         let mut index = 0;
         while index < state.queue.len() {
             let waiter = &state.queue[index];
-            let group = waiter.group;
-            if blocked.contains(&group) {
+            let fresh = waiter.tried.is_empty();
+            if fresh && full.contains(&waiter.group) {
                 index += 1;
                 continue;
             }
-            if let Pick::Server(server) = self.pick(state, group, &waiter.tried, now) {
-                let id = waiter.id;
-                state.queue.remove(index);
-                Self::count_in(state, server);
-                granted.push((id, server));
-                continue;
+            match self.pick(state, waiter.group, &waiter.tried, now) {
+                Pick::Server(server) => {
+                    let id = waiter.id;
+                    state.queue.remove(index);
+                    granted.push((id, self.take(state, server)));
+                }
+                _ => {
+                    if fresh {
+                        full.push(waiter.group);
+                    }
+                    index += 1;
+                }
             }
-            let others_could_go =
-                !waiter.tried.is_empty() && matches!(self.pick(state, group, &[], now), Pick::Server(_));
-            if !others_could_go {
-                blocked.push(group);
-            }
-            index += 1;
         }
         granted
     }
 
     /// A server's connect failed (or its connection broke before a reply).
     /// Waiters whose every server is now out of use try one anyway.
-    pub fn failed(&self, server: ServerId, failure: Failure, now: Instant) {
+    pub fn failed(self: &Arc<Self>, server: ServerId, failure: Failure, now: Instant) {
         let granted = {
             let mut state = self.lock();
             let info = &self.servers[server];
@@ -446,7 +482,10 @@ impl Pool {
             match failure {
                 Failure::Unreachable if info.local => return,
                 Failure::Unreachable => {
-                    slot.unreachable.get_or_insert(now);
+                    if slot.unreachable.is_none() {
+                        slot.unreachable = Some(now);
+                        slot.times_lost += 1;
+                    }
                 }
                 Failure::Refused if info.max_fails == 0 || info.fail_timeout.is_zero() => return,
                 Failure::Refused => {
@@ -476,11 +515,6 @@ impl Pool {
         slot.first_fail = None;
     }
 
-    /// Since when the server has been unreachable, if it is.
-    pub fn unreachable_since(&self, server: ServerId) -> Option<Instant> {
-        self.lock().servers[server].unreachable
-    }
-
     /// A request to `server` has waited long for its answer: if its host
     /// is reached by TCP, the prober checks it is still on the network.
     pub fn suspect(&self, server: ServerId) {
@@ -505,7 +539,7 @@ impl Pool {
     }
 
     /// The prober reached it: back in use, and whoever waits may go.
-    pub fn reachable(&self, server: ServerId) {
+    pub fn reachable(self: &Arc<Self>, server: ServerId) {
         let granted = {
             let mut state = self.lock();
             state.servers[server].unreachable = None;
@@ -516,7 +550,7 @@ impl Pool {
     }
 
     /// The local workers now running; their room follows.
-    pub fn set_worker_count(&self, workers: usize) {
+    pub fn set_worker_count(self: &Arc<Self>, workers: usize) {
         let granted = {
             let mut state = self.lock();
             let Some(local) = self.servers.iter().position(|server| server.local) else { return };
@@ -531,17 +565,13 @@ impl Pool {
     /// lift the hold (strangers filled it, or the workers were replaced),
     /// and a server out of use for failures comes back after its
     /// fail_timeout with no event to say so: the loops call this on their tick.
-    pub fn tick(&self, now: Instant) {
+    pub fn tick(self: &Arc<Self>, now: Instant) {
         let granted = {
             let mut state = self.lock();
-            let mut changed = false;
+            let mut changed = self.end_rests(&mut state, now);
             for slot in &mut state.servers {
                 if slot.held_back && slot.in_flight == 0 {
                     slot.held_back = false;
-                    changed = true;
-                }
-                if slot.down_until.is_some_and(|until| now >= until) {
-                    slot.down_until = None;
                     changed = true;
                 }
             }
@@ -584,6 +614,8 @@ pub struct InFlight {
     pool: Arc<Pool>,
     server: ServerId,
     hold_back: bool,
+    /// The server's `times_lost` when the room was taken.
+    times_lost: u64,
 }
 
 impl std::fmt::Debug for InFlight {
@@ -607,6 +639,15 @@ impl InFlight {
         &self.pool
     }
 
+    /// The server's host was found gone from the network after this room
+    /// was taken (not before: a request sent there anyway, as a last
+    /// resort, waits it out).
+    pub fn host_lost(&self) -> bool {
+        let state = self.pool.lock();
+        let slot = &state.servers[self.server];
+        slot.unreachable.is_some() && slot.times_lost > self.times_lost
+    }
+
     /// The server's accept queue was full: its room goes back, held back
     /// (granted to no one) until a request in flight to it ends.
     pub fn busy(mut self) {
@@ -628,10 +669,10 @@ impl std::fmt::Debug for QueuePlace {
 }
 
 impl QueuePlace {
-    /// The grant came, for `server`: the place was already taken out of the queue.
-    pub fn granted(mut self, server: ServerId) -> InFlight {
+    /// The grant came: the place was already taken out of the queue.
+    pub fn granted(mut self, room: InFlight) -> InFlight {
         self.waiter = None;
-        InFlight { pool: Arc::clone(&self.pool), server, hold_back: false }
+        room
     }
 }
 
@@ -650,18 +691,31 @@ mod tests {
     use super::*;
     use crate::upstream::spec::HostRoute;
 
+    /// Grants as a loop gets them; the room stays taken until a test
+    /// hands it back (`take_rooms`, then drop).
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<(ConnectionId, ServerId)>>);
+    struct Recorder {
+        delivered: Mutex<Vec<(ConnectionId, InFlight)>>,
+        kept: Mutex<Vec<InFlight>>,
+    }
 
     impl GrantSink for Arc<Recorder> {
-        fn deliver(&self, waiter: ConnectionId, server: ServerId) {
-            self.0.lock().unwrap().push((waiter, server));
+        fn deliver(&self, waiter: ConnectionId, room: InFlight) {
+            self.delivered.lock().unwrap().push((waiter, room));
         }
     }
 
     impl Recorder {
+        /// Who got room on which server since the last look.
         fn take(&self) -> Vec<(ConnectionId, ServerId)> {
-            std::mem::take(&mut self.0.lock().unwrap())
+            let rooms = self.take_rooms();
+            let seen = rooms.iter().map(|(waiter, room)| (*waiter, room.server())).collect();
+            self.kept.lock().unwrap().extend(rooms.into_iter().map(|(_, room)| room));
+            seen
+        }
+
+        fn take_rooms(&self) -> Vec<(ConnectionId, InFlight)> {
+            std::mem::take(&mut self.delivered.lock().unwrap())
         }
     }
 
@@ -706,15 +760,16 @@ mod tests {
     fn local_workers_take_their_room_then_the_queue_holds_the_rest_in_order() {
         let (pool, recorder) = pool(local(2, 1), UpstreamSpec::default(), 100);
         let now = Instant::now();
-        let first = granted(pool.admit(waiter(1), 0, &[], false, now));
-        let second = granted(pool.admit(waiter(2), 0, &[], false, now));
+        let first = granted(pool.admit(waiter(1), 0, &[], Placement::New, now));
+        let second = granted(pool.admit(waiter(2), 0, &[], Placement::New, now));
         assert_eq!((first.server(), second.server()), (0, 0));
-        let _places: Vec<_> = (3..6).map(|slot| queued(pool.admit(waiter(slot), 0, &[], false, now))).collect();
+        let _places: Vec<_> =
+            (3..6).map(|slot| queued(pool.admit(waiter(slot), 0, &[], Placement::New, now))).collect();
         assert_eq!(pool.stats().queued, 3);
         drop(first);
         assert_eq!(recorder.take(), vec![(waiter(3), 0)], "first come, first served");
         assert_eq!(pool.stats().local_in_flight, 2, "the grant holds the room given back");
-        let _fourth = queued(pool.admit(waiter(9), 0, &[], false, now));
+        let _fourth = queued(pool.admit(waiter(9), 0, &[], Placement::New, now));
         drop(second);
         assert_eq!(recorder.take(), vec![(waiter(4), 0)], "a newcomer does not jump the queue");
     }
@@ -724,12 +779,12 @@ mod tests {
         let spec = UpstreamSpec { servers: vec![remote(8080, true)], routes: Vec::new() };
         let (pool, _recorder) = pool(local(2, 16), spec, 100);
         let now = Instant::now();
-        let busy: Vec<_> = (0..2).map(|slot| granted(pool.admit(waiter(slot), 0, &[], false, now))).collect();
+        let busy: Vec<_> = (0..2).map(|slot| granted(pool.admit(waiter(slot), 0, &[], Placement::New, now))).collect();
         assert!(busy.iter().all(|room| room.server() == 0), "a free worker always gets it");
-        let overflow = granted(pool.admit(waiter(3), 0, &[], false, now));
+        let overflow = granted(pool.admit(waiter(3), 0, &[], Placement::New, now));
         assert_eq!(overflow.server(), 1, "both workers busy: the backup");
         drop(busy);
-        assert_eq!(granted(pool.admit(waiter(4), 0, &[], false, now)).server(), 0, "a worker is free again");
+        assert_eq!(granted(pool.admit(waiter(4), 0, &[], Placement::New, now)).server(), 0, "a worker is free again");
     }
 
     #[test]
@@ -739,7 +794,7 @@ mod tests {
         let (pool, _recorder) = pool(local(1, 4), UpstreamSpec { servers: vec![backup], routes: Vec::new() }, 100);
         let now = Instant::now();
         let servers: Vec<ServerId> = (0..5)
-            .map(|slot| granted(pool.admit(waiter(slot), 0, &[], false, now)))
+            .map(|slot| granted(pool.admit(waiter(slot), 0, &[], Placement::New, now)))
             .map(|room| {
                 let server = room.server();
                 std::mem::forget(room);
@@ -747,7 +802,7 @@ mod tests {
             })
             .collect();
         assert_eq!(servers, vec![0, 1, 0, 0, 0], "worker, backup, then the workers' accept queue up to 4");
-        assert!(matches!(pool.admit(waiter(9), 0, &[], false, now), Admission::Queued(_)));
+        assert!(matches!(pool.admit(waiter(9), 0, &[], Placement::New, now), Admission::Queued(_)));
     }
 
     #[test]
@@ -757,7 +812,7 @@ mod tests {
         let (pool, _recorder) = pool(None, spec, 100);
         let now = Instant::now();
         let turns: Vec<ServerId> =
-            (0..6).map(|slot| granted(pool.admit(waiter(slot), 0, &[], false, now)).server()).collect();
+            (0..6).map(|slot| granted(pool.admit(waiter(slot), 0, &[], Placement::New, now)).server()).collect();
         assert_eq!(turns, vec![0, 1, 2, 0, 1, 2], "one after another when none is busy");
     }
 
@@ -766,11 +821,14 @@ mod tests {
         let spec = UpstreamSpec { servers: vec![remote(1, false), remote(2, false)], routes: Vec::new() };
         let (pool, _recorder) = pool(None, spec, 100);
         let now = Instant::now();
-        let a = granted(pool.admit(waiter(1), 0, &[], false, now));
-        let b = granted(pool.admit(waiter(2), 0, &[], false, now));
+        let a = granted(pool.admit(waiter(1), 0, &[], Placement::New, now));
+        let b = granted(pool.admit(waiter(2), 0, &[], Placement::New, now));
         assert_ne!(a.server(), b.server());
-        assert_eq!(granted(pool.admit(waiter(3), 0, &[a.server()], false, now)).server(), b.server());
-        assert!(matches!(pool.admit(waiter(4), 0, &[0, 1], false, now), Admission::Exhausted), "every server tried");
+        assert_eq!(granted(pool.admit(waiter(3), 0, &[a.server()], Placement::New, now)).server(), b.server());
+        assert!(
+            matches!(pool.admit(waiter(4), 0, &[0, 1], Placement::New, now), Admission::Exhausted),
+            "every server tried"
+        );
     }
 
     #[test]
@@ -790,7 +848,11 @@ mod tests {
         for _ in 0..5 {
             pool.failed(1, Failure::Refused, now);
         }
-        assert_eq!(granted(pool.admit(waiter(1), 0, &[], false, now)).server(), 1, "fail_timeout 0: still in use");
+        assert_eq!(
+            granted(pool.admit(waiter(1), 0, &[], Placement::New, now)).server(),
+            1,
+            "fail_timeout 0: still in use"
+        );
         let later = now + Duration::from_secs(11);
         pool.tick(later);
         assert_eq!(pool.stats().servers_out_of_use, 0, "back after fail_timeout");
@@ -803,8 +865,12 @@ mod tests {
         let now = Instant::now();
         pool.failed(0, Failure::Unreachable, now);
         assert_eq!(pool.unreachable(), vec![0]);
-        assert_eq!(granted(pool.admit(waiter(1), 0, &[], false, now)).server(), 1, "live traffic goes around it");
-        assert_eq!(granted(pool.admit(waiter(2), 0, &[1], false, now)).server(), 0, "nothing else is left");
+        assert_eq!(
+            granted(pool.admit(waiter(1), 0, &[], Placement::New, now)).server(),
+            1,
+            "live traffic goes around it"
+        );
+        assert_eq!(granted(pool.admit(waiter(2), 0, &[1], Placement::New, now)).server(), 0, "nothing else is left");
         pool.reachable(0);
         assert!(pool.unreachable().is_empty());
         assert!(recorder.take().is_empty());
@@ -819,11 +885,11 @@ mod tests {
         refusing.fail_timeout = Duration::ZERO;
         let (pool, recorder) = pool(None, UpstreamSpec { servers: vec![full, refusing], routes: Vec::new() }, 100);
         let now = Instant::now();
-        let _on_full = granted(pool.admit(waiter(1), 0, &[], false, now));
-        let on_refusing = granted(pool.admit(waiter(2), 0, &[], false, now));
+        let _on_full = granted(pool.admit(waiter(1), 0, &[], Placement::New, now));
+        let on_refusing = granted(pool.admit(waiter(2), 0, &[], Placement::New, now));
         assert_eq!(on_refusing.server(), 1);
-        let _refused_once = queued(pool.admit(waiter(3), 0, &[1], true, now));
-        let _newcomer = queued(pool.admit(waiter(4), 0, &[], false, now));
+        let _refused_once = queued(pool.admit(waiter(3), 0, &[1], Placement::Again, now));
+        let _newcomer = queued(pool.admit(waiter(4), 0, &[], Placement::New, now));
         drop(on_refusing);
         assert_eq!(recorder.take(), vec![(waiter(4), 1)], "the one that tried it lets the next go");
     }
@@ -835,8 +901,8 @@ mod tests {
         let now = Instant::now();
         pool.failed(0, Failure::Refused, now);
         assert_eq!(pool.stats().servers_out_of_use, 1);
-        granted(pool.admit(waiter(1), 0, &[], false, now)).busy();
-        let _place = queued(pool.admit(waiter(1), 0, &[], true, now));
+        granted(pool.admit(waiter(1), 0, &[], Placement::New, now)).busy();
+        let _place = queued(pool.admit(waiter(1), 0, &[], Placement::AfterBusy(0), now));
         pool.tick(now);
         assert_eq!(recorder.take(), vec![(waiter(1), 0)], "the hold lifted, the last resort again");
     }
@@ -849,9 +915,9 @@ mod tests {
         second.max_conns = 1;
         let (pool, recorder) = pool(None, UpstreamSpec { servers: vec![first, second], routes: Vec::new() }, 100);
         let now = Instant::now();
-        let on_first = granted(pool.admit(waiter(1), 0, &[], false, now));
-        let on_second = granted(pool.admit(waiter(2), 0, &[], false, now));
-        let _waiting = queued(pool.admit(waiter(3), 0, &[], false, now));
+        let on_first = granted(pool.admit(waiter(1), 0, &[], Placement::New, now));
+        let on_second = granted(pool.admit(waiter(2), 0, &[], Placement::New, now));
+        let _waiting = queued(pool.admit(waiter(3), 0, &[], Placement::New, now));
         pool.failed(on_second.server(), Failure::Refused, now);
         drop(on_second);
         assert!(recorder.take().is_empty(), "a live server is still there to wait for");
@@ -860,27 +926,14 @@ mod tests {
     }
 
     #[test]
-    fn an_unreachable_server_keeps_the_moment_it_was_first_found_gone() {
-        let spec = UpstreamSpec { servers: vec![remote(1, false)], routes: Vec::new() };
-        let (pool, _recorder) = pool(None, spec, 100);
-        let now = Instant::now();
-        assert_eq!(pool.unreachable_since(0), None);
-        pool.failed(0, Failure::Unreachable, now);
-        pool.failed(0, Failure::Unreachable, now + Duration::from_secs(1));
-        assert_eq!(pool.unreachable_since(0), Some(now));
-        pool.reachable(0);
-        assert_eq!(pool.unreachable_since(0), None);
-    }
-
-    #[test]
     fn a_full_accept_queue_holds_its_server_back_until_a_request_ends() {
         let (pool, recorder) = pool(local(2, 1), UpstreamSpec::default(), 100);
         let now = Instant::now();
-        let first = granted(pool.admit(waiter(1), 0, &[], false, now));
-        let second = granted(pool.admit(waiter(2), 0, &[], false, now));
+        let first = granted(pool.admit(waiter(1), 0, &[], Placement::New, now));
+        let second = granted(pool.admit(waiter(2), 0, &[], Placement::New, now));
         second.busy();
-        let requeued = queued(pool.admit(waiter(2), 0, &[], true, now));
-        let _third = queued(pool.admit(waiter(3), 0, &[], false, now));
+        let requeued = queued(pool.admit(waiter(2), 0, &[], Placement::AfterBusy(0), now));
+        let _third = queued(pool.admit(waiter(3), 0, &[], Placement::New, now));
         assert_eq!(pool.stats().local_in_flight, 1, "room is free but held back");
         pool.tick(now);
         assert!(recorder.take().is_empty(), "a release is still coming");
@@ -893,8 +946,8 @@ mod tests {
     fn a_hold_with_nothing_in_flight_is_lifted_by_the_tick() {
         let (pool, recorder) = pool(local(1, 1), UpstreamSpec::default(), 100);
         let now = Instant::now();
-        granted(pool.admit(waiter(1), 0, &[], false, now)).busy();
-        let _place = queued(pool.admit(waiter(1), 0, &[], true, now));
+        granted(pool.admit(waiter(1), 0, &[], Placement::New, now)).busy();
+        let _place = queued(pool.admit(waiter(1), 0, &[], Placement::AfterBusy(0), now));
         pool.tick(now);
         assert_eq!(recorder.take(), vec![(waiter(1), 0)]);
     }
@@ -903,24 +956,49 @@ mod tests {
     fn a_dropped_place_leaves_the_queue_and_a_late_one_gives_its_grant_back() {
         let (pool, recorder) = pool(local(1, 1), UpstreamSpec::default(), 100);
         let now = Instant::now();
-        let held = granted(pool.admit(waiter(1), 0, &[], false, now));
-        let second = queued(pool.admit(waiter(2), 0, &[], false, now));
-        let third = queued(pool.admit(waiter(3), 0, &[], false, now));
+        let held = granted(pool.admit(waiter(1), 0, &[], Placement::New, now));
+        let second = queued(pool.admit(waiter(2), 0, &[], Placement::New, now));
+        let third = queued(pool.admit(waiter(3), 0, &[], Placement::New, now));
         drop(second);
         drop(held);
-        assert_eq!(recorder.take(), vec![(waiter(3), 0)], "the departed one's turn skipped");
+        let rooms = recorder.take_rooms();
+        let seen: Vec<_> = rooms.iter().map(|(waiter, room)| (*waiter, room.server())).collect();
+        assert_eq!(seen, vec![(waiter(3), 0)], "the departed one's turn skipped");
         drop(third);
         assert_eq!(pool.stats().local_in_flight, 1, "counted until the grant is handled");
-        pool.release_undelivered(0);
-        assert_eq!(pool.stats().local_in_flight, 0);
+        drop(rooms);
+        assert_eq!(pool.stats().local_in_flight, 0, "a grant no one takes is given back");
+    }
+
+    #[test]
+    fn room_taken_before_its_host_was_found_gone_knows_it_and_a_last_resort_after_does_not() {
+        let mut only = remote(1, false);
+        only.max_conns = 1;
+        let (pool, recorder) = pool(None, UpstreamSpec { servers: vec![only], routes: Vec::new() }, 100);
+        let now = Instant::now();
+        let before = granted(pool.admit(waiter(1), 0, &[], Placement::New, now));
+        let _waiting = queued(pool.admit(waiter(2), 0, &[], Placement::New, now));
+        // As a timed-out connect does: the room goes back (and on to the
+        // waiter) just before the host is marked gone.
+        drop(before);
+        pool.failed(0, Failure::Unreachable, now);
+        let rooms = recorder.take_rooms();
+        assert_eq!(rooms.len(), 1);
+        assert!(rooms[0].1.host_lost(), "granted before the news: it leaves the host");
+        drop(rooms);
+        let last_resort = granted(pool.admit(waiter(3), 0, &[], Placement::New, now));
+        assert!(!last_resort.host_lost(), "sent there knowing: it waits it out");
+        pool.reachable(0);
+        assert!(!last_resort.host_lost());
     }
 
     #[test]
     fn the_queue_has_a_cap_and_zero_workers_hold_everyone_until_some_come() {
         let (pool, recorder) = pool(local(0, 2), UpstreamSpec::default(), 2);
         let now = Instant::now();
-        let _places: Vec<_> = (1..3).map(|slot| queued(pool.admit(waiter(slot), 0, &[], false, now))).collect();
-        assert!(matches!(pool.admit(waiter(3), 0, &[], false, now), Admission::Full));
+        let _places: Vec<_> =
+            (1..3).map(|slot| queued(pool.admit(waiter(slot), 0, &[], Placement::New, now))).collect();
+        assert!(matches!(pool.admit(waiter(3), 0, &[], Placement::New, now), Admission::Full));
         pool.set_worker_count(1);
         assert_eq!(recorder.take(), vec![(waiter(1), 0), (waiter(2), 0)], "one worker, two in flight");
         assert_eq!(pool.stats().local_limit, 2);
@@ -936,7 +1014,7 @@ mod tests {
         assert_eq!(pool.group_for(Some(b"www.example.com")), Some(0));
         assert_eq!(pool.group_for(None), Some(0));
         let now = Instant::now();
-        let routed = granted(pool.admit(waiter(1), 1, &[], false, now));
+        let routed = granted(pool.admit(waiter(1), 1, &[], Placement::New, now));
         assert_eq!(pool.server(routed.server()).address, admin.servers[0].address);
 
         let (only_routes, _recorder) = self::pool(None, UpstreamSpec { servers: Vec::new(), routes: vec![admin] }, 100);
@@ -950,8 +1028,8 @@ mod tests {
         let other = HostRoute { pattern: HostPattern::parse("other.test").unwrap(), servers: vec![remote(2, false)] };
         let (pool, _recorder) = pool(None, UpstreamSpec { servers: vec![busy], routes: vec![other] }, 100);
         let now = Instant::now();
-        let _held = granted(pool.admit(waiter(1), 0, &[], false, now));
-        let _waiting = queued(pool.admit(waiter(2), 0, &[], false, now));
-        assert_eq!(granted(pool.admit(waiter(3), 1, &[], false, now)).server(), 1, "the other group goes on");
+        let _held = granted(pool.admit(waiter(1), 0, &[], Placement::New, now));
+        let _waiting = queued(pool.admit(waiter(2), 0, &[], Placement::New, now));
+        assert_eq!(granted(pool.admit(waiter(3), 1, &[], Placement::New, now)).server(), 1, "the other group goes on");
     }
 }
