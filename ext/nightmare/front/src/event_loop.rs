@@ -111,6 +111,7 @@ impl EventLoop {
         }
         // Dropping the connections closes their sockets and frees their slots.
         self.connections.clear();
+        self.shared.mailboxes.0[self.index].close();
     }
 
     fn context(&mut self, now: Instant) -> (LoopContext<'_>, &mut Slab<Connection>) {

@@ -20,10 +20,17 @@ thread_local! {
 
 /// The loop takes each list whole, every turn: only the entry that makes a
 /// list non-empty needs to wake it, later ones are taken with it.
+#[derive(Default)]
+struct Grants {
+    rooms: Vec<(ConnectionId, InFlight)>,
+    /// Set when the loop has ended: no one would take a room posted now.
+    closed: bool,
+}
+
 pub struct Mailbox {
     /// Room on a server for a queued request; dropped undelivered (its
-    /// connection gone), it goes back to the pool.
-    grants: Mutex<Vec<(ConnectionId, InFlight)>>,
+    /// connection gone, or its loop ended), it goes back to the pool.
+    grants: Mutex<Grants>,
     /// Connections whose spool writer finished a write.
     written: Mutex<Vec<ConnectionId>>,
     waker: Waker,
@@ -31,7 +38,7 @@ pub struct Mailbox {
 
 impl Mailbox {
     pub fn new(waker: Waker) -> Self {
-        Mailbox { grants: Mutex::new(Vec::new()), written: Mutex::new(Vec::new()), waker }
+        Mailbox { grants: Mutex::default(), written: Mutex::new(Vec::new()), waker }
     }
 
     /// Called by the loop thread that drains this mailbox.
@@ -44,7 +51,22 @@ impl Mailbox {
     }
 
     pub fn take_grants(&self) -> Vec<(ConnectionId, InFlight)> {
-        std::mem::take(&mut *self.grants.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut self.lock_grants().rooms)
+    }
+
+    /// Called by the loop as it ends: the rooms granted to it and any
+    /// granted later go back to the pool, for the loops still running.
+    pub fn close(&self) {
+        let undelivered = {
+            let mut grants = self.lock_grants();
+            grants.closed = true;
+            std::mem::take(&mut grants.rooms)
+        };
+        drop(undelivered);
+    }
+
+    fn lock_grants(&self) -> std::sync::MutexGuard<'_, Grants> {
+        self.grants.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn take_written(&self) -> Vec<ConnectionId> {
@@ -58,9 +80,15 @@ impl Mailbox {
     }
 
     fn post_grant(&self, id: ConnectionId, room: InFlight) {
-        let mut grants = self.grants.lock().unwrap_or_else(|p| p.into_inner());
-        let was_empty = grants.is_empty();
-        grants.push((id, room));
+        let mut grants = self.lock_grants();
+        if grants.closed {
+            // Released once the lock is let go: the release may grant again.
+            drop(grants);
+            drop(room);
+            return;
+        }
+        let was_empty = grants.rooms.is_empty();
+        grants.rooms.push((id, room));
         drop(grants);
         if was_empty && !self.is_drained_by_this_thread() {
             self.wake();
@@ -155,6 +183,24 @@ mod tests {
         assert!(woken(&mut poll), "another thread's grant must wake the loop");
         assert_eq!(servers(mailboxes.0[0].take_grants()), vec![(id(2), 0)]);
         assert_eq!(pool.stats().local_in_flight, 0, "grants dropped undelivered give their room back");
+    }
+
+    #[test]
+    fn an_ended_loop_gives_back_the_rooms_it_held_and_any_granted_later() {
+        let poll = Poll::new().expect("poll");
+        let waker = Waker::new(poll.registry(), Token(0)).expect("waker");
+        let mailboxes = Arc::new(Mailboxes(vec![Mailbox::new(waker)]));
+        let workers = LocalWorkers { socket: "/tmp/w.sock".into(), secret: [1; 16], workers: 4, per_worker: 1 };
+        let pool = Pool::new(Some(workers), &UpstreamSpec::default(), 10, Box::new(Arc::clone(&mailboxes)));
+        let id = |slot| ConnectionId { loop_index: 0, slot, serial: 1 };
+
+        mailboxes.post_grant(id(1), room(&pool, id(1)));
+        assert_eq!(pool.stats().local_in_flight, 1, "a posted grant holds its room");
+        mailboxes.0[0].close();
+        assert_eq!(pool.stats().local_in_flight, 0, "closing gives it back");
+        mailboxes.post_grant(id(2), room(&pool, id(2)));
+        assert_eq!(pool.stats().local_in_flight, 0, "a grant to an ended loop is given back at once");
+        assert!(mailboxes.0[0].take_grants().is_empty());
     }
 
     #[test]

@@ -320,11 +320,13 @@ impl Pool {
             let mut state = self.lock();
             // A server back from its fail_timeout goes to the waiters first.
             let granted = if self.end_rests(&mut state, now) { self.grant_free(&mut state, now) } else { Vec::new() };
-            let mut avoided = tried.to_vec();
-            if let Placement::AfterBusy(server) = placement {
-                avoided.push(server);
-            }
-            let admission = match self.pick(&state, group, &avoided, now) {
+            // A server just found busy is not taken again at once, but it
+            // is still one to wait for: it does not count as tried.
+            let avoided = match placement {
+                Placement::AfterBusy(server) => Some(server),
+                _ => None,
+            };
+            let admission = match self.pick(&state, group, tried, avoided, now) {
                 Pick::Server(server) => Admission::Granted(self.take(&mut state, server)),
                 // A server whose accept queue was full is still the one to
                 // wait for, once a request to it ends.
@@ -349,8 +351,8 @@ impl Pool {
         admission
     }
 
-    fn pick(&self, state: &State, group: GroupId, tried: &[ServerId], now: Instant) -> Pick {
-        if let Some(server) = self.choose(state, group, tried, now) {
+    fn pick(&self, state: &State, group: GroupId, tried: &[ServerId], avoided: Option<ServerId>, now: Instant) -> Pick {
+        if let Some(server) = self.choose(state, group, tried, avoided, now) {
             return Pick::Server(server);
         }
         let untried = || self.groups[group].iter().copied().filter(|id| !tried.contains(id));
@@ -371,11 +373,18 @@ impl Pool {
         }
     }
 
-    fn choose(&self, state: &State, group: GroupId, tried: &[ServerId], now: Instant) -> Option<ServerId> {
+    fn choose(
+        &self,
+        state: &State,
+        group: GroupId,
+        tried: &[ServerId],
+        avoided: Option<ServerId>,
+        now: Instant,
+    ) -> Option<ServerId> {
         let candidates = || {
             self.groups[group].iter().copied().filter(|id| {
                 let server = &state.servers[*id];
-                !tried.contains(id) && !server.held_back && server.in_use(now)
+                !tried.contains(id) && avoided != Some(*id) && !server.held_back && server.in_use(now)
             })
         };
         let least = |filter: &dyn Fn(ServerId) -> bool| {
@@ -455,7 +464,7 @@ impl Pool {
                 index += 1;
                 continue;
             }
-            match self.pick(state, waiter.group, &waiter.tried, now) {
+            match self.pick(state, waiter.group, &waiter.tried, None, now) {
                 Pick::Server(server) => {
                     let id = waiter.id;
                     state.queue.remove(index);
@@ -950,6 +959,19 @@ mod tests {
         let _place = queued(pool.admit(waiter(1), 0, &[], Placement::AfterBusy(0), now));
         pool.tick(now);
         assert_eq!(recorder.take(), vec![(waiter(1), 0)]);
+    }
+
+    #[test]
+    fn a_request_back_from_busy_workers_waits_for_them_rather_than_a_gone_backup() {
+        let spec = UpstreamSpec { servers: vec![remote(8080, true)], routes: Vec::new() };
+        let (pool, recorder) = pool(local(1, 2), spec, 100);
+        let now = Instant::now();
+        pool.failed(1, Failure::Unreachable, now);
+        let working = granted(pool.admit(waiter(1), 0, &[], Placement::New, now));
+        granted(pool.admit(waiter(2), 0, &[], Placement::New, now)).busy();
+        let _place = queued(pool.admit(waiter(2), 0, &[], Placement::AfterBusy(0), now));
+        drop(working);
+        assert_eq!(recorder.take(), vec![(waiter(2), 0)], "the workers, once a request to them ends");
     }
 
     #[test]

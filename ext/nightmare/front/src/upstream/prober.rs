@@ -1,5 +1,6 @@
-//! Watches the upstreams' hosts, on two threads so that a gone host's slow
-//! probe never delays the other kind of news.
+//! Watches the upstreams' hosts, off the loops and on threads of its own
+//! (one for suspects, one for gone hosts, one per suspect probed), so that
+//! a gone host's slow connect never delays other news.
 //!
 //! One that stopped answering (a connect timed out: the host is gone from
 //! the network) is left out of live traffic and tried about once a second,
@@ -7,17 +8,17 @@
 //!
 //! One that leaves a request waiting for its answer is a suspect: the
 //! connection itself says nothing of a host that dropped off the network,
-//! so the host is probed at once, every suspect in parallel. If it does not
-//! answer a connect within PROBE_PATIENCE it is out of use, and requests
-//! that may safely run twice go elsewhere on the loops' next tick. That
-//! patience outlasts Linux's first SYN resend (one second) by a fifth,
-//! since a live host whose accept queue is full drops SYNs rather than
-//! refusing, and keeps a request on a vanished host under two seconds.
+//! so the host is probed at once, each suspect on a thread of its own. If
+//! it does not answer a connect within PROBE_PATIENCE it is out of use,
+//! and requests that may safely run twice go elsewhere on the loops' next
+//! tick. That patience outlasts Linux's first SYN resend (one second) by a
+//! fifth, since a live host whose accept queue is full drops SYNs rather
+//! than refusing, and keeps a request on a vanished host under two seconds.
 
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::log::Log;
@@ -63,35 +64,53 @@ impl Drop for Prober {
     }
 }
 
-fn check_suspects(pool: &Arc<Pool>, log: &Log, stopped: &AtomicBool) {
-    let mut answered_at: Vec<Option<Instant>> = pool.servers().map(|_| None).collect();
+/// What the suspect checks share with their probes: when each server last
+/// answered, and which are being probed now.
+struct SuspectWatch {
+    answered_at: Mutex<Vec<Option<Instant>>>,
+    probing: Vec<AtomicBool>,
+}
+
+fn check_suspects(pool: &Arc<Pool>, log: &Arc<Log>, stopped: &AtomicBool) {
+    let watch = Arc::new(SuspectWatch {
+        answered_at: Mutex::new(pool.servers().map(|_| None).collect()),
+        probing: pool.servers().map(|_| AtomicBool::new(false)).collect(),
+    });
     while !stopped.load(Ordering::Acquire) {
         std::thread::sleep(SUSPECTS_EVERY);
-        let suspects: Vec<ServerId> = pool
-            .take_suspects()
-            .into_iter()
-            .filter(|&server| answered_at[server].is_none_or(|at| at.elapsed() >= ANSWERED_SPARES_FOR))
-            .collect();
-        // Scoped threads inherit this thread's blocked signals.
-        let verdicts: Vec<(ServerId, bool)> = std::thread::scope(|scope| {
-            let probes: Vec<_> = suspects
-                .iter()
-                .map(|&server| scope.spawn(move || (server, answers(&pool.server(server).address, PROBE_PATIENCE))))
-                .collect();
-            probes.into_iter().filter_map(|probe| probe.join().ok()).collect()
-        });
-        for (server, answered) in verdicts {
-            if answered {
-                answered_at[server] = Some(Instant::now());
+        for server in pool.take_suspects() {
+            let spared = watch.answered_at.lock().unwrap_or_else(|p| p.into_inner())[server]
+                .is_some_and(|at| at.elapsed() < ANSWERED_SPARES_FOR);
+            if spared || watch.probing[server].swap(true, Ordering::AcqRel) {
                 continue;
             }
-            pool.failed(server, Failure::Unreachable, Instant::now());
-            log.warn(format!(
-                "upstream {} left a request unanswered and does not answer a connect: out of use until it does",
-                pool.server(server).address
-            ));
+            // A probe of its own, so that a gone host's wait holds up no
+            // other suspect; it inherits this thread's blocked signals.
+            let (pool_for_probe, log_for_probe, watch_for_probe) =
+                (Arc::clone(pool), Arc::clone(log), Arc::clone(&watch));
+            let probe = move || probe_suspect(&pool_for_probe, server, &log_for_probe, &watch_for_probe);
+            if let Err(error) = std::thread::Builder::new().name("nightmare-probe".into()).spawn(probe) {
+                log.warn(format!(
+                    "could not start a thread to probe upstream {}: {error}",
+                    pool.server(server).address
+                ));
+                watch.probing[server].store(false, Ordering::Release);
+            }
         }
     }
+}
+
+fn probe_suspect(pool: &Arc<Pool>, server: ServerId, log: &Log, watch: &SuspectWatch) {
+    if answers(&pool.server(server).address, PROBE_PATIENCE) {
+        watch.answered_at.lock().unwrap_or_else(|p| p.into_inner())[server] = Some(Instant::now());
+    } else {
+        pool.failed(server, Failure::Unreachable, Instant::now());
+        log.warn(format!(
+            "upstream {} left a request unanswered and does not answer a connect: out of use until it does",
+            pool.server(server).address
+        ));
+    }
+    watch.probing[server].store(false, Ordering::Release);
 }
 
 fn retry_unreachable(pool: &Arc<Pool>, patience: Duration, log: &Log, stopped: &AtomicBool) {
