@@ -96,7 +96,10 @@ impl EventLoop {
                     TokenOwner::Listener(index) => self.accept_clients(index, now),
                 }
             }
-            if now.duration_since(self.last_tick) >= TICK {
+            // News of a gone host is acted on at once: requests waiting on
+            // it go elsewhere.
+            let host_lost = self.shared.mailboxes.0[self.index].take_host_lost();
+            if host_lost || now.duration_since(self.last_tick) >= TICK {
                 self.last_tick = now;
                 self.tick(now);
             }

@@ -4,6 +4,7 @@
 //! `ConnectionId`.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mio::Waker;
@@ -33,12 +34,14 @@ pub struct Mailbox {
     grants: Mutex<Grants>,
     /// Connections whose spool writer finished a write.
     written: Mutex<Vec<ConnectionId>>,
+    /// A host was found gone: the loop should look at its exchanges now.
+    host_lost: AtomicBool,
     waker: Waker,
 }
 
 impl Mailbox {
     pub fn new(waker: Waker) -> Self {
-        Mailbox { grants: Mutex::default(), written: Mutex::new(Vec::new()), waker }
+        Mailbox { grants: Mutex::default(), written: Mutex::new(Vec::new()), host_lost: AtomicBool::new(false), waker }
     }
 
     /// Called by the loop thread that drains this mailbox.
@@ -67,6 +70,11 @@ impl Mailbox {
 
     fn lock_grants(&self) -> std::sync::MutexGuard<'_, Grants> {
         self.grants.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a host was found gone since the last look.
+    pub fn take_host_lost(&self) -> bool {
+        self.host_lost.swap(false, Ordering::AcqRel)
     }
 
     pub fn take_written(&self) -> Vec<ConnectionId> {
@@ -134,6 +142,13 @@ impl Mailboxes {
 impl GrantSink for Arc<Mailboxes> {
     fn deliver(&self, waiter: ConnectionId, room: InFlight) {
         self.post_grant(waiter, room);
+    }
+
+    fn host_lost(&self) {
+        for mailbox in &self.0 {
+            mailbox.host_lost.store(true, Ordering::Release);
+            mailbox.wake();
+        }
     }
 }
 

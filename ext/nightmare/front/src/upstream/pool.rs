@@ -29,7 +29,7 @@
 //! servers lets the next one go.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::connection_id::ConnectionId;
@@ -45,6 +45,9 @@ pub type GroupId = usize;
 /// Room a sink drops instead of delivering goes back to the pool.
 pub trait GrantSink: Send + Sync {
     fn deliver(&self, waiter: ConnectionId, room: InFlight);
+    /// A host was found gone: exchanges waiting on it may leave now rather
+    /// than at their loop's next tick.
+    fn host_lost(&self) {}
 }
 
 /// What goes ahead of a request on the connection, and who says where the
@@ -210,6 +213,8 @@ pub struct Pool {
     per_worker: usize,
     max_queued: usize,
     state: Mutex<State>,
+    /// Signalled when a server comes under suspicion, for the prober.
+    suspected: Condvar,
     sink: Box<dyn GrantSink>,
 }
 
@@ -274,6 +279,7 @@ impl Pool {
             per_worker,
             max_queued,
             state: Mutex::new(State { servers: states, queue: VecDeque::new() }),
+            suspected: Condvar::new(),
             sink,
         })
     }
@@ -484,6 +490,7 @@ impl Pool {
     /// A server's connect failed (or its connection broke before a reply).
     /// Waiters whose every server is now out of use try one anyway.
     pub fn failed(self: &Arc<Self>, server: ServerId, failure: Failure, now: Instant) {
+        let mut newly_lost = false;
         let granted = {
             let mut state = self.lock();
             let info = &self.servers[server];
@@ -494,6 +501,7 @@ impl Pool {
                     if slot.unreachable.is_none() {
                         slot.unreachable = Some(now);
                         slot.times_lost += 1;
+                        newly_lost = true;
                     }
                 }
                 Failure::Refused if info.max_fails == 0 || info.fail_timeout.is_zero() => return,
@@ -514,6 +522,9 @@ impl Pool {
             self.grant_free(&mut state, now)
         };
         self.deliver(granted);
+        if newly_lost {
+            self.sink.host_lost();
+        }
     }
 
     /// A server answered: its count of failures starts over.
@@ -528,13 +539,24 @@ impl Pool {
     /// is reached by TCP, the prober checks it is still on the network.
     pub fn suspect(&self, server: ServerId) {
         if matches!(self.servers[server].address, UpstreamAddress::Tcp(_)) {
-            self.lock().servers[server].suspect = true;
+            let mut state = self.lock();
+            if !std::mem::replace(&mut state.servers[server].suspect, true) {
+                self.suspected.notify_one();
+            }
         }
     }
 
-    /// Servers under suspicion, cleared: the prober checks each once.
-    pub fn take_suspects(&self) -> Vec<ServerId> {
+    /// Servers under suspicion, cleared: the prober checks each once. Waits
+    /// up to `patience` for one when there is none.
+    pub fn take_suspects(&self, patience: Duration) -> Vec<ServerId> {
         let mut state = self.lock();
+        let none = |state: &mut State| !state.servers.iter().any(|slot| slot.suspect && slot.unreachable.is_none());
+        if none(&mut state) {
+            state = match self.suspected.wait_timeout_while(state, patience, |state| none(state)) {
+                Ok((state, _)) => state,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
         let suspects = state.servers.iter().enumerate().filter(|(_, slot)| slot.suspect && slot.unreachable.is_none());
         let suspects: Vec<ServerId> = suspects.map(|(id, _)| id).collect();
         suspects.iter().for_each(|id| state.servers[*id].suspect = false);
@@ -706,11 +728,16 @@ mod tests {
     struct Recorder {
         delivered: Mutex<Vec<(ConnectionId, InFlight)>>,
         kept: Mutex<Vec<InFlight>>,
+        hosts_lost: std::sync::atomic::AtomicUsize,
     }
 
     impl GrantSink for Arc<Recorder> {
         fn deliver(&self, waiter: ConnectionId, room: InFlight) {
             self.delivered.lock().unwrap().push((waiter, room));
+        }
+
+        fn host_lost(&self) {
+            self.hosts_lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -868,12 +895,31 @@ mod tests {
     }
 
     #[test]
+    fn the_prober_takes_a_suspect_as_soon_as_there_is_one() {
+        let spec = UpstreamSpec { servers: vec![remote(1, false), remote(2, false)], routes: Vec::new() };
+        let (pool, _recorder) = pool(None, spec, 100);
+        assert!(pool.take_suspects(Duration::from_millis(10)).is_empty(), "none: the wait runs out");
+        let accuser = Arc::clone(&pool);
+        let suspicion = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            accuser.suspect(1);
+        });
+        let began = Instant::now();
+        assert_eq!(pool.take_suspects(Duration::from_secs(30)), vec![1]);
+        assert!(began.elapsed() < Duration::from_secs(30), "woken by the suspicion, not the timeout");
+        suspicion.join().expect("thread");
+        assert!(pool.take_suspects(Duration::ZERO).is_empty(), "taken once");
+    }
+
+    #[test]
     fn an_unreachable_server_waits_for_the_prober_and_is_tried_only_as_a_last_resort() {
         let spec = UpstreamSpec { servers: vec![remote(1, false), remote(2, true)], routes: Vec::new() };
         let (pool, recorder) = pool(None, spec, 100);
         let now = Instant::now();
         pool.failed(0, Failure::Unreachable, now);
+        pool.failed(0, Failure::Unreachable, now);
         assert_eq!(pool.unreachable(), vec![0]);
+        assert_eq!(recorder.hosts_lost.load(std::sync::atomic::Ordering::Relaxed), 1, "the loops told once");
         assert_eq!(
             granted(pool.admit(waiter(1), 0, &[], Placement::New, now)).server(),
             1,

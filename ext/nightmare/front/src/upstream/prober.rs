@@ -10,10 +10,11 @@
 //! connection itself says nothing of a host that dropped off the network,
 //! so the host is probed at once, each suspect on a thread of its own. If
 //! it does not answer a connect within PROBE_PATIENCE it is out of use,
-//! and requests that may safely run twice go elsewhere on the loops' next
-//! tick. That patience outlasts Linux's first SYN resend (one second) by a
-//! fifth, since a live host whose accept queue is full drops SYNs rather
-//! than refusing, and keeps a request on a vanished host under two seconds.
+//! and requests that may safely run twice go elsewhere at once (the loops
+//! are woken for it). That patience outlasts Linux's first SYN resend (one
+//! second) by a fifth, since a live host whose accept queue is full drops
+//! SYNs rather than refusing, and keeps a request on a vanished host under
+//! two seconds.
 
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -27,7 +28,8 @@ use crate::upstream::pool::{Failure, Pool, ServerId};
 
 /// How often gone hosts are tried again.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
-/// How often suspects are looked for, and how long a suspect has to
+/// How long a wait for suspects may last before the stop flag is looked
+/// at (a suspect itself is taken at once), and how long a suspect has to
 /// answer a connect.
 const SUSPECTS_EVERY: Duration = Duration::from_millis(100);
 const PROBE_PATIENCE: Duration = Duration::from_millis(1200);
@@ -77,8 +79,7 @@ fn check_suspects(pool: &Arc<Pool>, log: &Arc<Log>, stopped: &AtomicBool) {
         probing: pool.servers().map(|_| AtomicBool::new(false)).collect(),
     });
     while !stopped.load(Ordering::Acquire) {
-        std::thread::sleep(SUSPECTS_EVERY);
-        for server in pool.take_suspects() {
+        for server in pool.take_suspects(SUSPECTS_EVERY) {
             let spared = watch.answered_at.lock().unwrap_or_else(|p| p.into_inner())[server]
                 .is_some_and(|at| at.elapsed() < ANSWERED_SPARES_FOR);
             if spared || watch.probing[server].swap(true, Ordering::AcqRel) {
