@@ -13,9 +13,15 @@ class TestHost
     return "network namespaces need iproute2's ip" unless system("command -v ip >/dev/null 2>&1")
 
     probe = "nmprobe#{$$}"
-    made = system("ip", "netns", "add", probe, out: File::NULL, err: File::NULL)
-    system("ip", "netns", "del", probe, out: File::NULL, err: File::NULL)
-    made ? nil : "this machine refuses `ip netns add`"
+    quiet = { out: File::NULL, err: File::NULL }
+    made = system("ip", "netns", "add", probe, **quiet)
+    # exec needs "/" to be a mount point (it makes mounts slave), which a
+    # plain chroot's is not.
+    entered = made && system("ip", "netns", "exec", probe, "true", **quiet)
+    system("ip", "netns", "del", probe, **quiet)
+    return "this machine refuses `ip netns add`" unless made
+
+    entered ? nil : "this machine refuses `ip netns exec` (in a chroot, \"/\" must be a mount point)"
   end
 
   NAME = /\Anm(\d+)h\d+\z/
@@ -64,15 +70,11 @@ class TestHost
     @name = "nm#{$$ % 100_000}h#{index}"
     @outer = "nmo#{$$ % 10_000}x#{index}"
     @inner = "nmi#{$$ % 10_000}x#{index}"
-    ip("netns", "add", @name)
-    ip("link", "add", @outer, "type", "veth", "peer", "name", @inner)
-    ip("link", "set", @inner, "netns", @name)
-    ip("addr", "add", "#{near}/24", "dev", @outer)
-    ip("link", "set", @outer, "up")
-    inside("ip", "addr", "add", "#{address}/24", "dev", @inner)
-    inside("ip", "link", "set", @inner, "up")
-    inside("ip", "link", "set", "lo", "up")
     @pids = []
+    connect
+  rescue StandardError
+    destroy # what was made of it, so the next test can use the names
+    raise
   end
 
   # The host's address, and this side's address on its link.
@@ -104,6 +106,18 @@ class TestHost
   end
 
   private
+
+  # The namespace, and a veth pair with one end in it.
+  def connect
+    ip("netns", "add", @name)
+    ip("link", "add", @outer, "type", "veth", "peer", "name", @inner)
+    ip("link", "set", @inner, "netns", @name)
+    ip("addr", "add", "#{near}/24", "dev", @outer)
+    ip("link", "set", @outer, "up")
+    inside("ip", "addr", "add", "#{address}/24", "dev", @inner)
+    inside("ip", "link", "set", @inner, "up")
+    inside("ip", "link", "set", "lo", "up")
+  end
 
   def inside(*command) = run("ip", "netns", "exec", @name, *command)
   def ip(*args) = run("ip", *args)

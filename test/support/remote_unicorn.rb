@@ -166,7 +166,10 @@ module TestHostsHelpers
   def make_hosts(count)
     reason = TestHost.unavailable_because
     skip("#{reason}: tests of fronts before other hosts need them") if reason
-    @hosts = (1..count).map { |index| TestHost.new(index) }
+    # Each host is kept as it is made, so teardown destroys the ones made
+    # before one that failed.
+    @hosts = []
+    (1..count).each { |index| @hosts << TestHost.new(index) }
   end
 
   # Each step on its own: a failure in one must not leave the rest (a
