@@ -69,14 +69,22 @@ pub fn connect(address: &UpstreamAddress) -> Result<(UpstreamStream, bool), Conn
 }
 
 impl UpstreamStream {
-    /// After a writable event on a pending connect: connected, or why it
-    /// failed (a socket turns writable once its connect is done either
-    /// way, so no error is success: one syscall, as nginx makes).
-    pub fn finished(&self) -> Result<(), ConnectError> {
-        let UpstreamStream::Tcp(stream) = self else { return Ok(()) };
+    /// After a writable event on a pending connect: `true` once connected,
+    /// `false` while the connect is still in progress, or why it failed.
+    /// The event alone is not proof: one meant for an earlier socket of the
+    /// same token (a connection closed and its slot reused within one
+    /// batch of events) finds this connect pending, and taking it for done
+    /// would leave a request to a vanished host with no deadline at all.
+    pub fn finished(&self) -> Result<bool, ConnectError> {
+        let UpstreamStream::Tcp(stream) = self else { return Ok(true) };
         match stream.take_error() {
-            Ok(None) => Ok(()),
-            Ok(Some(error)) | Err(error) => Err(ConnectError::of(error)),
+            Ok(None) => {}
+            Ok(Some(error)) | Err(error) => return Err(ConnectError::of(error)),
+        }
+        match stream.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(error) if error.raw_os_error() == Some(libc::ENOTCONN) => Ok(false),
+            Err(error) => Err(ConnectError::of(error)),
         }
     }
 
@@ -195,12 +203,22 @@ mod tests {
         let (mut stream, pending) = connect(&address).unwrap();
         assert!(pending);
         writable(&mut stream);
-        assert!(stream.finished().is_ok(), "connected");
+        assert!(matches!(stream.finished(), Ok(true)), "connected");
         let refused = UpstreamAddress::Tcp(listener.local_addr().unwrap());
         drop(listener);
         let (mut stream, _) = connect(&refused).unwrap();
         writable(&mut stream);
         let outcome = stream.finished();
         assert!(matches!(outcome, Err(ConnectError::Absent(_))), "{outcome:?}");
+    }
+
+    #[test]
+    fn a_connect_still_in_progress_is_never_taken_for_done() {
+        // TEST-NET-1 (RFC 5737): nothing answers there, so the connect stays
+        // pending (or fails at once where there is no route).
+        let address = UpstreamAddress::Tcp(([192, 0, 2, 1], 9).into());
+        let Ok((stream, _)) = connect(&address) else { return };
+        let outcome = stream.finished();
+        assert!(!matches!(outcome, Ok(true)), "a connect nobody answered is not done: {outcome:?}");
     }
 }

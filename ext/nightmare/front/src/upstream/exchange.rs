@@ -301,10 +301,16 @@ impl Exchange {
         }
         let Some(upstream) = &self.upstream else { return Ok(true) };
         match upstream.finished() {
-            Ok(()) => {
+            Ok(true) => {
                 self.connecting = false;
                 self.deadline = None;
                 Ok(true)
+            }
+            // A stale event: wait for the real one, or the connect deadline.
+            Ok(false) => {
+                self.upstream_ready.writable = false;
+                self.upstream_ready.hung_up = false;
+                Ok(false)
             }
             Err(error) => {
                 let failure = match &error {
