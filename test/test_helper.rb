@@ -13,9 +13,24 @@ require_relative "../support/local_processes"
 
 UNICORN_BIN = LocalProcesses.unicorn_bin
 
+# Waits for a condition on a server that keeps a log (#log), which a
+# timeout shows.
+module WaitsWithLog
+  def wait_until(what, seconds)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + seconds
+    until yield
+      raise "timed out waiting for #{what}\n#{log}" if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+
+      sleep 0.05
+    end
+  end
+end
+
 # A real unicorn master started with the gem, on a free loopback port, with
 # its own directory for the config, the log and temp files.
 class UnicornServer
+  include WaitsWithLog
+
   attr_reader :pid, :port, :dir
 
   READY_TIMEOUT = 20
@@ -118,14 +133,6 @@ class UnicornServer
     false
   end
 
-  def wait_until(what, seconds)
-    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + seconds
-    until yield
-      raise "timed out waiting for #{what}\n#{log}" if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
-
-      sleep 0.05
-    end
-  end
 
   private
 

@@ -82,6 +82,8 @@ end
 # The front alone (the `nightmare` executable), with +config+ beside its
 # listener, log and pid: upstream, backup, map and the rest.
 class StandaloneFront
+  include WaitsWithLog
+
   attr_reader :port, :dir, :pid
 
   def initialize(config)
@@ -127,15 +129,6 @@ class StandaloneFront
   end
 
   def front_pid = LocalProcesses.children_of(@pid).find { |child| LocalProcesses.cmdline(child).include?("nightmare front") }
-
-  def wait_until(what, seconds)
-    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + seconds
-    until yield
-      raise "timed out waiting for #{what}\n#{log}" if Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
-
-      sleep 0.05
-    end
-  end
 
   def stop
     return unless @pid

@@ -74,7 +74,9 @@ impl Mailbox {
 
     /// Whether a host was found gone since the last look.
     pub fn take_host_lost(&self) -> bool {
-        self.host_lost.swap(false, Ordering::AcqRel)
+        // Looked at every loop turn: a plain load keeps the line shared
+        // while there is no news.
+        self.host_lost.load(Ordering::Acquire) && self.host_lost.swap(false, Ordering::AcqRel)
     }
 
     pub fn take_written(&self) -> Vec<ConnectionId> {

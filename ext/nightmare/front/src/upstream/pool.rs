@@ -674,6 +674,11 @@ impl InFlight {
     /// was taken (not before: a request sent there anyway, as a last
     /// resort, waits it out).
     pub fn host_lost(&self) -> bool {
+        // Only a TCP host is ever found gone; the local workers' exchanges,
+        // asked every tick while they wait, need not take the lock.
+        if !matches!(self.pool.servers[self.server].address, UpstreamAddress::Tcp(_)) {
+            return false;
+        }
         let state = self.pool.lock();
         let slot = &state.servers[self.server];
         slot.unreachable.is_some() && slot.times_lost > self.times_lost
