@@ -10,7 +10,10 @@
 //! `LOOP_MAX_UNCONFIRMED` for all its spools together: past it a spool
 //! takes nothing more (its worker, or its client, waits) until the writer
 //! catches up and tells it, so a stalled disk cannot grow the front's
-//! memory with the number of connections.
+//! memory with the number of connections. Both limits count each job's
+//! bookkeeping (`JOB_OVERHEAD`) beside its bytes: a client that makes
+//! tiny writes (1-byte chunks) must not hold a hundred times what the
+//! limits say. Spools gather small writes before they come here.
 
 use std::fs::File;
 use std::io;
@@ -27,11 +30,18 @@ pub const MAX_UNCONFIRMED: u64 = 256 * 1024;
 /// Bytes all of one loop's spools may have in flight together: 16 spools
 /// at their own limit.
 pub const LOOP_MAX_UNCONFIRMED: u64 = 16 * MAX_UNCONFIRMED;
+/// What a job costs beyond its bytes, as the limits count it: the job in
+/// the channel (about 72 bytes), its copy's allocation header and rounding
+/// (16 to 32) and a response spool's record of the copy (24).
+pub const JOB_OVERHEAD: u64 = 128;
 
 /// How far a spool file's writes have got, shared with the writer.
 #[derive(Debug, Default)]
 pub struct WriteProgress {
     written: AtomicU64,
+    /// Bytes handed to the writer and not yet processed, with each job's
+    /// `JOB_OVERHEAD`: what the spool holds in the writer's queue.
+    held: AtomicU64,
     failed: AtomicBool,
     /// The spool is gone (its client left): its queued writes are skipped.
     cancelled: AtomicBool,
@@ -42,6 +52,11 @@ impl WriteProgress {
     /// Bytes from offset 0 known to be in the file.
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Acquire)
+    }
+
+    /// What this spool's queued jobs hold, their overhead included.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Acquire)
     }
 
     pub fn failed(&self) -> bool {
@@ -67,7 +82,7 @@ impl WriteProgress {
     }
 }
 
-struct Job {
+pub(crate) struct Job {
     file: Arc<File>,
     offset: u64,
     data: Arc<[u8]>,
@@ -89,7 +104,9 @@ impl WrittenSink for Arc<Mailboxes> {
 /// What one loop's spools have in flight, and who waits for room.
 #[derive(Default)]
 struct InFlight {
+    /// Bytes with each job's `JOB_OVERHEAD`.
     bytes: AtomicU64,
+    jobs: AtomicU64,
     waiting: Mutex<Vec<ConnectionId>>,
 }
 
@@ -118,8 +135,9 @@ impl SpoolWriter {
         Ok(writer)
     }
 
-    /// A writer whose jobs wait in the returned queue for `process`.
-    fn unstarted() -> (SpoolWriter, mpsc::Receiver<Job>) {
+    /// A writer whose jobs wait in the returned queue for `process`: a
+    /// stalled disk, for tests.
+    pub(crate) fn unstarted() -> (SpoolWriter, mpsc::Receiver<Job>) {
         let (jobs, queue) = mpsc::channel::<Job>();
         (SpoolWriter { jobs, in_flight: Arc::new(InFlight::default()) }, queue)
     }
@@ -137,9 +155,26 @@ impl SpoolWriter {
         false
     }
 
-    /// Bytes handed over and not yet written, for all of the loop's spools.
+    /// Bytes handed over and not yet written, for all of the loop's spools,
+    /// each job's overhead included.
     pub fn unconfirmed(&self) -> u64 {
         self.in_flight.bytes.load(Ordering::Acquire)
+    }
+
+    /// Jobs handed over and not yet written.
+    pub fn jobs(&self) -> u64 {
+        self.in_flight.jobs.load(Ordering::Acquire)
+    }
+
+    /// Writes every job waiting in `queue` (from `unstarted`), telling no
+    /// one; returns how many there were.
+    #[cfg(test)]
+    pub(crate) fn run_queued(&self, queue: &mpsc::Receiver<Job>) -> usize {
+        struct Nobody;
+        impl WrittenSink for Nobody {
+            fn written(&self, _: ConnectionId) {}
+        }
+        queue.try_iter().map(|job| process(job, &Nobody, &self.in_flight)).count()
     }
 
     /// Queues `data` for `file` at `offset`; `owner` hears when it is done.
@@ -151,11 +186,15 @@ impl SpoolWriter {
         progress: Arc<WriteProgress>,
         owner: ConnectionId,
     ) {
-        let size = data.len() as u64;
-        self.in_flight.bytes.fetch_add(size, Ordering::AcqRel);
+        let cost = data.len() as u64 + JOB_OVERHEAD;
+        self.in_flight.bytes.fetch_add(cost, Ordering::AcqRel);
+        self.in_flight.jobs.fetch_add(1, Ordering::AcqRel);
+        progress.held.fetch_add(cost, Ordering::AcqRel);
         let job = Job { file, offset, data, progress, owner };
         if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
-            self.in_flight.bytes.fetch_sub(size, Ordering::AcqRel);
+            self.in_flight.bytes.fetch_sub(cost, Ordering::AcqRel);
+            self.in_flight.jobs.fetch_sub(1, Ordering::AcqRel);
+            job.progress.held.fetch_sub(cost, Ordering::AcqRel);
             fail(&job.progress, io::Error::other("spool writer stopped"));
         }
     }
@@ -175,15 +214,18 @@ fn process(job: Job, sink: &impl WrittenSink, in_flight: &InFlight) {
             Err(error) => fail(&job.progress, error),
         }
     }
-    let size = job.data.len() as u64;
+    let cost = job.data.len() as u64 + JOB_OVERHEAD;
     let owner = job.owner;
-    // The copy goes before the count says so.
+    let progress = Arc::clone(&job.progress);
+    // The copy goes before the counts say so.
     drop(job);
-    let before = in_flight.bytes.fetch_sub(size, Ordering::AcqRel);
+    progress.held.fetch_sub(cost, Ordering::AcqRel);
+    in_flight.jobs.fetch_sub(1, Ordering::AcqRel);
+    let before = in_flight.bytes.fetch_sub(cost, Ordering::AcqRel);
     if !skipped {
         sink.written(owner);
     }
-    if before - size < LOOP_MAX_UNCONFIRMED {
+    if before - cost < LOOP_MAX_UNCONFIRMED {
         let waiting = std::mem::take(&mut *in_flight.waiting.lock().unwrap_or_else(|p| p.into_inner()));
         // The job's own spool was told already.
         let others = waiting.into_iter().filter(|waiter| skipped || *waiter != owner);
@@ -250,7 +292,9 @@ mod tests {
                 owner(),
             );
         }
-        assert_eq!(writer.unconfirmed(), chunks * MAX_UNCONFIRMED);
+        assert_eq!(writer.unconfirmed(), chunks * (MAX_UNCONFIRMED + JOB_OVERHEAD), "each job's overhead counts");
+        assert_eq!(writer.jobs(), chunks);
+        assert_eq!(progress.held(), chunks * (MAX_UNCONFIRMED + JOB_OVERHEAD));
         assert!(!writer.has_room(waiter), "the loop's limit is reached");
         assert!(!writer.has_room(waiter), "asking twice");
 
@@ -263,7 +307,7 @@ mod tests {
         while let Ok(job) = queue.try_recv() {
             process(job, &sink, &writer.in_flight);
         }
-        assert_eq!(writer.unconfirmed(), 0);
+        assert_eq!((writer.unconfirmed(), writer.jobs(), progress.held()), (0, 0, 0));
         assert_eq!(progress.written(), chunks * MAX_UNCONFIRMED);
     }
 

@@ -134,7 +134,16 @@ impl BodyRead {
 
     /// Feeds bytes from the client; returns how it went and how many bytes
     /// of `input` belonged to the body (the rest is the next request's).
+    /// What the input decoded to leaves for the temp file as one write.
     pub fn feed(&mut self, input: &[u8]) -> (BodyFeed, usize) {
+        let (feed, used) = self.decode(input);
+        match (feed, self.spool.flush()) {
+            (BodyFeed::NeedMore | BodyFeed::Complete, Err(error)) => (BodyFeed::SpoolFailed(error.into()), used),
+            (feed, _) => (feed, used),
+        }
+    }
+
+    fn decode(&mut self, input: &[u8]) -> (BodyFeed, usize) {
         let mut used = 0;
         loop {
             let rest = &input[used..];
@@ -189,6 +198,7 @@ fn too_large() -> Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::body_spool::SpooledBody;
     use crate::request::head::HeadReader;
 
     fn head(raw: &[u8]) -> RequestHead {
@@ -219,6 +229,63 @@ mod tests {
         assert_eq!(body.feed(&[b'x'; 2048]).1, 2048);
         assert_eq!(body.rate_deadline(1024, grace), Some(started + grace + Duration::from_secs(2)), "2 KiB buy 2 s");
         assert_eq!(body.rate_deadline(0, grace), None, "no minimum");
+    }
+
+    /// 1-byte chunks, six bytes each on the wire, read 64 KiB at a time
+    /// with a disk that writes only when the test says: each read leaves as
+    /// one write, and what waits for the disk stays within the spool's
+    /// limit, overhead included.
+    #[test]
+    fn a_body_of_one_byte_chunks_makes_one_write_per_read_and_holds_no_more_than_its_limit() {
+        use crate::spool_writer::{JOB_OVERHEAD, MAX_UNCONFIRMED, SpoolWriter};
+        let (writer, queue) = SpoolWriter::unstarted();
+        let owner = ConnectionId { loop_index: 0, slot: 1, serial: 1 };
+        let dir = tempfile::tempdir().unwrap();
+        let config = FrontConfig {
+            client_body_buffer_size: 16 * 1024,
+            temp_path: Arc::from(dir.path()),
+            ..FrontConfig::default()
+        };
+        let raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let plan = BodyRead::plan(
+            head(raw),
+            &config,
+            &TempBudget::new(0),
+            true,
+            Instant::now(),
+            Some((writer.clone(), owner)),
+        );
+        let mut body = read(plan);
+        let decoded: u64 = 2 * 1024 * 1024;
+        let wire: Vec<u8> = b"1\r\na\r\n".repeat(decoded as usize).into_iter().chain(*b"0\r\n\r\n").collect();
+        let (mut sent, mut reads, mut writes) = (0, 0, 0);
+        loop {
+            let room = body.room();
+            if room == 0 {
+                assert!(writer.unconfirmed() <= MAX_UNCONFIRMED + JOB_OVERHEAD, "{} held", writer.unconfirmed());
+                assert!(writer.jobs() <= 64, "{} jobs for one body", writer.jobs());
+                writes += writer.run_queued(&queue);
+                continue;
+            }
+            let piece = &wire[sent..(sent + room.min(64 * 1024)).min(wire.len())];
+            reads += 1;
+            let (feed, used) = body.feed(piece);
+            sent += used;
+            match feed {
+                BodyFeed::NeedMore => {}
+                BodyFeed::Complete => break,
+                _ => panic!("a legal body"),
+            }
+        }
+        writes += writer.run_queued(&queue);
+        assert!(body.is_stored());
+        assert!(writes <= reads, "{writes} writes for {reads} reads");
+        let (_, spooled, _) = body.finish();
+        let SpooledBody::File { file, length, .. } = spooled else { panic!("a file") };
+        assert_eq!(length, decoded);
+        let mut stored = Vec::new();
+        std::io::Read::read_to_end(&mut &*file, &mut stored).unwrap();
+        assert!(stored.len() as u64 == decoded && stored.iter().all(|&byte| byte == b'a'));
     }
 
     #[test]

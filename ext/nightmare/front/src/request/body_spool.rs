@@ -1,6 +1,12 @@
 //! Where a request body waits for a worker: memory up to a small threshold,
 //! then an unlinked temp file, so a 100 MiB upload costs disk (or tmpfs),
 //! not the front's memory.
+//!
+//! The client chooses how small the pieces are (a chunked body of 1-byte
+//! chunks decodes to one piece per byte), so bytes bound for the file are
+//! gathered and handed to the writer once per read (`flush`) or per
+//! `GATHER_LIMIT`: one job and one `pwrite` for a read's worth of chunks,
+//! not one per chunk.
 
 use std::fs::File;
 use std::io;
@@ -11,6 +17,10 @@ use std::sync::Arc;
 use crate::connection_id::ConnectionId;
 use crate::spool_writer::{MAX_UNCONFIRMED, SpoolWriter, WriteProgress};
 use crate::temp_budget::{TempBudget, TempShare};
+
+/// Gathered bytes go to the writer once they reach this, within a read:
+/// a read is at most the loop's 64 KiB scratch, so usually once per read.
+const GATHER_LIMIT: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub struct BodySpool {
@@ -31,6 +41,8 @@ struct BodyFile {
     file: Arc<File>,
     /// Bytes handed to the writer (or written, without one).
     queued: u64,
+    /// Bytes after `queued`, gathered for the next write.
+    gathered: Vec<u8>,
     progress: Arc<WriteProgress>,
 }
 
@@ -43,7 +55,7 @@ impl Drop for BodyFile {
 
 impl BodyFile {
     fn unconfirmed(&self) -> u64 {
-        self.queued - self.progress.written().min(self.queued)
+        self.queued - self.progress.written().min(self.queued) + self.gathered.len() as u64
     }
 }
 
@@ -127,7 +139,7 @@ impl BodySpool {
     pub fn with_file(file: File) -> Self {
         BodySpool {
             memory: Vec::new(),
-            file: Some(BodyFile { file: Arc::new(file), queued: 0, progress: Arc::default() }),
+            file: Some(BodyFile { file: Arc::new(file), queued: 0, gathered: Vec::new(), progress: Arc::default() }),
             length: 0,
             memory_limit: 0,
             temp_path: Arc::from(Path::new("")),
@@ -151,12 +163,14 @@ impl BodySpool {
 
     /// How many more body bytes may be read from the client now: while the
     /// body goes to a file, no more than the writer can take (per body, and
-    /// for the loop's spools together); 0 means wait for the writer, which
-    /// tells the connection when it has written.
+    /// for the loop's spools together, each job's overhead counted); 0
+    /// means wait for the writer, which tells the connection when it has
+    /// written.
     pub fn room(&self) -> usize {
         let Some(body_file) = &self.file else { return usize::MAX };
         let Some((writer, owner)) = &self.writer else { return usize::MAX };
-        let room = MAX_UNCONFIRMED.saturating_sub(body_file.unconfirmed());
+        let held = body_file.progress.held() + body_file.gathered.len() as u64;
+        let room = MAX_UNCONFIRMED.saturating_sub(held);
         if room == 0 || !writer.has_room(*owner) {
             return 0;
         }
@@ -195,16 +209,37 @@ impl BodySpool {
         if to_file {
             if self.file.is_none() {
                 let file = tempfile::tempfile_in(&self.temp_path)?;
-                self.file = Some(BodyFile { file: Arc::new(file), queued: 0, progress: Arc::default() });
-                let memory = std::mem::take(&mut self.memory);
-                self.append_to_file(&memory)?;
+                let gathered = std::mem::take(&mut self.memory);
+                self.file = Some(BodyFile { file: Arc::new(file), queued: 0, gathered, progress: Arc::default() });
             }
-            self.append_to_file(data)?;
+            self.gather(data)?;
         } else {
             self.memory.extend_from_slice(data);
         }
         self.length += data.len() as u64;
         Ok(())
+    }
+
+    /// Adds `data` to what waits for the file; a large piece with nothing
+    /// gathered before it goes as it is, without the extra copy. Without a
+    /// writer everything is written at once, in place.
+    fn gather(&mut self, data: &[u8]) -> io::Result<()> {
+        let Some(body_file) = &mut self.file else { return Ok(()) };
+        if body_file.gathered.is_empty() && data.len() >= GATHER_LIMIT {
+            return self.append_to_file(data);
+        }
+        body_file.gathered.extend_from_slice(data);
+        if self.writer.is_none() || body_file.gathered.len() >= GATHER_LIMIT { self.flush() } else { Ok(()) }
+    }
+
+    /// Hands what was gathered to the writer: the end of a read's bytes.
+    pub fn flush(&mut self) -> io::Result<()> {
+        let Some(body_file) = &mut self.file else { return Ok(()) };
+        if body_file.gathered.is_empty() {
+            return Ok(());
+        }
+        let gathered = std::mem::take(&mut body_file.gathered);
+        self.append_to_file(&gathered)
     }
 
     fn append_to_file(&mut self, data: &[u8]) -> io::Result<()> {
@@ -335,6 +370,7 @@ mod tests {
         for i in 0..64u8 {
             let piece = vec![i; 10_000];
             spool.write(&piece).unwrap();
+            spool.flush().unwrap();
             expected.extend_from_slice(&piece);
             assert!(spool.room() <= MAX_UNCONFIRMED as usize, "no more than the writer may hold");
             while spool.room() == 0 {
@@ -366,11 +402,13 @@ mod tests {
         let owner = ConnectionId { loop_index: 0, slot: 2, serial: 1 };
         let mut spool = BodySpool::new(0, &Arc::from(dir.path()), None, &TempBudget::new(0), Some((writer, owner)));
         spool.write(b"fine").unwrap();
+        spool.flush().unwrap();
         // The file under the spool fails from now on: a closed descriptor
         // stands in for a disk that breaks.
         let body_file = spool.file.as_mut().unwrap();
         body_file.file = Arc::new(File::open("/dev/null").unwrap());
         spool.write(b"this write fails: /dev/null is open for reading only").unwrap();
+        spool.flush().unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while spool.failure().is_none() {
             assert!(std::time::Instant::now() < deadline, "the failure is seen");

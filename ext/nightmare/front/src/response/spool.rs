@@ -115,13 +115,11 @@ impl ResponseSpool {
             return if self.file_unsent() > 0 { 0 } else { self.tail.room() };
         }
         let (queued, file_room) = match &self.file {
-            Some(spool) => {
-                let unconfirmed = spool.queued - spool.progress.written().min(spool.queued);
-                (
-                    spool.queued,
-                    self.max_file.saturating_sub(spool.queued).min(MAX_UNCONFIRMED.saturating_sub(unconfirmed)),
-                )
-            }
+            Some(spool) => (
+                spool.queued,
+                // What the writer holds for this spool, each job's overhead counted.
+                self.max_file.saturating_sub(spool.queued).min(MAX_UNCONFIRMED.saturating_sub(spool.progress.held())),
+            ),
             None => (0, self.max_file.min(MAX_UNCONFIRMED)),
         };
         let file_room = self.share.could_cover(queued + file_room).saturating_sub(queued).min(file_room);
