@@ -39,3 +39,53 @@ class ChunkedBodyOfOneByteChunksTest < Minitest::Test
     socket&.close
   end
 end
+
+# The access log's queue is bounded in bytes: a client chooses how long its
+# line is, and a log disk that stops must not grow the front.
+class StuckAccessLogTest < Minitest::Test
+  include HttpHelpers
+
+  def setup
+    @dir = Dir.mktmpdir("nightmare-fifo")
+    @fifo = File.join(@dir, "access.log")
+    File.mkfifo(@fifo)
+    # A reader that never reads: once the pipe's 64 KiB are full, the
+    # front's log writer blocks as on a hung disk.
+    @stuck_reader = File.open(@fifo, File::RDONLY | File::NONBLOCK)
+    @server = UnicornServer.new(workers: 2, nightmare: "", config: "nightmare access_log: #{@fifo.inspect}").start
+  end
+
+  def teardown
+    @server.stop
+    @stuck_reader.close
+    FileUtils.rm_rf(@dir)
+  end
+
+  # 1,200 requests whose User-Agent and Referer are 8,000 quotes each: a
+  # line of 64 KiB once escaped. The queue counted lines (32,768), so the
+  # front held every one of them: about 75 MiB here, 2.9 GB at the limit.
+  def test_a_stuck_log_disk_costs_the_front_a_few_mib_and_every_request_is_served
+    before = LocalProcesses.peak_rss_kib(@server.front_pid)
+    quotes = '"' * 8000
+    statuses = Array.new(4) do
+      Thread.new do
+        socket = connect(@server.port)
+        Array.new(300) do
+          socket.write("GET / HTTP/1.1\r\nHost: t\r\nUser-Agent: #{quotes}\r\nReferer: #{quotes}\r\n\r\n")
+          read_response(socket, 20).status
+        end
+      ensure
+        socket&.close
+      end
+    end.flat_map(&:value)
+    assert_equal [200], statuses.uniq
+
+    grown = LocalProcesses.peak_rss_kib(@server.front_pid) - before
+    assert_operator grown, :<, 16 * 1024, "front peak RSS grew by #{grown} KiB"
+    stats = figures
+    assert_operator stats["access_log_lines_lost"], :>, 1000, stats.inspect
+    assert_operator stats["access_log_bytes_waiting"], :<=, 4 * 1024 * 1024
+    @server.wait_until("the drop said in the log", 5) { @server.log.include?("access log lines are dropped") }
+    assert_equal 1, @server.log.scan("access log lines are dropped").size, "said once a minute, not per line"
+  end
+end

@@ -121,10 +121,14 @@ impl Front {
             .collect::<io::Result<Vec<_>>>()?;
         let mailboxes = Arc::new(Mailboxes(mailboxes));
         let static_files = config.static_files.clone().map(StaticFiles::new).transpose()?;
-        let access_log = access_log.map(|fd| AccessLog::start(config.access_log_format.clone(), fd)).transpose()?;
+        let log = Arc::new(Log::new(log));
+        let access_log = access_log
+            .map(|fd| {
+                AccessLog::start(config.access_log_format.clone(), fd, config.access_log_buffer, Arc::clone(&log))
+            })
+            .transpose()?;
         let local = local.map(|local| LocalWorkers { per_worker: config.in_flight_per_worker, ..local });
         let pool = Pool::new(local, &config.upstreams, config.max_queued_requests, Box::new(Arc::clone(&mailboxes)));
-        let log = Arc::new(Log::new(log));
         let prober = Prober::start(Arc::clone(&pool), config.upstream_connect_timeout, Arc::clone(&log))?;
         let outputs = Outputs { log, access_log };
         let shared = Arc::new(Shared::new(config, pool, outputs, mailboxes, static_files));

@@ -121,6 +121,7 @@ pub fn snapshot(shared: &Shared) -> Figures {
         ("responses_5xx", c5),
         ("log_lines_dropped", shared.log.dropped()),
         ("access_log_lines_lost", shared.access_log.as_ref().map_or(0, |log| log.lines_lost())),
+        ("access_log_bytes_waiting", shared.access_log.as_ref().map_or(0, |log| log.bytes_waiting())),
     ]
 }
 

@@ -15,6 +15,7 @@ pub use format::{COMBINED, Format};
 use format::{Facts, Variable};
 use writer::LineWriter;
 
+use crate::log::Log;
 use crate::net::client_address::ClientAddress;
 use crate::net::listener::Scheme;
 use crate::request::head::RequestHead;
@@ -30,10 +31,17 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    /// Logs in `format` to `fd`, which stays open for the front's life.
-    pub fn start(format: Format, fd: RawFd) -> std::io::Result<Arc<AccessLog>> {
+    /// Logs in `format` to `fd`, which stays open for the front's life,
+    /// with at most `buffer` bytes of lines waiting for it; says in `log`
+    /// when lines are dropped.
+    pub fn start(format: Format, fd: RawFd, buffer: usize, log: Arc<Log>) -> std::io::Result<Arc<AccessLog>> {
         let wants_host = format.wants(&Variable::Host);
-        Ok(Arc::new(AccessLog { format, wants_host, writer: LineWriter::start(fd)? }))
+        Ok(Arc::new(AccessLog { format, wants_host, writer: LineWriter::start(fd, buffer, log)? }))
+    }
+
+    /// Bytes of lines waiting for the disk.
+    pub fn bytes_waiting(&self) -> u64 {
+        self.writer.pending() as u64
     }
 
     /// Lines lost: the disk could not keep up, or writes failed.

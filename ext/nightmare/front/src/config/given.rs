@@ -184,8 +184,10 @@ pub fn file(name: &str, given: &Given) -> Result<PathBuf, String> {
         return Err(refuse("not a path", name, given, r#"give a file name, or "off""#));
     };
     let path = expand(text);
+    // Not only a regular file: a FIFO to a log shipper, or /dev/stdout,
+    // as nginx takes them.
     let writable = if path.exists() {
-        path.is_file() && is_accessible(&path, libc::W_OK)
+        !path.is_dir() && is_accessible(&path, libc::W_OK)
     } else {
         path.parent().is_some_and(|dir| dir.is_dir() && is_accessible(dir, libc::W_OK | libc::X_OK))
     };

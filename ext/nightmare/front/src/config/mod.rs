@@ -92,6 +92,8 @@ pub struct FrontConfig {
     /// Where the access log goes (the front process opens it); `None`: off.
     pub access_log: Option<std::path::PathBuf>,
     pub access_log_format: Format,
+    /// Bytes of access log lines that may wait for the disk; more are dropped.
+    pub access_log_buffer: usize,
 }
 
 impl Default for FrontConfig {
@@ -165,6 +167,7 @@ impl FrontConfig {
             upstream_read_timeout: Duration::ZERO,
             access_log: None,
             access_log_format: Format::parse(crate::access_log::COMBINED).unwrap_or_else(|_| unreachable!()),
+            access_log_buffer: 0,
         }
     }
 

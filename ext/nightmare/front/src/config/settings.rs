@@ -408,6 +408,15 @@ pub static SETTINGS: &[Setting] = &[
                 a worker; `\"combined\"` is nginx's own; the default is combined with `$request_time $queue_time` \
                 after it",
     },
+    Setting {
+        name: "access_log_buffer",
+        kind: Kind::Size { min: 4096, store: |c, v| c.access_log_buffer = usize_of(v) },
+        default: Default::Written("4m"),
+        nginx: "`access_log ... buffer=` (nginx blocks instead)",
+        about: "bytes of access log lines that may wait for a slow disk, each line's 64 bytes of bookkeeping \
+                counted (a client chooses how long its line is); past it lines are dropped, counted in \
+                `access_log_lines_lost` and said in the log once a minute: a stuck log disk never stops the front",
+    },
 ];
 
 /// nginx's combined format, with how long the request took and how long
