@@ -89,3 +89,112 @@ class StuckAccessLogTest < Minitest::Test
     assert_equal 1, @server.log.scan("access log lines are dropped").size, "said once a minute, not per line"
   end
 end
+
+# A spent temp budget: clients that never read must not hold the workers.
+class SpentTempBudgetTest < Minitest::Test
+  include HttpHelpers
+
+  MB = 1_000_000
+
+  def setup
+    @server = UnicornServer.new(workers: 2, nightmare: "", config: 'nightmare temp_path_max_size: "64m"').start
+  end
+
+  def teardown
+    @non_readers&.each(&:close)
+    @server.stop
+  end
+
+  # Three clients ask for 50 MB each and read nothing: the temp files
+  # stopped at 64 MiB, both workers then waited on the front until
+  # Unicorn's 30 s timeout killed them, and a small GET waited 29 s.
+  def test_clients_that_never_read_are_shed_and_the_workers_serve_others
+    @non_readers = Array.new(3) do
+      socket = connect(@server.port)
+      socket.setsockopt(Socket::SOL_SOCKET, Socket::SO_RCVBUF, 4096)
+      socket.write("GET /bytes?#{50 * MB} HTTP/1.1\r\nHost: t\r\n\r\n")
+      socket
+    end
+    @server.wait_until("the temp budget spent", 10) { figures["temp_file_bytes"] >= 60 * 1024 * 1024 }
+
+    assert_equal 200, get("/", {}, timeout: 15).status, "a small GET, well before Unicorn's timeout"
+    download = get("/bytes?#{20 * 1024 * 1024}", {}, timeout: 15)
+    assert_equal [200, 20 * 1024 * 1024], [download.status, download.body.bytesize]
+    stats = figures
+    assert_operator stats["clients_shed"], :>=, 1, stats.inspect
+    assert_match(/temp_path_max_size \(67108864 bytes\) is spent and a worker waited on it [\d.]+s: shed client 127\.0\.0\.1/,
+                 @server.log)
+    refute_match(/timeout \(\d+s > \d+s\), killing/, @server.log, "no worker waited for Unicorn's timeout")
+    cut = @non_readers.count { |socket| reset?(socket) }
+    assert_equal figures["clients_shed"], cut, "each shed client is reset, and only those"
+  end
+
+  private
+
+  # The server reset the connection (what the client was sent is dropped
+  # with it) rather than leave it open: a client still served reads on
+  # (slowly, through its small window) until the time is up.
+  def reset?(socket)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 3
+    while Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
+      next unless socket.wait_readable(0.5)
+      return false if socket.read_nonblock(1 << 20, exception: false).nil?
+    end
+    false
+  rescue Errno::ECONNRESET
+    true
+  end
+end
+
+# send_min_rate: a client reading far below it is closed; a stream that
+# waits on the app is not the client's slowness.
+class SendMinRateTest < Minitest::Test
+  include HttpHelpers
+
+  def setup
+    @server = UnicornServer.new(workers: 2, nightmare: "", app: "responses.ru",
+                                config: 'nightmare send_timeout: "2s", send_min_rate: "2m"').start
+  end
+
+  def teardown
+    @server.stop
+  end
+
+  # It takes something every fraction of a second, so send_timeout alone
+  # would never cut it: about 320 kB/s against a minimum of 2 MiB/s.
+  def test_a_reader_far_below_send_min_rate_is_closed
+    socket = connect(@server.port)
+    socket.write("GET /big?mib=50 HTTP/1.1\r\nHost: t\r\n\r\n")
+    received = 0
+    closed = Timeout.timeout(60) do
+      loop do
+        chunk = socket.read_nonblock(65_536, exception: false)
+        break true if chunk.nil?
+
+        received += chunk.bytesize if chunk.is_a?(String)
+        sleep 0.2
+      end
+    rescue Errno::ECONNRESET
+      true
+    end
+    assert closed
+    assert_operator received, :<, 50 << 20, "cut before the end"
+    @server.wait_until("the log line", 5) { @server.log.include?("slower than send_min_rate (2097152 bytes/s") }
+    assert_equal 1, figures["slow_readers_closed"]
+  ensure
+    socket&.close
+  end
+
+  def test_a_stream_that_waits_on_the_app_is_not_cut
+    flag = File.join(@server.dir, "flag")
+    socket = connect(@server.port)
+    socket.write("GET /stream?flag=#{flag} HTTP/1.1\r\nHost: t\r\n\r\n")
+    reader = ResponseReader.new(socket)
+    Thread.new { sleep 5; File.write(flag, "") } # over twice send_timeout, with nothing to take
+    response = reader.read_response(20)
+    assert_equal [200, "first\nlast\n"], [response.status, response.body]
+    assert_equal 0, figures["slow_readers_closed"]
+  ensure
+    socket&.close
+  end
+end

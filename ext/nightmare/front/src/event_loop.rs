@@ -292,6 +292,13 @@ impl EventLoop {
         permit: ConnectionPermit,
         now: Instant,
     ) {
+        let lowat = self.shared.config.tcp_notsent_lowat;
+        if lowat > 0
+            && let Some(socket) = client.tcp_socket()
+        {
+            // Failing that is no reason to drop the client.
+            let _ = crate::net::send_buffer::limit_unsent(socket, lowat);
+        }
         let slot = self.connections.vacant_key();
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(error) = self.poll.registry().register(&mut client, client_token(slot), interest) {

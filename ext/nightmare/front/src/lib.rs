@@ -19,6 +19,7 @@ pub mod net;
 pub mod request;
 pub mod response;
 pub mod shared;
+pub mod shedding;
 pub mod spool_writer;
 pub mod static_files;
 pub mod stats;

@@ -19,6 +19,9 @@ pub struct Counters {
     pub backup_requests: AtomicU64,
     /// Requests passed to the next server after one could not take them.
     pub upstream_retries: AtomicU64,
+    /// Clients closed for taking their response too slowly (send_timeout,
+    /// send_min_rate).
+    pub slow_readers_closed: AtomicU64,
     /// Responses begun, by status class: 1xx to 5xx.
     responses_by_class: [AtomicU64; 5],
 }
@@ -113,6 +116,8 @@ pub fn snapshot(shared: &Shared) -> Figures {
         ("upstream_retries", load(&counters.upstream_retries)),
         ("upstreams_out_of_use", pool.servers_out_of_use as u64),
         ("temp_file_bytes", shared.temp_budget.taken()),
+        ("clients_shed", shared.temp_budget.holders.shed_total()),
+        ("slow_readers_closed", load(&counters.slow_readers_closed)),
         ("temp_path_max_size", shared.temp_budget.limit()),
         ("responses_1xx", c1),
         ("responses_2xx", c2),

@@ -1,12 +1,17 @@
 //! The total the front's temp files may hold at once (`temp_path_max_size`),
 //! shared by every loop. Past it a response spools no more (its worker waits
-//! for the client, as past `max_temp_file_size`) and a request body that
-//! needs a file gets 503: slow readers of large responses cannot fill
-//! temp_path (RAM, with /dev/shm) and leave uploads failing.
+//! for the client, briefly: see `shedding`) and a request body that needs a
+//! file gets 503: slow readers of large responses cannot fill temp_path
+//! (RAM, with /dev/shm) and leave uploads failing.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::connection_id::ConnectionId;
+use crate::net::client_address::ClientAddress;
+use crate::shedding::{Holders, Registration};
 
 /// Files take their share in steps this big, so a file that grows by small
 /// writes touches the shared counter once per step, not on every write;
@@ -18,11 +23,20 @@ pub struct TempBudget {
     /// Bytes all temp files together may hold; 0 means no limit.
     limit: u64,
     taken: AtomicU64,
+    /// The responses whose files hold part of it, for shedding.
+    pub holders: Holders,
 }
 
 impl TempBudget {
     pub fn new(limit: u64) -> Arc<TempBudget> {
-        Arc::new(TempBudget { limit, taken: AtomicU64::new(0) })
+        Arc::new(TempBudget { limit, taken: AtomicU64::new(0), holders: Holders::default() })
+    }
+
+    /// What a round of shedding should bring back: an eighth of the
+    /// budget, so a waiting worker gets going and one round is not
+    /// followed by another at once.
+    pub fn shed_wanted(&self) -> u64 {
+        (self.limit / 8).max(1024 * 1024)
     }
 
     /// Half the space free for unprivileged users on the file system of
@@ -81,11 +95,61 @@ impl TempBudget {
 pub struct TempShare {
     budget: Arc<TempBudget>,
     bytes: u64,
+    /// A response's client, which may be shed while its file holds bytes.
+    reader: Option<Reader>,
+}
+
+/// The client a response's file waits for, and its pace so far.
+#[derive(Debug)]
+struct Reader {
+    owner: ConnectionId,
+    peer: ClientAddress,
+    began: Instant,
+    taken: u64,
+    last_taken: Instant,
+    /// Among the budget's holders while the file holds bytes.
+    registration: Option<Registration>,
 }
 
 impl TempShare {
+    /// A request body's share: its client is judged by its sending pace
+    /// (`client_body_min_rate`), never shed.
     pub fn new(budget: &Arc<TempBudget>) -> TempShare {
-        TempShare { budget: Arc::clone(budget), bytes: 0 }
+        TempShare { budget: Arc::clone(budget), bytes: 0, reader: None }
+    }
+
+    /// A response's share, for the client `owner` at `peer`; the response
+    /// began at `began`.
+    pub fn for_reader(budget: &Arc<TempBudget>, owner: ConnectionId, peer: ClientAddress, began: Instant) -> TempShare {
+        let reader = Reader { owner, peer, began, taken: 0, last_taken: began, registration: None };
+        TempShare { budget: Arc::clone(budget), bytes: 0, reader: Some(reader) }
+    }
+
+    /// The client took `count` more bytes of the response at `now`.
+    pub fn note_taken(&mut self, count: u64, now: Instant) {
+        let Some(reader) = &mut self.reader else { return };
+        reader.taken += count;
+        reader.last_taken = now;
+        if let Some(registration) = &reader.registration {
+            self.budget.holders.note_taken(&registration.holding, count, now);
+        }
+    }
+
+    /// The front chose to shed this share's client.
+    pub fn is_shed(&self) -> bool {
+        self.reader.as_ref().and_then(|reader| reader.registration.as_ref()).is_some_and(|r| r.holding.is_shed())
+    }
+
+    /// The share now holds `bytes`: the holders hear of it (a response
+    /// joins them with its file's first bytes).
+    fn set_bytes(&mut self, bytes: u64) {
+        self.bytes = bytes;
+        let Some(reader) = &mut self.reader else { return };
+        let holders = &self.budget.holders;
+        let registration = reader.registration.get_or_insert_with(|| {
+            holders.register(reader.owner, reader.peer, reader.began, (reader.taken, reader.last_taken))
+        });
+        registration.holding.set_bytes(bytes);
     }
 
     /// Makes the share cover a file of `size` bytes if the budget allows;
@@ -96,7 +160,7 @@ impl TempShare {
             // Near the limit a whole step may not fit where the exact size does.
             for target in [stepped, size] {
                 if self.budget.try_take(target - self.bytes) {
-                    self.bytes = target;
+                    self.set_bytes(target);
                     break;
                 }
             }
@@ -116,20 +180,25 @@ impl TempShare {
     pub fn cover_anyway(&mut self, size: u64) {
         if self.cover(size) < size {
             self.budget.taken.fetch_add(size - self.bytes, Ordering::AcqRel);
-            self.bytes = size;
+            self.set_bytes(size);
         }
     }
 
     /// The file is gone early: its share returns now.
     pub fn release(&mut self) {
         self.budget.give_back(self.bytes);
-        self.bytes = 0;
+        if self.bytes > 0 {
+            self.set_bytes(0);
+        }
     }
 }
 
 impl Drop for TempShare {
     fn drop(&mut self) {
         self.release();
+        if let Some(registration) = self.reader.as_ref().and_then(|reader| reader.registration.as_ref()) {
+            self.budget.holders.unregister(registration);
+        }
     }
 }
 

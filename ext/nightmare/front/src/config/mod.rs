@@ -41,6 +41,12 @@ pub struct FrontConfig {
     /// resets client_body_timeout, not this.
     pub client_body_min_rate: u64,
     /// Longest pause allowed between two writes to a client.
+    /// Bytes a second a client must average while its response waits for
+    /// it, once send_timeout has passed; 0: no minimum.
+    pub send_min_rate: u64,
+    /// Bytes a client's socket may hold unsent (TCP_NOTSENT_LOWAT); 0: no
+    /// limit but the kernel's.
+    pub tcp_notsent_lowat: usize,
     pub send_timeout: Duration,
     /// How long an idle keep-alive connection waits for its next request.
     pub keepalive_timeout: Duration,
@@ -147,6 +153,8 @@ impl FrontConfig {
             client_body_timeout: Duration::ZERO,
             client_body_min_rate: 0,
             send_timeout: Duration::ZERO,
+            send_min_rate: 0,
+            tcp_notsent_lowat: 0,
             keepalive_timeout: Duration::ZERO,
             keepalive_requests: 1,
             tunnel_timeout: Duration::ZERO,

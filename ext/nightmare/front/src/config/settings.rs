@@ -235,6 +235,27 @@ pub static SETTINGS: &[Setting] = &[
         about: "longest pause of a client that takes none of its response; then it is closed",
     },
     Setting {
+        name: "send_min_rate",
+        kind: Kind::Size { min: 0, store: |c, v| c.send_min_rate = v },
+        default: Default::Written("1k"),
+        nginx: "–",
+        about: "bytes a second a client must average while its response waits for it (time the app takes to \
+                write does not count), once `send_timeout` has passed; then it is closed, so a reader taking a \
+                byte a minute cannot hold its temp file and socket buffers for days (nginx has no such guard); \
+                0 means no minimum",
+    },
+    Setting {
+        name: "tcp_notsent_lowat",
+        kind: Kind::Size { min: 0, store: |c, v| c.tcp_notsent_lowat = usize_of(v) },
+        default: Default::Written("128k"),
+        nginx: "the `net.ipv4.tcp_notsent_lowat` sysctl, for every socket",
+        about: "bytes a client's socket may hold that the kernel has not sent yet; what a slow reader does not \
+                take then waits in a temp file instead of kernel memory (Linux grows a send buffer up to 4 MiB, \
+                and 500 slow readers' buffers took kernel TCP memory past its pressure mark, where fresh clients \
+                time out); bytes in flight are not limited, so fast clients on long paths are not slowed; 0 \
+                leaves it to the kernel",
+    },
+    Setting {
         name: "keepalive_timeout",
         kind: Kind::Time { store: |c, v| c.keepalive_timeout = v },
         default: Default::Written("75s"),

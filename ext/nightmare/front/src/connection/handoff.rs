@@ -18,6 +18,7 @@ use crate::net::listener::Scheme;
 use crate::response::framing::ClientTerms;
 use crate::shared::StopMode;
 use crate::stats::Counters;
+use crate::temp_budget::TempShare;
 use crate::upstream::address::UpstreamAddress;
 use crate::upstream::connect::{ConnectError, connect};
 use crate::upstream::exchange::{Exchange, Patience};
@@ -252,9 +253,9 @@ fn start(mut request: Box<BufferedRequest>, in_flight: InFlight, client: ClientS
     let patience = Patience { connect: config.upstream_connect_timeout, response_head: config.upstream_read_timeout };
     let writer = (ctx.writer.clone(), client.id);
     let watch = (ctx.registry, upstream_token(client.id.slot));
-    let budget = &shared.temp_budget;
+    let share = TempShare::for_reader(&shared.temp_budget, client.id, *client.peer, ctx.now);
     match Exchange::start(
-        connected, in_flight, request, outbound, terms, patience, config, budget, writer, watch, ctx.now,
+        connected, in_flight, request, outbound, terms, patience, config, share, writer, watch, ctx.now,
     ) {
         Ok(exchange) => {
             Counters::add(&shared.counters.requests_handed_off);

@@ -10,6 +10,7 @@ mod handoff;
 mod reply;
 mod request;
 mod response;
+mod shedding;
 
 use std::time::Instant;
 
@@ -24,9 +25,10 @@ use crate::net::listener::Scheme;
 use crate::net::socket_io::{Readiness, WriteOutcome};
 use crate::request::body::BodyRead;
 use crate::request::head::HeadReader;
+use crate::response::send_pace::SendPace;
 use crate::shared::StopMode;
 use crate::static_files::FileReply;
-use crate::stats::Phase;
+use crate::stats::{Counters, Phase};
 use crate::upstream::exchange::Exchange;
 use crate::upstream::pool::InFlight;
 use crate::upstream::tunnel::Tunnel;
@@ -88,6 +90,8 @@ pub struct Connection {
     scheme: Scheme,
     state: State,
     deadline: Option<Instant>,
+    /// How fast the client takes the current response (send_min_rate).
+    pace: SendPace,
     requests_served: usize,
     /// The current request's access log entry, when access_log is on.
     entry: Option<Box<LogEntry>>,
@@ -113,6 +117,7 @@ impl Connection {
             scheme,
             state: State::ReadingHead(HeadReader::default()),
             deadline: Some(deadline),
+            pace: SendPace::default(),
             requests_served: 0,
             entry: None,
             _permit: permit,
@@ -181,6 +186,9 @@ impl Connection {
             return Verdict::Close;
         }
         if let Some(verdict) = self.check_on_server(ctx) {
+            return verdict;
+        }
+        if let Some(verdict) = self.check_on_budget(ctx) {
             return verdict;
         }
         match self.deadline {
@@ -319,6 +327,42 @@ impl Connection {
         }
     }
 
+    /// The client took too little of `what` in time: nothing for
+    /// send_timeout, or less than send_min_rate on average.
+    fn say_too_slow(&self, what: &str, sent: u64, ctx: &LoopContext) {
+        let config = &ctx.shared.config;
+        Counters::add(&ctx.shared.counters.slow_readers_closed);
+        let below_rate = self
+            .pace
+            .deadline(sent, config.send_min_rate, config.send_timeout)
+            .is_some_and(|deadline| deadline <= ctx.now);
+        let message = if below_rate {
+            format!(
+                "client {} took {what} slower than send_min_rate ({} bytes/s: {sent} bytes in {:.1}s of waiting \
+                 bytes); closed",
+                self.peer,
+                config.send_min_rate,
+                self.pace.busy(ctx.now).as_secs_f64()
+            )
+        } else {
+            let limit = config.send_timeout.as_secs_f64();
+            format!("client {} took none of {what} for send_timeout ({limit}s)", self.peer)
+        };
+        ctx.shared.log.info(message);
+    }
+
+    /// When the client's send deadline falls: send_timeout after it last
+    /// took bytes (`idle`), or sooner, when it falls below send_min_rate.
+    fn send_deadline(&mut self, waiting: bool, sent: u64, idle: Option<Instant>, ctx: &LoopContext) -> Option<Instant> {
+        let config = &ctx.shared.config;
+        self.pace.note(waiting, ctx.now);
+        let rate = self.pace.deadline(sent, config.send_min_rate, config.send_timeout);
+        match (idle, rate) {
+            (Some(idle), Some(rate)) => Some(idle.min(rate)),
+            (idle, rate) => idle.or(rate),
+        }
+    }
+
     /// The connection's deadline passed while in `state`.
     fn expire(&mut self, state: State, ctx: &mut LoopContext) -> State {
         let config = &ctx.shared.config;
@@ -336,11 +380,9 @@ impl Connection {
             State::ReadingBody(body) => self.body_too_slow(body, ctx),
             State::StoringBody { .. } => self.body_never_stored(ctx),
             State::Exchanging(exchange) => {
-                let limit = config.send_timeout.as_secs_f64();
-                ctx.shared
-                    .log
-                    .info(format!("client {} took none of its response for send_timeout ({limit}s)", self.peer));
+                self.say_too_slow("its response", exchange.sent_to_client().0, ctx);
                 self.end_entry(exchange.status().unwrap_or(CLIENT_CLOSED), exchange.sent_to_client(), ctx);
+                self.client.reset();
                 self.abandon(exchange, ctx)
             }
             State::Replying(reply) => {
@@ -355,11 +397,9 @@ impl Connection {
                 self.reply_with(rejection, ctx)
             }
             State::ServingFile { reply, .. } => {
-                let limit = config.send_timeout.as_secs_f64();
-                ctx.shared
-                    .log
-                    .info(format!("client {} took none of its static file for send_timeout ({limit}s)", self.peer));
+                self.say_too_slow("its static file", reply.sent().0, ctx);
                 self.end_entry(reply.status(), reply.sent(), ctx);
+                self.client.reset();
                 State::Closed
             }
             State::Tunneling(_) => {

@@ -254,6 +254,7 @@ impl Connection {
                 budget.limit()
             ));
         }
+        super::shedding::shed_round("a request body was refused for want of it", ctx);
         self.reply_with(Rejection::overloaded("no room to store the request body now"), ctx)
     }
 

@@ -10,6 +10,7 @@ use crate::access_log::CLIENT_CLOSED;
 use crate::http::error_response::Rejection;
 use crate::loop_context::LoopContext;
 use crate::request::head::HeadReader;
+use crate::response::send_pace::SendPace;
 use crate::shared::StopMode;
 use crate::static_files::{FileReply, SendStep};
 use crate::upstream::exchange::{Exchange, Pump};
@@ -37,6 +38,9 @@ impl Connection {
     }
 
     pub(super) fn exchange(&mut self, mut exchange: Box<Exchange>, ctx: &mut LoopContext) -> (State, Step) {
+        if exchange.is_shed() {
+            return (self.shed(exchange, ctx), Step::Again);
+        }
         let pumped = exchange.pump(&mut self.client, &mut self.client_ready, ctx.scratch, ctx.now);
         self.after_pump(exchange, pumped, ctx)
     }
@@ -63,11 +67,13 @@ impl Connection {
         match pumped {
             Pump::Working { client_kept_up } => {
                 // send_timeout runs only while the client has bytes it isn't taking.
-                self.deadline = match (exchange.has_pending_response(), client_kept_up, self.deadline) {
+                let waiting = exchange.has_pending_response();
+                let idle = match (waiting, client_kept_up, self.deadline) {
                     (false, _, _) => None,
                     (true, false, Some(deadline)) => Some(deadline),
                     (true, _, _) => Some(ctx.now + ctx.shared.config.send_timeout),
                 };
+                self.deadline = self.send_deadline(waiting, exchange.sent_to_client().0, idle, ctx);
                 (State::Exchanging(exchange), Step::Wait)
             }
             Pump::Finished { keep_alive } => {
@@ -192,9 +198,8 @@ impl Connection {
             }
             SendStep::Blocked { moved } => {
                 self.client_ready.writable = false;
-                if moved {
-                    self.deadline = Some(ctx.now + ctx.shared.config.send_timeout);
-                }
+                let idle = if moved { Some(ctx.now + ctx.shared.config.send_timeout) } else { self.deadline };
+                self.deadline = self.send_deadline(true, reply.sent().0, idle, ctx);
                 (State::ServingFile { reply, leftover }, Step::Wait)
             }
             SendStep::Gone => {
@@ -213,6 +218,7 @@ impl Connection {
     /// A response is complete: wait for the next request, or close.
     fn after_response(&mut self, keep_alive: bool, leftover: Vec<u8>, ctx: &mut LoopContext) -> State {
         self.requests_served += 1;
+        self.pace = SendPace::default();
         let config = &ctx.shared.config;
         if keep_alive && ctx.shared.stop_mode() == StopMode::Running {
             let wait = if leftover.is_empty() { config.keepalive_timeout } else { config.client_header_timeout };

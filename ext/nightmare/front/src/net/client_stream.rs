@@ -37,6 +37,38 @@ impl ClientStream {
         }
     }
 
+    /// Ends the connection with a reset, dropping what the kernel still
+    /// holds for it: a client cut for reading too slowly (or shed) would
+    /// otherwise keep up to megabytes of socket buffers busy while it
+    /// dribbles them out (nginx's `reset_timedout_connection`). Disconnecting
+    /// the TCP socket (connect to AF_UNSPEC) resets it at once, while this
+    /// connection keeps its descriptor until its worker is done.
+    pub fn reset(&mut self) {
+        if matches!(self, ClientStream::Unix(_)) {
+            let _ = self.shutdown(Shutdown::Both);
+            return;
+        }
+        let unspecified = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+        // SAFETY: the descriptor is this stream's, open for the call, and
+        // the address is a valid sockaddr of the length given.
+        unsafe {
+            libc::connect(
+                self.as_fd().as_raw_fd(),
+                &unspecified,
+                std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+            );
+        }
+    }
+
+    /// The TCP socket under the stream, if it is one (plain or TLS).
+    pub fn tcp_socket(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            ClientStream::Tcp(stream) => Some(stream.as_fd()),
+            ClientStream::Tls(stream) => Some(stream.socket().as_fd()),
+            ClientStream::Unix(_) => None,
+        }
+    }
+
     pub fn is_tls(&self) -> bool {
         matches!(self, ClientStream::Tls(_))
     }

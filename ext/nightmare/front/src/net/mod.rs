@@ -5,5 +5,6 @@ pub mod client_address;
 pub mod client_stream;
 pub mod descriptors;
 pub mod listener;
+pub mod send_buffer;
 pub mod socket_io;
 pub mod tls;

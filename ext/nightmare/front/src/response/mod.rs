@@ -3,4 +3,5 @@
 //! client does not take it.
 
 pub mod framing;
+pub mod send_pace;
 pub mod spool;

@@ -66,6 +66,8 @@ pub struct ResponseSpool {
     share: TempShare,
     file_error: Option<io::Error>,
     file_failed: bool,
+    /// The last `room` was 0 for want of temp budget.
+    budget_bound: bool,
     /// The loop's writer and this connection's identity; without a writer
     /// the file is written in place (tests).
     writer: Option<(SpoolWriter, ConnectionId)>,
@@ -88,6 +90,7 @@ impl ResponseSpool {
             share,
             file_error: None,
             file_failed: false,
+            budget_bound: false,
             writer,
         }
     }
@@ -111,10 +114,11 @@ impl ResponseSpool {
     /// must wait (for the client, or for the disk).
     pub fn room(&mut self) -> usize {
         self.catch_up_with_writer();
+        self.budget_bound = false;
         if self.file_failed {
             return if self.file_unsent() > 0 { 0 } else { self.tail.room() };
         }
-        let (queued, file_room) = match &self.file {
+        let (queued, wanted) = match &self.file {
             Some(spool) => (
                 spool.queued,
                 // What the writer holds for this spool, each job's overhead counted.
@@ -122,12 +126,29 @@ impl ResponseSpool {
             ),
             None => (0, self.max_file.min(MAX_UNCONFIRMED)),
         };
-        let file_room = self.share.could_cover(queued + file_room).saturating_sub(queued).min(file_room);
+        let file_room = self.share.could_cover(queued + wanted).saturating_sub(queued).min(wanted);
+        self.budget_bound = wanted > 0 && file_room == 0;
         // The loop's spools together hold their limit of copies: this one
         // takes nothing for its file until the writer says there is room.
         let loop_full = file_room > 0 && self.writer.as_ref().is_some_and(|(writer, owner)| !writer.has_room(*owner));
         let file_room = if loop_full { 0 } else { usize::try_from(file_room).unwrap_or(usize::MAX) };
         if self.file_unsent() > 0 { file_room } else { self.memory.room().saturating_add(file_room) }
+    }
+
+    /// The last `room` was held down by the spent temp budget alone: the
+    /// file could grow, were it not for the other files.
+    pub fn waits_for_budget(&self) -> bool {
+        self.budget_bound
+    }
+
+    /// The client took `count` bytes at `now`: its pace, for shedding.
+    pub fn note_taken(&mut self, count: usize, now: std::time::Instant) {
+        self.share.note_taken(count as u64, now);
+    }
+
+    /// The front chose to shed this response's client (see `shedding`).
+    pub fn is_shed(&self) -> bool {
+        self.share.is_shed()
     }
 
     pub fn is_empty(&mut self) -> bool {

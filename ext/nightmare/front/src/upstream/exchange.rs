@@ -24,7 +24,7 @@ use crate::net::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some};
 use crate::response::framing::{ClientTerms, FramingError, ResponseFramer};
 use crate::response::spool::ResponseSpool;
 use crate::spool_writer::SpoolWriter;
-use crate::temp_budget::{TempBudget, TempShare};
+use crate::temp_budget::TempShare;
 use crate::upstream::connect::{ConnectError, UpstreamStream};
 use crate::upstream::outbound::{BufferedRequest, LastFailure, Outbound, SendResult};
 use crate::upstream::pool::{Failure, InFlight, ServerId};
@@ -89,6 +89,9 @@ pub struct Exchange {
     /// The rest of a `100 Continue` the client was owed: if another server
     /// takes the request, what of it the client has not had goes along.
     interim: &'static [u8],
+    /// Since when the server has had more for us that the spent temp budget
+    /// keeps it from writing.
+    waiting_on_budget: Option<Instant>,
 }
 
 impl Exchange {
@@ -106,7 +109,7 @@ impl Exchange {
         terms: ClientTerms,
         patience: Patience,
         config: &FrontConfig,
-        budget: &Arc<TempBudget>,
+        share: TempShare,
         writer: (SpoolWriter, ConnectionId),
         (registry, token): (&Registry, Token),
         now: Instant,
@@ -119,7 +122,7 @@ impl Exchange {
             config.proxy_buffer_size,
             Arc::clone(&config.temp_path),
             config.max_temp_file_size,
-            TempShare::new(budget),
+            share,
             Some(writer),
         );
         let interim = std::mem::take(&mut request.interim);
@@ -141,6 +144,7 @@ impl Exchange {
             answered: false,
             sent_at: None,
             interim,
+            waiting_on_budget: None,
         };
         if !pending {
             // A failure shows again, and is handled, when the exchange is pumped.
@@ -192,6 +196,17 @@ impl Exchange {
     /// When the server has been waited on too long, if it is being waited on.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
+    }
+
+    /// How long the server has waited to write more because the temp
+    /// budget is spent (see `shedding`).
+    pub fn waiting_on_budget(&self, now: Instant) -> Option<Duration> {
+        self.waiting_on_budget.map(|since| now.saturating_duration_since(since))
+    }
+
+    /// The front chose to shed this exchange's client to free temp budget.
+    pub fn is_shed(&self) -> bool {
+        self.response.is_shed()
     }
 
     /// Still waiting for the server to begin its answer.
@@ -259,6 +274,7 @@ impl Exchange {
                 WriteOutcome::Wrote(0) => break,
                 WriteOutcome::Wrote(n) => {
                     self.to_client += n as u64;
+                    self.response.note_taken(n, now);
                     client_took = true;
                 }
                 WriteOutcome::WouldBlock => client_ready.writable = false,
@@ -272,6 +288,8 @@ impl Exchange {
         if self.worker_finished() && self.response.is_empty() {
             return Pump::Finished { keep_alive: self.framer.keep_alive() };
         }
+        let on_budget = self.upstream.is_some() && self.upstream_ready.readable && self.response.waits_for_budget();
+        self.waiting_on_budget = if on_budget { self.waiting_on_budget.or(Some(now)) } else { None };
         Pump::Working { client_kept_up: client_took || self.response.waiting_for_disk() }
     }
 
