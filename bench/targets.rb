@@ -102,9 +102,11 @@ module Bench
   class NginxUnicorn < Target
     # +worker_connections+ per nginx worker: room for many holders in
     # bench/many_clients.rb.
-    def initialize(name, root, worker_connections: 4096)
+    # +server+ is more of nginx's configuration for the server block.
+    def initialize(name, root, worker_connections: 4096, server: "")
       super(name, root)
       @worker_connections = worker_connections
+      @server = server
     end
 
     def start
@@ -112,6 +114,7 @@ module Bench
         client_max_body_size 100m;
         server {
           listen 127.0.0.1:#{@port};
+          #{@server}
           location / {
             proxy_pass http://unicorn;
             proxy_buffering on;
@@ -164,10 +167,12 @@ module Bench
   end
 
   class UnicornNightmare < Target
-    # +settings+ go to the nightmare directive beside the benchmark's own.
-    def initialize(name, root, settings: {})
+    # +settings+ go to the nightmare directive beside the benchmark's own;
+    # +config+ is more of Unicorn's configuration.
+    def initialize(name, root, settings: {}, config: "")
       super(name, root)
       @settings = { client_max_body_size: "100m" }.merge(settings)
+      @config = config
     end
 
     def start
@@ -177,6 +182,7 @@ module Bench
         listen "127.0.0.1:#{@port}"
         stderr_path "#{@dir}/unicorn.log"
         nightmare(#{@settings.inspect})
+        #{@config}
       CONFIG
       wait_for_port
       self

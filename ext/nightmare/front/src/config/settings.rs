@@ -358,10 +358,11 @@ pub static SETTINGS: &[Setting] = &[
         kind: Kind::SizeOrAuto { min: 0, store: |c, v| c.temp_path_max_size = v },
         default: Default::Written("auto"),
         nginx: "–",
-        about: "what all temp files together may hold; past it responses spool no more (their workers wait for \
-                the clients, as past `max_temp_file_size`) and request bodies that need a file get 503 with \
-                `Retry-After`, logged once a minute while it lasts; `\"auto\"` is half of what `temp_path` has \
-                free when the front starts; 0 means no limit",
+        about: "what all temp files together may hold; past it responses spool no more and request bodies that \
+                need a file get 503 with `Retry-After`, logged once a minute while it lasts; a worker waits on it a \
+                second at most, then the clients holding the most and reading the slowest are shed (see What a \
+                client can make the front hold); `\"auto\"` is half of what `temp_path` has free when the front \
+                starts; 0 means no limit",
     },
     Setting {
         name: "shutdown_timeout",
