@@ -57,6 +57,9 @@ class StaticFilesTest < Minitest::Test
     assert_equal "hello\n", get("/missing.css").body
     assert_equal "hello\n", get("/empty-dir/").body, "no directory listing"
     assert_equal "hello\n", raw_request("POST /app.css HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n").body
+    %w[/app.css/ /app.css/. /docs/index.html/].each do |path|
+      assert_equal "hello\n", get(path).body, "#{path} names a directory, not the file: the app's, as nginx passes it"
+    end
   end
 
   def test_conditional_and_range_requests
@@ -77,7 +80,10 @@ class StaticFilesTest < Minitest::Test
     gzip = get("/app.css", { "Accept-Encoding" => "gzip, deflate" })
     assert_equal ["pretend-gzip", "gzip", "Accept-Encoding", "text/css"],
                  [gzip.body, gzip.headers["content-encoding"], gzip.headers["vary"], gzip.headers["content-type"]]
-    assert_nil get("/app.css").headers["content-encoding"]
+    identity = get("/app.css")
+    assert_nil identity.headers["content-encoding"]
+    assert_equal "Accept-Encoding", identity.headers["vary"], "the identity body varies with Accept-Encoding too"
+    assert_nil get("/about.html").headers["vary"], "nothing to vary without a sibling"
   end
 
   def test_traversal_never_reaches_a_file_outside_the_root

@@ -172,16 +172,22 @@ impl StaticFiles {
         let content_type = mime::content_type(name);
         let mut file = found;
         let mut encoding = None;
+        // Whether another Accept-Encoding would get another body: then the
+        // identity response says so too (RFC 9110 12.5.5), or a cache would
+        // hand it to clients that take gzip, and the gzip one to the rest.
+        let mut varies = false;
         if self.settings.precompressed && mime::is_compressible(content_type) {
             let accepted = request.head.header("accept-encoding").unwrap_or_default();
             for (coding, suffix) in [("br", ".br"), ("gzip", ".gz")] {
+                let sibling = [name, suffix.as_bytes()].concat();
                 if !accepts(accepted, coding) {
+                    varies = varies || self.open_regular(root, &sibling).is_some();
                     continue;
                 }
-                let sibling = [name, suffix.as_bytes()].concat();
                 if let Some(compressed) = self.open_regular(root, &sibling) {
                     file = compressed;
                     encoding = Some(coding);
+                    varies = true;
                     break;
                 }
             }
@@ -220,6 +226,8 @@ impl StaticFiles {
         head.line("Accept-Ranges", "bytes");
         if let Some(coding) = encoding {
             head.line("Content-Encoding", coding);
+        }
+        if varies {
             head.line("Vary", "Accept-Encoding");
         }
         let body = body.filter(|_| !request.head_only).map(|(start, end)| (file, start, end));
@@ -269,7 +277,9 @@ impl ResponseHead {
 
 /// The candidate's name under the root: `$uri` replaced by the request's
 /// path, then empty segments dropped (the path has no `.` or `..` left,
-/// and the candidate's own text was checked for them).
+/// and the candidate's own text was checked for them). Empty when it names
+/// a directory (it ends with a slash): there is no directory index, and
+/// `/a.txt/` is not the file `a.txt`, as nginx and the file system agree.
 fn expand(candidate: &str, relative: &[u8], directory: bool) -> Vec<u8> {
     let mut uri = Vec::with_capacity(relative.len() + 2);
     uri.push(b'/');
@@ -285,6 +295,9 @@ fn expand(candidate: &str, relative: &[u8], directory: bool) -> Vec<u8> {
         rest = &rest[at + 4..];
     }
     expanded.extend_from_slice(rest);
+    if expanded.ends_with(b"/") {
+        return Vec::new();
+    }
     let segments: Vec<&[u8]> = expanded.split(|&byte| byte == b'/').filter(|segment| !segment.is_empty()).collect();
     segments.join(&b'/')
 }
@@ -407,6 +420,10 @@ mod tests {
         assert_eq!(served(&files, "GET /missing HTTP/1.1\r\nHost: x\r\n\r\n"), None);
         assert_eq!(served(&files, "POST /app.css HTTP/1.1\r\nHost: x\r\n\r\n"), None, "only GET and HEAD");
         assert_eq!(served(&files, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"), None, "no directory listing");
+        for target in ["/app.css/", "/app.css/.", "/app.css//", "/docs/index.html/"] {
+            let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert_eq!(served(&files, &request), None, "{target} names a directory: the app's, as nginx passes it");
+        }
     }
 
     #[test]
@@ -430,6 +447,9 @@ mod tests {
         assert!(gz.contains("Content-Type: text/css\r\n") && gz.contains("Content-Length: 7\r\n"), "{gz}");
         let refused = served(&files, "GET /app.css HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip;q=0\r\n\r\n").unwrap();
         assert!(!refused.contains("Content-Encoding"), "{refused}");
+        assert!(refused.contains("Vary: Accept-Encoding\r\n"), "the identity body varies too: {refused}");
+        let plain = served(&files, "GET /about.html HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(!plain.contains("Vary"), "no sibling, nothing varies: {plain}");
     }
 
     #[test]
