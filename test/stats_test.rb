@@ -77,12 +77,16 @@ class StatsTest < Minitest::Test
     before = Integer(get("/count").body)
     refused = get("/_nightmare", {}, bind: "127.0.0.9")
     assert_equal 403, refused.status
-    assert_match(/not open to this address/, refused.body)
+    assert_equal "403 Forbidden: the front's status page is open only to the addresses status_path allows, " \
+                 "not to this one\n", refused.body
     assert_equal 200, get("/_nightmare").status
-    assert_equal 405, raw_request("POST /_nightmare HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n").status
+    post = raw_request("POST /_nightmare HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+    assert_equal [405, "GET, HEAD"], [post.status, post.headers["allow"]]
+    assert_match(/\A405 Method Not Allowed: /, post.body)
     assert_equal before + 1, Integer(get("/count").body), "the front answered them all itself"
     @server.wait_until("the refusal logged", 5) do
-      @server.log.include?("client 127.0.0.9: the status page is not open to this address; answered 403")
+      @server.log.include?("client 127.0.0.9: the front's status page is open only to the addresses " \
+                           "status_path allows, not to this one; answered 403")
     end
   end
 

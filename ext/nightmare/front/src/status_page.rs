@@ -98,10 +98,16 @@ impl StatusPage {
             ClientAddress::Local => IpAddr::from([127, 0, 0, 1]),
         };
         if !self.allow.iter().any(|range| range.contains(address)) {
-            return StatusReply::Refused(Rejection::new(403, "the status page is not open to this address"));
+            return StatusReply::Refused(Rejection::new(
+                403,
+                "the front's status page is open only to the addresses status_path allows, not to this one",
+            ));
         }
         if head.method != "GET" && head.method != "HEAD" {
-            return StatusReply::Refused(Rejection::new(405, "the status page takes GET and HEAD only"));
+            return StatusReply::Refused(Rejection::method_not_allowed(
+                "the front's status page takes GET and HEAD only",
+                "GET, HEAD",
+            ));
         }
         let nginx = head.target.split_once('?').is_some_and(|(_, query)| query.split('&').any(|q| q == "format=nginx"));
         let figures = figures();

@@ -9,6 +9,8 @@ pub struct Rejection {
     pub reason: &'static str,
     /// Seconds a client should wait before trying again (503s for overload).
     pub retry_after: Option<u32>,
+    /// The methods a 405 names in its `Allow` header (RFC 9110 15.5.6).
+    pub allow: Option<&'static str>,
 }
 
 /// What a 503 for overload (a queue full, a wait too long, no room for a
@@ -17,7 +19,7 @@ const OVERLOAD_RETRY_AFTER_SECONDS: u32 = 5;
 
 impl Rejection {
     pub const fn new(status: u16, reason: &'static str) -> Self {
-        Rejection { status, reason, retry_after: None }
+        Rejection { status, reason, retry_after: None, allow: None }
     }
 
     /// A 503 for a passing overload, with `Retry-After`.
@@ -29,13 +31,19 @@ impl Rejection {
         Rejection { retry_after: Some(seconds), ..self }
     }
 
+    /// A 405 naming the methods that are allowed.
+    pub const fn method_not_allowed(reason: &'static str, allow: &'static str) -> Self {
+        Rejection { allow: Some(allow), ..Rejection::new(405, reason) }
+    }
+
     /// A full response: the connection is always closed after it, because
     /// after a framing error nothing that follows on the socket can be trusted.
     pub fn to_response(self) -> Vec<u8> {
         let body = format!("{} {}: {}\n", self.status, reason_phrase(self.status), self.reason);
         let retry = self.retry_after.map(|seconds| format!("Retry-After: {seconds}\r\n")).unwrap_or_default();
+        let allow = self.allow.map(|methods| format!("Allow: {methods}\r\n")).unwrap_or_default();
         format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{retry}Connection: close\r\n\r\n{}",
+            "HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{retry}{allow}Connection: close\r\n\r\n{}",
             self.status,
             reason_phrase(self.status),
             body.len(),
@@ -55,10 +63,16 @@ pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
         413 => "Content Too Large",
         414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
         417 => "Expectation Failed",
+        421 => "Misdirected Request",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
@@ -91,6 +105,15 @@ mod tests {
         assert!(text.contains("\r\nRetry-After: 5\r\n"), "{text}");
         let plain = String::from_utf8(Rejection::new(503, "busy").to_response()).unwrap();
         assert!(!plain.contains("Retry-After"));
+    }
+
+    #[test]
+    fn every_status_the_front_answers_has_its_phrase_and_a_405_its_allow() {
+        for status in [400, 403, 405, 408, 413, 414, 416, 417, 421, 431, 500, 501, 502, 503, 504, 505] {
+            assert_ne!(reason_phrase(status), "Error", "{status}");
+        }
+        let text = String::from_utf8(Rejection::method_not_allowed("GET only", "GET, HEAD").to_response()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n") && text.contains("\r\nAllow: GET, HEAD\r\n"));
     }
 
     #[test]
