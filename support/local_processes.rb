@@ -1,5 +1,6 @@
 # frozen_string_literal: true
 
+require "set"
 require "socket"
 
 # What the tests and the benchmark need to know about processes on this
@@ -16,13 +17,23 @@ module LocalProcesses
     candidates.compact.find { |path| File.file?(path) } or abort "unicorn is not installed"
   end
 
-  # A port nothing listens on right now (another process could take it
-  # before it is used; on loopback in a test run that does not happen).
+  HANDED_OUT = Set.new
+  HANDED_OUT_LOCK = Mutex.new
+
+  # A port nothing listens on right now, and never handed out before in
+  # this process: the kernel may give a port just closed to the next
+  # bind, and two calls for one server (a plain and an HTTPS listener)
+  # then named the same port. (Another process could take it before it is
+  # used; on loopback in a test run that does not happen.)
   def free_port
-    server = TCPServer.new("127.0.0.1", 0)
-    server.addr[1]
-  ensure
-    server&.close
+    HANDED_OUT_LOCK.synchronize do
+      loop do
+        server = TCPServer.new("127.0.0.1", 0)
+        port = server.addr[1]
+        server.close
+        return port if HANDED_OUT.add?(port)
+      end
+    end
   end
 
   def children_of(pid)

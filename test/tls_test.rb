@@ -236,6 +236,8 @@ class TlsConfigErrorTest < Minitest::Test
         "nightmare true\nssl_certificate #{cert.inspect}" => /ssl_certificate must be called inside an `ssl' block/,
         "nightmare true\nssl do\n  listen '#{dir}/u.sock'\n  #{pair}\nend\n" =>
           /listen ".*u.sock" is a UNIX socket; HTTPS needs a TCP listener/,
+        "nightmare true\nlisten '127.0.0.1:9'\n#{block.call(pair)}" =>
+          /ssl: listen "127.0.0.1:9" is declared outside the ssl block already; .*give the ssl block its own port/,
       }.each do |config, message|
         output = load_config(dir, config)
         assert_match(/ArgumentError/, output, config)

@@ -25,7 +25,13 @@ module Nightmare
       @nightmare_ssl = { certificates: [], keys: [] }
       yield
       settings = nightmare_tls_settings(@nightmare_ssl)
-      added = set[:listeners] - before
+      # Unicorn appends every listen, a repeated address too.
+      inside = set[:listeners][before.size..] || []
+      (inside & before).each do |address|
+        raise ArgumentError, "ssl: listen #{address.inspect} is declared outside the ssl block already; a listener " \
+                             "speaks plain HTTP or HTTPS, not both: give the ssl block its own port"
+      end
+      added = inside.uniq
       raise ArgumentError, "ssl: the block declares no listener (put `listen 443` inside it)" if added.empty?
 
       added.each do |address|
