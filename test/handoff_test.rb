@@ -52,6 +52,22 @@ class HandoffTest < Minitest::Test
     assert_equal 2, refusals.call
   end
 
+  # A process of the server's own user can reach the socket: a preamble it
+  # begins and never ends held the only worker for 2 s; now a quarter of
+  # a second (the front's own arrives with its connect).
+  def test_a_preamble_begun_and_never_ended_holds_a_worker_only_briefly
+    @server = UnicornServer.new(workers: 1).start
+    partial = UNIXSocket.new(@server.worker_socket)
+    partial.write(preamble(secret: "x" * 16)[0, 20])
+    assert partial.wait_readable(1.5), "the worker drops it well within the 2 s it used to wait"
+    assert_equal 200, get("/").status, "and serves the next request"
+    @server.wait_until("the drop logged", 5) do
+      @server.log.include?("dropped a connection to the workers' private socket: an incomplete preamble")
+    end
+  ensure
+    partial&.close
+  end
+
   def test_a_request_waiting_past_queue_timeout_gets_503_with_retry_after
     @server = UnicornServer.new(workers: 1, nightmare: "in_flight_per_worker: 1, queue_timeout: 1").start
     busy = Thread.new { get(hold(4), {}, timeout: 10) }
