@@ -119,7 +119,7 @@ class SignalsTest < Minitest::Test
     assert_equal 502, response.status, "the worker died without answering"
     @server.wait_until("the master's timeout line", 5) { @server.log.match?(/timeout \(\d+s > 3s\), killing/) }
     assert_equal 200, get("/").status
-    line = /ERROR -- : nightmare: worker closed its connection for client 127\.0\.0\.1\S* early \(no response; killed or crashed\?\)/
+    line = /ERROR -- : nightmare: a worker closed its connection for client 127\.0\.0\.1\S* early \(no response; killed or crashed\?\)/
     @server.wait_until("the front's line about the 502", 5) { @server.log.match?(line) }
   end
 

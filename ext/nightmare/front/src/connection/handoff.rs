@@ -204,10 +204,14 @@ fn start(mut request: Box<BufferedRequest>, in_flight: InFlight, client: ClientS
         Ok(connected) => connected,
         Err(ConnectError::Busy) => {
             if shared.full_accept_queue.allows(ctx.now) {
-                let in_flight = shared.pool.stats().local_in_flight;
-                let whose = if server.local { "the workers'".to_owned() } else { format!("{}'s", server.address) };
+                let in_flight = shared.pool.in_flight_to(id);
+                let (whose, to) = if server.local {
+                    ("the workers'".to_owned(), "them".to_owned())
+                } else {
+                    (format!("upstream {}'s", server.address), "it".to_owned())
+                };
                 shared.log.info(format!(
-                    "{whose} accept queue is full ({in_flight} requests in flight to the workers); \
+                    "{whose} accept queue is full ({in_flight} requests in flight to {to}); \
                      requests go to another server or wait in the front until one ends"
                 ));
             }

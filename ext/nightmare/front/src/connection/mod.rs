@@ -36,9 +36,12 @@ use handoff::{ClientSide, QueuedRequest};
 
 use reply::Reply;
 
-/// How long a server may leave a whole request unanswered before the
-/// prober checks its host is still on the network (a host that answered
-/// is spared a while, so a slow endpoint costs a connect now and then).
+/// How long a server may leave a connect pending, or a whole request
+/// unanswered, before the prober checks its host is still on the network
+/// (a host that answered is spared a while, so a slow endpoint costs a
+/// connect now and then). A pending connect counts too: with a long
+/// `upstream_connect_timeout` (nginx's 60 s) it would otherwise wait that
+/// long on a vanished host.
 const SUSPECT_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
 
 enum Step {
@@ -206,7 +209,7 @@ impl Connection {
         let State::Exchanging(exchange) = &mut self.state else { return None };
         // An answer this late from a LAN host may mean the host is gone:
         // the prober checks (see upstream::prober).
-        if exchange.waiting_for_answer(ctx.now).is_some_and(|waited| waited >= SUSPECT_AFTER) {
+        if exchange.waiting_on_server(ctx.now).is_some_and(|waited| waited >= SUSPECT_AFTER) {
             ctx.shared.pool.suspect(exchange.server());
         }
         let late = exchange.deadline().is_some_and(|deadline| ctx.now >= deadline);

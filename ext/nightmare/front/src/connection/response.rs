@@ -100,26 +100,32 @@ impl Connection {
                 (self.reply_with(Rejection::new(504, "the upstream did not answer in time"), ctx), Step::Again)
             }
             Pump::Broken { problem, client_got_bytes, server_died } => {
+                let server = ctx.shared.pool.server(exchange.server());
+                // nginx names the upstream; the master's own are its workers.
+                let who = if server.local { "a worker".to_owned() } else { format!("upstream {}", server.address) };
                 if client_got_bytes {
                     if let Some(status) = exchange.status() {
                         ctx.shared.count_response(status);
                         self.end_entry(status, exchange.sent_to_client(), ctx);
                     }
-                    ctx.shared.log.error(format!("worker response to client {} broke off: {problem}", self.peer));
+                    ctx.shared.log.error(format!("the response of {who} to client {} broke off: {problem}", self.peer));
                     (State::Closed, Step::Again)
                 } else if server_died {
                     ctx.shared.pool.failed(exchange.server(), Failure::Refused, ctx.now);
                     ctx.shared.log.error(format!(
-                        "worker closed its connection for client {} early ({problem}; killed or crashed?); answered 502",
+                        "{who} closed its connection for client {} early ({problem}; killed or crashed?); answered 502",
                         self.peer
                     ));
-                    (self.reply_with(Rejection::new(502, "the worker did not answer"), ctx), Step::Again)
+                    (self.reply_with(Rejection::new(502, "the application server did not answer"), ctx), Step::Again)
                 } else {
                     ctx.shared.log.error(format!(
-                        "worker sent client {} a response the front cannot pass on ({problem}); answered 502",
+                        "{who} sent client {} a response the front cannot pass on ({problem}); answered 502",
                         self.peer
                     ));
-                    (self.reply_with(Rejection::new(502, "the worker's response was malformed"), ctx), Step::Again)
+                    (
+                        self.reply_with(Rejection::new(502, "the application server's response was malformed"), ctx),
+                        Step::Again,
+                    )
                 }
             }
             Pump::ClientGone => {

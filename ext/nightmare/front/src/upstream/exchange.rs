@@ -68,8 +68,9 @@ pub struct Exchange {
     server: ServerId,
     upstream: Option<UpstreamStream>,
     upstream_ready: Readiness,
-    /// A TCP connect in progress.
+    /// A TCP connect in progress, and since when.
     connecting: bool,
+    began: Instant,
     in_flight: Option<InFlight>,
     /// The request, while another server could still be sent it.
     request: Option<Box<BufferedRequest>>,
@@ -132,6 +133,7 @@ impl Exchange {
             upstream: Some(upstream),
             upstream_ready: Readiness { readable: false, writable: !pending, hung_up: false },
             connecting: pending,
+            began: now,
             in_flight: Some(in_flight),
             request: Some(request),
             outbound: Some(outbound),
@@ -214,9 +216,11 @@ impl Exchange {
         !self.answered && self.upstream.is_some()
     }
 
-    /// How long the server has had the whole request without answering.
-    pub fn waiting_for_answer(&self, now: Instant) -> Option<Duration> {
-        self.sent_at.filter(|_| self.awaits_answer()).map(|sent| now.saturating_duration_since(sent))
+    /// How long the server has left this exchange without a sign of life:
+    /// a connect still pending, or the whole request sent and no answer.
+    pub fn waiting_on_server(&self, now: Instant) -> Option<Duration> {
+        let since = if self.connecting { Some(self.began) } else { self.sent_at.filter(|_| self.awaits_answer()) };
+        since.map(|since| now.saturating_duration_since(since))
     }
 
     /// The deadline passed: a connect that never completed (the host is gone

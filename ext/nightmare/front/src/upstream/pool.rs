@@ -634,6 +634,11 @@ impl Pool {
         }
     }
 
+    /// Requests in flight to one server now.
+    pub fn in_flight_to(&self, server: ServerId) -> usize {
+        self.lock().servers.get(server).map_or(0, |slot| slot.in_flight)
+    }
+
     /// Requests each server has taken so far, by id.
     pub fn requests_by_server(&self) -> Vec<u64> {
         self.lock().servers.iter().map(|slot| slot.requests).collect()
