@@ -158,10 +158,10 @@ fn exhausted(request: &BufferedRequest, client: ClientSide, ctx: &LoopContext) -
     match (server.local, last.reached) {
         (true, true) => {
             shared.log.error(format!(
-                "worker closed its connection for client {} early ({problem}; killed or crashed?); answered 502",
+                "a worker closed its connection for client {} early ({problem}; killed or crashed?); answered 502",
                 client.peer
             ));
-            Handoff::Refused(Rejection::new(502, "the worker did not answer"))
+            Handoff::Refused(Rejection::new(502, "the application server did not answer"))
         }
         (true, false) => {
             if shared.upstream_trouble.allows(ctx.now) {
