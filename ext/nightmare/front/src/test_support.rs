@@ -71,11 +71,25 @@ impl Noise {
 pub fn fuzz<Expected>(
     default_seed: u64,
     cases: usize,
+    make: impl FnMut(&mut Noise) -> (Vec<u8>, Expected),
+    check: impl FnMut(&[u8], &Expected, &mut Noise),
+) {
+    fuzz_heavy(default_seed, cases, 1, make, check);
+}
+
+/// `fuzz` for cases that each cost about `weight` ordinary ones (a whole
+/// body of a hundred kilobytes): a hunt runs `NIGHTMARE_FUZZ_CASES /
+/// weight` of them, so it ends when the others do.
+pub fn fuzz_heavy<Expected>(
+    default_seed: u64,
+    cases: usize,
+    weight: usize,
     mut make: impl FnMut(&mut Noise) -> (Vec<u8>, Expected),
     mut check: impl FnMut(&[u8], &Expected, &mut Noise),
 ) {
     let seed = std::env::var("NIGHTMARE_FUZZ_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or(default_seed);
-    let cases = std::env::var("NIGHTMARE_FUZZ_CASES").ok().and_then(|count| count.parse().ok()).unwrap_or(cases);
+    let asked = std::env::var("NIGHTMARE_FUZZ_CASES").ok().and_then(|count| count.parse::<usize>().ok());
+    let cases = asked.map_or(cases, |count| (count / weight.max(1)).max(1));
     let mut noise = Noise::new(seed);
     for case in 0..cases {
         let (input, expected) = make(&mut noise);

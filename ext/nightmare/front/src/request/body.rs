@@ -288,6 +288,75 @@ mod tests {
         assert!(stored.len() as u64 == decoded && stored.iter().all(|&byte| byte == b'a'));
     }
 
+    /// Chunked bodies of 1-byte chunks, or of random sizes, past memory
+    /// into a file, read in random pieces (a read up to 64 KiB) beside a
+    /// disk that writes only now and then: the file holds exactly the
+    /// body, the next request's bytes are left over, there is never more
+    /// than one write per read, and what waits for the disk stays within
+    /// the spool's limit, overhead included.
+    #[test]
+    fn fuzzed_chunked_bodies_of_tiny_and_random_chunks_reach_the_file_whole_and_bounded() {
+        use crate::spool_writer::{JOB_OVERHEAD, MAX_UNCONFIRMED, SpoolWriter};
+        let dir = tempfile::tempdir().unwrap();
+        let config = FrontConfig {
+            client_body_buffer_size: 16 * 1024,
+            temp_path: Arc::from(dir.path()),
+            ..FrontConfig::default()
+        };
+        let raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let make = |noise: &mut crate::test_support::Noise| {
+            let body: Vec<u8> = (0..20_000 + noise.below(120_000)).map(|_| noise.next() as u8).collect();
+            let tiny = noise.below(2) == 0;
+            let mut wire = Vec::new();
+            let mut rest = &body[..];
+            while !rest.is_empty() {
+                let take = if tiny { 1 } else { 1 + noise.below(rest.len().min(20_000)) };
+                wire.extend(format!("{take:x}\r\n").bytes());
+                wire.extend_from_slice(&rest[..take]);
+                wire.extend_from_slice(b"\r\n");
+                rest = &rest[take..];
+            }
+            wire.extend_from_slice(b"0\r\n\r\nNEXT");
+            (wire, body)
+        };
+        crate::test_support::fuzz_heavy(17, 40, 1000, make, |wire, body, noise| {
+            let (writer, queue) = SpoolWriter::unstarted();
+            let owner = ConnectionId { loop_index: 0, slot: 1, serial: 1 };
+            let budget = TempBudget::new(0);
+            let plan = BodyRead::plan(head(raw), &config, &budget, true, Instant::now(), Some((writer.clone(), owner)));
+            let mut body_read = read(plan);
+            let (mut used_total, mut reads, mut writes) = (0, 0, 0);
+            loop {
+                let room = body_read.room();
+                if room == 0 || noise.below(4) == 0 {
+                    assert!(writer.unconfirmed() <= MAX_UNCONFIRMED + JOB_OVERHEAD, "{} held", writer.unconfirmed());
+                    writes += writer.run_queued(&queue);
+                    continue;
+                }
+                let size = 1 + noise.below(room.min(64 * 1024));
+                let piece = &wire[used_total..(used_total + size).min(wire.len())];
+                reads += 1;
+                let (feed, used) = body_read.feed(piece);
+                used_total += used;
+                match feed {
+                    BodyFeed::NeedMore => {}
+                    BodyFeed::Complete => break,
+                    _ => panic!("a legal body"),
+                }
+            }
+            writes += writer.run_queued(&queue);
+            assert!(writes <= reads, "{writes} writes for {reads} reads");
+            assert_eq!(&wire[used_total..], b"NEXT", "the next request is left over");
+            assert!(body_read.is_stored());
+            let (_, spooled, _) = body_read.finish();
+            let SpooledBody::File { file, length, .. } = spooled else { panic!("a file") };
+            assert_eq!(length, body.len() as u64);
+            let mut stored = Vec::new();
+            std::io::Read::read_to_end(&mut &*file, &mut stored).unwrap();
+            assert!(stored == *body, "the file holds the body");
+        });
+    }
+
     #[test]
     fn length_body_stops_at_its_end_and_leaves_the_rest() {
         let mut body = read(BodyRead::plan(
