@@ -355,7 +355,7 @@ impl EventLoop {
             }
             keep
         });
-        self.shared.phases[self.index].publish(phases);
+        self.shared.phases[self.index].publish(phases, self.writer.unconfirmed());
         self.resume_accepting(now);
     }
 

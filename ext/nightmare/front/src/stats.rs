@@ -39,12 +39,16 @@ impl Counters {
     }
 }
 
-/// What one loop's connections are doing, as its last tick counted them.
+/// What one loop's connections are doing, as its last tick counted them,
+/// and what its temp files' writer still has to write.
 #[derive(Default)]
 pub struct LoopPhases {
     reading: AtomicUsize,
     writing: AtomicUsize,
     waiting: AtomicUsize,
+    /// Bytes handed to the loop's spool writer and not yet written, each
+    /// write's bookkeeping counted (at most 4 MiB: see spool_writer).
+    unwritten: AtomicU64,
 }
 
 /// stub_status's three kinds of connection.
@@ -79,10 +83,11 @@ impl PhaseCount {
 }
 
 impl LoopPhases {
-    pub fn publish(&self, count: PhaseCount) {
+    pub fn publish(&self, count: PhaseCount, unwritten: u64) {
         self.reading.store(count.reading, Ordering::Relaxed);
         self.writing.store(count.writing, Ordering::Relaxed);
         self.waiting.store(count.waiting, Ordering::Relaxed);
+        self.unwritten.store(unwritten, Ordering::Relaxed);
     }
 }
 
@@ -116,6 +121,10 @@ pub fn snapshot(shared: &Shared) -> Figures {
         ("upstream_retries", load(&counters.upstream_retries)),
         ("upstreams_out_of_use", pool.servers_out_of_use as u64),
         ("temp_file_bytes", shared.temp_budget.taken()),
+        (
+            "temp_file_bytes_unwritten",
+            shared.phases.iter().map(|phases| phases.unwritten.load(Ordering::Relaxed)).sum(),
+        ),
         ("clients_shed", shared.temp_budget.holders.shed_total()),
         ("slow_readers_closed", load(&counters.slow_readers_closed)),
         ("temp_path_max_size", shared.temp_budget.limit()),
