@@ -7,6 +7,7 @@
 require "unicorn"
 require "nightmare/version"
 require "nightmare/errors"
+require "nightmare/unicorn_flavor"
 require "nightmare/native"
 require "nightmare/options"
 require "nightmare/tls_settings"

@@ -28,6 +28,10 @@ class ConfigErrorTest < Minitest::Test
     "listen '127.0.0.1:0', proxy_protocol: true" => /proxy_protocol: true needs proxy_protocol_from/,
     "listen '/tmp/nightmare-test.sock', proxy_protocol: true, proxy_protocol_from: ['10.0.0.1']" =>
       %r{listen /tmp/nightmare-test.sock proxy_protocol: only for TCP listeners},
+    # A Unicorn whose workers take clients some third way is refused, not
+    # left to spin on an error in every worker.
+    "Unicorn::HttpServer.class_eval { def process_client(a, b, c); end }\nnightmare true" =>
+      /nightmare: this Unicorn \(.*\) reads requests in a way the gem does not know: HttpServer#process_client takes 3/,
   }.freeze
 
   def test_bad_settings_fail_at_load_with_a_clear_message

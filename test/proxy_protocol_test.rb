@@ -13,7 +13,7 @@ class ProxyProtocolTest < Minitest::Test
   def setup
     @log = StringIO.new
     # Dual-stack, as `listen "[::]:8080"`: IPv4 peers arrive as ::ffff:a.b.c.d.
-    @listener = Kgio::TCPServer.new("::", 0)
+    @listener = TCPServer.new("::", 0)
   rescue Errno::EAFNOSUPPORT, Errno::EADDRNOTAVAIL => e
     skip "no IPv6 here to listen on [::] (#{e.class}); the dual-stack case cannot be shown"
   end
@@ -25,25 +25,40 @@ class ProxyProtocolTest < Minitest::Test
 
   def test_a_listed_ipv4_front_on_an_ipv6_listener_passes_on_its_clients_address
     acceptor = acceptor_allowing("127.0.0.0/8")
-    client = connect_and_accept(acceptor, preamble("203.0.113.7", 4242) + "GET / HTTP/1.0\r\n\r\n")
+    client, address = connect_and_accept(acceptor, preamble("203.0.113.7", 4242) + "GET / HTTP/1.0\r\n\r\n")
     refute_nil client, "the front's connection is accepted (log: #{@log.string})"
-    assert_equal "203.0.113.7", client.kgio_addr
-    assert_equal "GET / HTTP/1.0\r\n\r\n", client.kgio_read(100), "the request follows the preamble"
+    assert_equal "203.0.113.7", address.ip_address, "what Unicorn without kgio reads REMOTE_ADDR from"
+    assert_equal "203.0.113.7", client.kgio_addr, "and Unicorn with kgio" if client.respond_to?(:kgio_addr)
+    assert_equal "GET / HTTP/1.0\r\n\r\n", client.readpartial(100), "the request follows the preamble"
+  ensure
+    client&.close
+  end
+
+  # Unicorn with kgio asks #kgio_tryaccept (a client or nil), Unicorn 6.1
+  # without it #accept_nonblock(exception: false); both get the same.
+  def test_both_unicorns_ways_of_accepting_are_answered
+    acceptor = acceptor_allowing("127.0.0.0/8")
+    assert_equal :wait_readable, acceptor.accept_nonblock(exception: false), "nothing waiting"
+    assert_nil acceptor.kgio_tryaccept
+    client = connect_and_accept(acceptor, preamble("198.51.100.2", 80) + "GET /x HTTP/1.0\r\n\r\n", kgio: true)
+    assert_instance_of Nightmare::HandedOffClient, client
+    assert_equal "GET /x HTTP/1.0\r\n\r\n", client.readpartial(100)
   ensure
     client&.close
   end
 
   def test_a_connection_from_an_address_not_listed_is_dropped_and_said_so
     acceptor = acceptor_allowing("10.0.0.1")
-    assert_nil connect_and_accept(acceptor, preamble("203.0.113.7", 4242) + "GET / HTTP/1.0\r\n\r\n")
-    assert_match(/dropped a connection from ::ffff:127\.0\.0\.1 to a proxy_protocol listener: not an address of/,
+    refused = connect_and_accept(acceptor, preamble("203.0.113.7", 4242) + "GET / HTTP/1.0\r\n\r\n")
+    assert_equal :wait_readable, refused
+    assert_match(/dropped a connection from 127\.0\.0\.1 to a proxy_protocol listener: not an address of/,
                  @log.string)
   end
 
   def test_a_listed_front_without_a_preamble_is_dropped_and_said_so
     acceptor = acceptor_allowing("127.0.0.1")
-    assert_nil connect_and_accept(acceptor, "GET / HTTP/1.0\r\n\r\n#{' ' * 80}")
-    assert_match(/dropped a connection from ::ffff:127\.0\.0\.1 to a proxy_protocol listener: no PROXY protocol v2/,
+    assert_nil connect_and_accept(acceptor, "GET / HTTP/1.0\r\n\r\n#{' ' * 80}", kgio: true)
+    assert_match(/dropped a connection from 127\.0\.0\.1 to a proxy_protocol listener: no PROXY protocol v2/,
                  @log.string)
   end
 
@@ -53,12 +68,14 @@ class ProxyProtocolTest < Minitest::Test
     Nightmare::ProxyProtocolAcceptor.new(@listener, [IPAddr.new(range)], Logger.new(@log))
   end
 
-  # Connects from 127.0.0.1, sends +bytes+, and accepts as a worker would.
-  def connect_and_accept(acceptor, bytes)
+  # Connects from 127.0.0.1, sends +bytes+, and accepts as a worker of
+  # Unicorn 6.1 would ([client, address], or :wait_readable), or with
+  # +kgio+ as one of Unicorn 6.0 (a client, or nil).
+  def connect_and_accept(acceptor, bytes, kgio: false)
     @socket = TCPSocket.new("127.0.0.1", @listener.local_address.ip_port)
     @socket.write(bytes)
     IO.select([@listener], nil, nil, 5) or flunk "no connection to accept"
-    acceptor.kgio_tryaccept
+    kgio ? acceptor.kgio_tryaccept : acceptor.accept_nonblock(exception: false)
   end
 
   # The preamble a front sends a remote listener (lengths as the front

@@ -230,6 +230,16 @@ module HttpHelpers
     nil # being written
   end
 
+  # Mounts a tmpfs of +size+ on +dir+, or skips saying what was missing.
+  def mount_tmpfs(dir, size)
+    skip "needs root to mount a #{size} tmpfs" unless Process.euid.zero?
+    mount = ENV.fetch("PATH", "").split(":").map { |path| File.join(path, "mount") }.find { |path| File.executable?(path) }
+    skip "needs the mount command (Debian package mount) for a #{size} tmpfs" unless mount
+    return if system(mount, "-t", "tmpfs", "-o", "size=#{size}", "tmpfs", dir, err: File::NULL)
+
+    skip "mount -t tmpfs failed here (a container without CAP_SYS_ADMIN?)"
+  end
+
   # The server closed +socket+ (an EOF arrives within a few seconds).
   def assert_closed_by_server(socket, message = "the server closes the connection")
     assert socket.wait_readable(5), message

@@ -56,9 +56,7 @@ class FullTempPathTest < Minitest::Test
 
   def setup
     @mount = Dir.mktmpdir("nightmare-tmpfs")
-    unless system("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", @mount, err: File::NULL)
-      skip "needs root to mount a 1 MiB tmpfs"
-    end
+    mount_tmpfs(@mount, "1m")
     # No total for temp files: the disk itself runs out here.
     config = %(nightmare client_max_body_size: "10m", client_body_buffer_size: "4k", temp_path: "#{@mount}", ) +
              %(temp_path_max_size: 0)
@@ -97,9 +95,7 @@ class TempBudgetTest < Minitest::Test
 
   def setup
     @mount = Dir.mktmpdir("nightmare-tmpfs")
-    unless system("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", @mount, err: File::NULL)
-      skip "needs root to mount a tmpfs"
-    end
+    mount_tmpfs(@mount, "16m")
     config = %(nightmare client_max_body_size: "10m", client_body_buffer_size: "4k", temp_path: "#{@mount}", ) +
              %(temp_path_max_size: #{BUDGET})
     @server = UnicornServer.new(workers: 2, nightmare: "", config: config).start

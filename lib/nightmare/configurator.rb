@@ -17,7 +17,9 @@ module Nightmare
     #
     # See Nightmare::Options for every setting and its default.
     def nightmare(setting = true, &block)
-      set[:nightmare] = Nightmare::Options.from_directive(setting, &block)
+      options = Nightmare::Options.from_directive(setting, &block)
+      Nightmare::UnicornFlavor.check! if options
+      set[:nightmare] = options
     end
 
     # Static files the front serves itself, without bothering a worker:

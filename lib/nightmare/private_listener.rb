@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 require "fileutils"
-require "kgio"
+require "socket"
 require "securerandom"
 require_relative "stats"
 
@@ -30,7 +30,7 @@ module Nightmare
       # A file named after this live process can only be a leftover of an
       # earlier process that had the same pid.
       File.unlink(@path) if File.socket?(@path)
-      @io = Kgio::UNIXServer.new(@path)
+      @io = UNIXServer.new(@path)
       @io.listen(BACKLOG)
       @io.close_on_exec = true
       File.chown(runtime_dir.uid, runtime_dir.gid, @path) if Process.euid.zero?

@@ -1,7 +1,6 @@
 # frozen_string_literal: true
 
 require "ipaddr"
-require "kgio"
 require_relative "preamble_acceptor"
 
 module Nightmare
@@ -16,10 +15,6 @@ module Nightmare
   # sets REMOTE_ADDR; a stranger's connection is dropped unanswered, so no
   # one else can claim an address. Works without `nightmare` on.
   class ProxyProtocolAcceptor < PreambleAcceptor
-    # Kgio's accept with our client class (Unicorn's TCP listeners hide it
-    # behind their own).
-    ACCEPT = Kgio::TCPServer.instance_method(:kgio_tryaccept)
-
     def initialize(listener, allowed, logger)
       super(listener, Nightmare::Native::PreambleReader.new(nil), logger)
       @allowed = allowed
@@ -30,23 +25,20 @@ module Nightmare
 
     private
 
-    def accept
-      ACCEPT.bind_call(@listener, HandedOffClient)
-    end
+    def admitted?(peer)
+      return true if listed?(peer)
 
-    def admitted?(client)
-      return true if listed?(client.kgio_addr)
-
-      @logger.warn "nightmare: dropped a connection #{source(client)}to #{listener_name}: " \
+      @logger.warn "nightmare: dropped a connection #{source(peer)}to #{listener_name}: " \
                    "not an address of proxy_protocol_from"
       false
     end
 
     def listener_name = "a proxy_protocol listener"
 
-    def source(client) = "from #{client.kgio_addr} "
+    def source(peer) = "from #{peer} "
 
     def listed?(peer)
+      return false unless peer
       return true if @fronts_seen.key?(peer)
 
       address = IPAddr.new(peer)
@@ -68,6 +60,7 @@ module Nightmare
     def allowed(address, options)
       return unless options[:proxy_protocol]
 
+      Nightmare::UnicornFlavor.check!
       options[:proxy_protocol] == true or
         raise ArgumentError, "listen #{address} proxy_protocol=#{options[:proxy_protocol].inspect}: give true"
       if address.start_with?("/")

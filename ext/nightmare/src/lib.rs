@@ -2,7 +2,7 @@
 //! front's Rust types; every decision lives in the `nightmare-front` crate.
 
 use std::cell::RefCell;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, IntoRawFd, OwnedFd, RawFd};
 
 use magnus::{
     Error, ExceptionClass, Float, Integer, RArray, RHash, RModule, RString, Ruby, Symbol, TryConvert, function, method,
@@ -185,6 +185,19 @@ impl PreambleReader {
             Ok(Err(refusal)) => Err(Error::new(nightmare_class(ruby, "PreambleRefused"), refusal.describe())),
             Err(error) => Err(io_error(ruby, "reading a request's preamble", error)),
         }
+    }
+}
+
+/// `Nightmare::Native.accept(listener_fd)`: `[fd, ip]` for the next
+/// connection on a worker's listener (the caller owns the descriptor; `ip`
+/// is nil for a UNIX socket), or nil when none is waiting.
+fn accept(ruby: &Ruby, listener: RawFd) -> Result<Option<(RawFd, Option<String>)>, Error> {
+    // SAFETY: the caller passes `IO#fileno` of a listener it holds open.
+    let listener = unsafe { std::os::fd::BorrowedFd::borrow_raw(listener) };
+    match nightmare_front::net::accept::accept(listener) {
+        Ok(Some((socket, peer))) => Ok(Some((socket.into_raw_fd(), peer.map(|ip| ip.to_string())))),
+        Ok(None) => Ok(None),
+        Err(error) => Err(io_error(ruby, "accepting a connection", error)),
     }
 }
 
@@ -451,6 +464,7 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     reader.define_singleton_method("new", function!(PreambleReader::new, 1))?;
     reader.define_method("read", method!(PreambleReader::read, 1))?;
     let front = native.define_class("Front", ruby.class_object())?;
+    native.define_singleton_method("accept", function!(accept, 1))?;
     native.define_singleton_method("check_tls", function!(check_tls, 1))?;
     native.define_singleton_method("read_settings", function!(read_settings, 1))?;
     native.define_singleton_method("settings_table", function!(settings_table, 0))?;
