@@ -198,3 +198,35 @@ class SendMinRateTest < Minitest::Test
     socket&.close
   end
 end
+
+# A worker waiting on a spent budget that no one can be shed for (an upload
+# holds all of it) still has its client's send_timeout: the tick that
+# pumped such a connection skipped its deadline, so the worker waited for
+# Unicorn's timeout.
+class BudgetHeldByAnUploadTest < Minitest::Test
+  include HttpHelpers
+
+  def setup
+    config = 'nightmare temp_path_max_size: "1m", client_body_buffer_size: "4k", send_timeout: "2s"'
+    @server = UnicornServer.new(workers: 1, nightmare: "", config: config).start
+  end
+
+  def teardown
+    [@uploader, @non_reader].each { |socket| socket&.close }
+    @server.stop
+  end
+
+  def test_a_non_reader_waiting_on_the_budget_is_cut_at_send_timeout_and_frees_the_worker
+    @uploader = connect(@server.port)
+    @uploader.write("POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+    16.times { @uploader.write("10000\r\n#{'u' * 65_536}\r\n") } # 1 MiB, and the body goes on
+    @server.wait_until("the upload holding the budget", 10) { figures["temp_file_bytes"] >= 1 << 20 }
+
+    @non_reader = connect(@server.port)
+    @non_reader.setsockopt(Socket::SOL_SOCKET, Socket::SO_RCVBUF, 4096)
+    @non_reader.write("GET /bytes?50000000 HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert_equal 200, get("/", {}, timeout: 15).status, "the only worker is freed well before Unicorn's timeout"
+    assert_match(/took none of its response for send_timeout \(2(\.0)?s\)/, @server.log)
+    refute_match(/timeout \(\d+s > \d+s\), killing/, @server.log)
+  end
+end

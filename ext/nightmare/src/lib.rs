@@ -172,7 +172,12 @@ impl PreambleReader {
         let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         // As much as Unicorn's own first read of a request takes.
         let mut buffer = [0u8; 16 * 1024];
-        match proxy_header::read(socket, rb_self.secret.as_ref(), proxy_header::WORKER_PATIENCE, &mut buffer) {
+        // Only the master's own front knows its secret; others are remote.
+        let patience = match rb_self.secret {
+            Some(_) => proxy_header::WORKER_PATIENCE,
+            None => proxy_header::REMOTE_FRONT_PATIENCE,
+        };
+        match proxy_header::read(socket, rb_self.secret.as_ref(), patience, &mut buffer) {
             // Local is shown as what Unicorn reports for UNIX-socket clients.
             Ok(Ok((client, 0))) => Ok((client.to_string(), None)),
             Ok(Ok((client, length))) => {

@@ -7,9 +7,12 @@
 //! response whose temp file holds part of the budget is a `Holding`, and
 //! once a worker has waited on the spent budget a while, the front sheds
 //! the clients that would hold their files longest: those that have taken
-//! nothing for `STALLED`, biggest first, then those whose pace would take
-//! longest to drain what they hold. A client reading at a fair pace is
-//! never shed: what it holds comes back soon by itself.
+//! nothing for `STALLED`, biggest first, then those whose pace is under
+//! `SLOW_PACE` and would take longer than `SLOW_DRAIN` to drain what
+//! their file still has to send. The pace is measured over the time the
+//! file has had bytes waiting for the client (since it last drained), so
+//! the app's think time and a fast reader's big download count for
+//! nothing: a client reading at a fair pace is never shed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,26 +25,37 @@ use crate::net::client_address::ClientAddress;
 
 /// A client that has taken nothing for this long is stalled.
 pub const STALLED: Duration = Duration::from_secs(2);
-/// A client whose pace would take longer than this to drain what it holds
-/// is slow enough to shed.
+/// A client whose pace would take longer than this to drain what its file
+/// still has to send is slow enough to shed...
 const SLOW_DRAIN: Duration = Duration::from_secs(5);
+/// ...if its pace (bytes a second) is under this too: a client taking a
+/// large download at this pace or faster gives budget back at that rate.
+const SLOW_PACE: u64 = 256 * 1024;
 /// Rounds of shedding are this far apart at least: what one round frees
 /// reaches the waiting workers before the next is judged.
 const ROUND_INTERVAL: Duration = Duration::from_millis(500);
 /// At most this many clients go in one round.
 const MOST_PER_ROUND: usize = 64;
 
-/// One response's temp file, as the shedder sees it.
+/// One response's temp file, as the shedder sees it. Times are
+/// milliseconds since the holders' start.
 #[derive(Debug)]
 pub struct Holding {
     owner: ConnectionId,
     peer: ClientAddress,
-    /// Milliseconds since the holders' start: when the response began, and
-    /// when its client last took bytes of it.
+    /// When the response began (for the log).
     began_ms: u64,
+    /// When the file last began to hold bytes (it drains to empty and
+    /// starts over), and what the client had taken by then: the pace is
+    /// measured from there.
+    backlog_began_ms: AtomicU64,
+    taken_before_backlog: AtomicU64,
+    /// When its client last took bytes (or the wait was the front's own).
     last_taken_ms: AtomicU64,
-    /// Bytes of the budget its file holds now.
+    /// Bytes of the budget its file holds now, and of those the bytes its
+    /// client has still to take.
     bytes: AtomicU64,
+    unsent: AtomicU64,
     /// Bytes its client has taken.
     taken: AtomicU64,
     shed: AtomicBool,
@@ -53,8 +67,9 @@ impl Holding {
         self.shed.load(Ordering::Acquire)
     }
 
-    pub fn set_bytes(&self, bytes: u64) {
-        self.bytes.store(bytes, Ordering::Release);
+    /// The file's bytes still to be taken by the client.
+    pub fn set_unsent(&self, unsent: u64) {
+        self.unsent.store(unsent, Ordering::Relaxed);
     }
 }
 
@@ -109,12 +124,16 @@ impl Holders {
         began: Instant,
         taken: (u64, Instant),
     ) -> Registration {
+        let now = self.ms(Instant::now());
         let holding = Arc::new(Holding {
             owner,
             peer,
             began_ms: self.ms(began),
+            backlog_began_ms: AtomicU64::new(now),
+            taken_before_backlog: AtomicU64::new(taken.0),
             last_taken_ms: AtomicU64::new(self.ms(taken.1.max(began))),
             bytes: AtomicU64::new(0),
+            unsent: AtomicU64::new(0),
             taken: AtomicU64::new(taken.0),
             shed: AtomicBool::new(false),
         });
@@ -129,7 +148,17 @@ impl Holders {
         }
     }
 
-    /// The client took `count` more bytes at `now`.
+    /// The file holds `bytes` of the budget now; from empty, a new backlog
+    /// begins, and the client's pace is measured from here.
+    pub fn set_bytes(&self, holding: &Holding, bytes: u64) {
+        if holding.bytes.swap(bytes, Ordering::AcqRel) == 0 && bytes > 0 {
+            holding.backlog_began_ms.store(self.ms(Instant::now()), Ordering::Relaxed);
+            holding.taken_before_backlog.store(holding.taken.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
+    /// The client took `count` more bytes at `now` (0: its bytes wait on
+    /// the front, not on it).
     pub fn note_taken(&self, holding: &Holding, count: u64, now: Instant) {
         holding.taken.fetch_add(count, Ordering::Relaxed);
         holding.last_taken_ms.store(self.ms(now), Ordering::Relaxed);
@@ -196,21 +225,28 @@ enum Judgement {
     Stalled { bytes: u64 },
 }
 
-/// `None` for a client that is not worth shedding: it holds nothing, is
-/// new, was shed already, or reads at a pace that frees its share soon.
+/// `None` for a client that is not worth shedding: it holds nothing, its
+/// backlog is new, it was shed already, or it reads at a pace that frees
+/// its share soon.
 fn judge(holding: &Holding, now_ms: u64) -> Option<Judgement> {
     let bytes = holding.bytes.load(Ordering::Acquire);
-    let age_ms = now_ms.saturating_sub(holding.began_ms);
+    let backlog_ms = now_ms.saturating_sub(holding.backlog_began_ms.load(Ordering::Relaxed));
     let stalled_ms = now_ms.saturating_sub(holding.last_taken_ms.load(Ordering::Relaxed));
-    if bytes == 0 || holding.is_shed() || age_ms < STALLED.as_millis() as u64 {
+    if bytes == 0 || holding.is_shed() || backlog_ms < STALLED.as_millis() as u64 {
         return None;
     }
     if stalled_ms >= STALLED.as_millis() as u64 {
         return Some(Judgement::Stalled { bytes });
     }
-    // Bytes a millisecond, on average since the response began.
-    let pace = holding.taken.load(Ordering::Relaxed) as f64 / age_ms.max(1) as f64;
-    let drain_ms = if pace > 0.0 { (bytes as f64 / pace) as u64 } else { u64::MAX };
+    let taken =
+        holding.taken.load(Ordering::Relaxed).saturating_sub(holding.taken_before_backlog.load(Ordering::Relaxed));
+    // Bytes a second over the backlog so far.
+    let pace = taken.saturating_mul(1000) / backlog_ms.max(1);
+    if pace >= SLOW_PACE {
+        return None;
+    }
+    let unsent = holding.unsent.load(Ordering::Relaxed);
+    let drain_ms = unsent.saturating_mul(1000).checked_div(pace).unwrap_or(u64::MAX);
     (drain_ms > SLOW_DRAIN.as_millis() as u64).then_some(Judgement::Slow { drain_ms })
 }
 
@@ -228,9 +264,12 @@ mod tests {
         ConnectionId { loop_index: 0, slot, serial: slot as u64 }
     }
 
+    /// A response of `bytes` (all unsent) whose backlog began at `began`.
     fn holder(holders: &Holders, slot: usize, bytes: u64, began: Instant) -> Registration {
         let registration = holders.register(owner(slot), peer(), began, (0, began));
-        registration.holding.set_bytes(bytes);
+        holders.set_bytes(&registration.holding, bytes);
+        registration.holding.set_unsent(bytes);
+        registration.holding.backlog_began_ms.store(holders.ms(began), Ordering::Relaxed);
         registration
     }
 
@@ -269,6 +308,51 @@ mod tests {
         // Then it stops: stalled, it goes.
         let later = start + Duration::from_secs(10) + STALLED + ROUND_INTERVAL;
         assert_eq!(holders.shed_round(MIB, later).len(), 1);
+    }
+
+    /// A big download taken at 20 MiB/s holds 400 MiB for 20 s: it gives
+    /// the budget back at that pace, and is not shed for the size.
+    #[test]
+    fn a_fast_reader_of_a_big_file_is_not_shed_however_long_it_drains() {
+        let holders = Holders::default();
+        let start = holders.started;
+        let reader = holder(&holders, 1, 400 * MIB, start);
+        for second in 1..=5 {
+            holders.note_taken(&reader.holding, 20 * MIB, start + Duration::from_secs(second));
+            reader.holding.set_unsent((400 - 20 * second) * MIB);
+        }
+        assert!(holders.shed_round(MIB, start + Duration::from_secs(5)).is_empty());
+    }
+
+    /// Bytes taken before the file's backlog began (while the app thought,
+    /// or from memory) do not make a slow reader look fast, nor the app's
+    /// time a fast one look slow.
+    #[test]
+    fn the_pace_counts_from_the_backlog_only() {
+        let holders = Holders::default();
+        let start = holders.started;
+        let registration = holders.register(owner(1), peer(), start, (100 * MIB, start));
+        holders.set_bytes(&registration.holding, 0);
+        holders.set_bytes(&registration.holding, 30 * MIB);
+        registration.holding.set_unsent(30 * MIB);
+        let backlog = holders.ms(start);
+        registration.holding.backlog_began_ms.store(backlog, Ordering::Relaxed);
+        for second in 1..=10 {
+            holders.note_taken(&registration.holding, 1000, start + Duration::from_secs(second));
+        }
+        let shed = holders.shed_round(u64::MAX, start + Duration::from_secs(10));
+        assert_eq!(shed.len(), 1, "1 kB/s since its backlog began, whatever it took before");
+    }
+
+    #[test]
+    fn bytes_waiting_on_the_front_do_not_make_a_client_stalled() {
+        let holders = Holders::default();
+        let start = holders.started;
+        let reader = holder(&holders, 1, 8 * MIB, start);
+        holders.note_taken(&reader.holding, 8 * MIB, start + Duration::from_secs(1));
+        // Its next bytes wait on the disk, not on it: the front says so.
+        holders.note_taken(&reader.holding, 0, start + Duration::from_secs(4));
+        assert!(holders.shed_round(MIB, start + Duration::from_secs(5)).is_empty());
     }
 
     #[test]

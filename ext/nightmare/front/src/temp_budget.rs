@@ -125,7 +125,8 @@ impl TempShare {
         TempShare { budget: Arc::clone(budget), bytes: 0, reader: Some(reader) }
     }
 
-    /// The client took `count` more bytes of the response at `now`.
+    /// The client took `count` more bytes of the response at `now` (0: what
+    /// it waits for waits on the front, not on it).
     pub fn note_taken(&mut self, count: u64, now: Instant) {
         let Some(reader) = &mut self.reader else { return };
         reader.taken += count;
@@ -149,7 +150,14 @@ impl TempShare {
         let registration = reader.registration.get_or_insert_with(|| {
             holders.register(reader.owner, reader.peer, reader.began, (reader.taken, reader.last_taken))
         });
-        registration.holding.set_bytes(bytes);
+        holders.set_bytes(&registration.holding, bytes);
+    }
+
+    /// What the file has still to send to the client, for judging its pace.
+    pub fn note_unsent(&self, unsent: u64) {
+        if let Some(registration) = self.reader.as_ref().and_then(|reader| reader.registration.as_ref()) {
+            registration.holding.set_unsent(unsent);
+        }
     }
 
     /// Makes the share cover a file of `size` bytes if the budget allows;

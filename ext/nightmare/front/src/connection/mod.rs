@@ -191,8 +191,10 @@ impl Connection {
         if let Some(verdict) = self.check_on_server(ctx) {
             return verdict;
         }
-        if let Some(verdict) = self.check_on_budget(ctx) {
-            return verdict;
+        // The deadline below still counts for a connection that waits on
+        // the budget (send_timeout, send_min_rate).
+        if self.check_on_budget(ctx) == Some(Verdict::Close) {
+            return Verdict::Close;
         }
         match self.deadline {
             Some(deadline) if ctx.now >= deadline => {

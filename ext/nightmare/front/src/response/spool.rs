@@ -141,9 +141,11 @@ impl ResponseSpool {
         self.budget_bound
     }
 
-    /// The client took `count` bytes at `now`: its pace, for shedding.
+    /// The client took `count` bytes at `now`: its pace, for shedding (0:
+    /// what it waits for waits on the disk, not on it).
     pub fn note_taken(&mut self, count: usize, now: std::time::Instant) {
         self.share.note_taken(count as u64, now);
+        self.share.note_unsent(self.file_unsent());
     }
 
     /// The front chose to shed this response's client (see `shedding`).
@@ -277,6 +279,7 @@ impl ResponseSpool {
             }
         }
         spool.queued += data.len() as u64;
+        self.share.note_unsent(self.file_unsent());
         Ok(())
     }
 }

@@ -292,6 +292,10 @@ impl Exchange {
         if self.worker_finished() && self.response.is_empty() {
             return Pump::Finished { keep_alive: self.framer.keep_alive() };
         }
+        if self.response.waiting_for_disk() {
+            // What the client waits for waits on the front's own disk.
+            self.response.note_taken(0, now);
+        }
         let on_budget = self.upstream.is_some() && self.upstream_ready.readable && self.response.waits_for_budget();
         self.waiting_on_budget = if on_budget { self.waiting_on_budget.or(Some(now)) } else { None };
         Pump::Working { client_kept_up: client_took || self.response.waiting_for_disk() }

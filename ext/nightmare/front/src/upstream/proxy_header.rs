@@ -43,6 +43,11 @@ pub type Secret = [u8; SECRET_LEN];
 /// 99th percentile of those and 50 ms at most; this is five times that.
 pub const WORKER_PATIENCE: Duration = Duration::from_millis(250);
 
+/// The same for a front on another host (a proxy_protocol listener): its
+/// preamble comes right behind the handshake, but one lost segment costs
+/// Linux's least retransmission timeout (200 ms) plus a round trip.
+pub const REMOTE_FRONT_PATIENCE: Duration = Duration::from_secs(1);
+
 /// The preamble for `client`, with the master's `secret` for its own
 /// workers, or without (padding in its place) for a remote listener.
 /// Destination addresses are left zero: Unicorn takes the server's name
