@@ -156,6 +156,7 @@ class StandaloneTest < Minitest::Test
     Timeout.timeout(30) { Process.waitpid(launcher) }
     assert $?.success?, "the launcher returns once the daemon runs: #{@server.log}"
     daemon = Integer(File.read(@server.pid_path))
+    @server.adopt(daemon) # stopped by teardown, whatever fails below
     refute_equal launcher, daemon, "a process of its own"
     @server.wait_until("the daemon's front", 20) { @server.log.include?("nightmare front ready") }
     assert_equal "host1", get("/host").body

@@ -130,7 +130,14 @@ class StandaloneFront
 
   def front_pid = LocalProcesses.children_of(@pid).find { |child| LocalProcesses.cmdline(child).include?("nightmare front") }
 
+  # A master this process did not start (daemonized with -D): #stop waits
+  # for it by /proc, and kills what is left of it, even after a failure.
+  def adopt(pid)
+    @adopted = pid
+  end
+
   def stop
+    stop_adopted if @adopted
     return unless @pid
 
     children = LocalProcesses.children_of(@pid)
@@ -150,6 +157,28 @@ class StandaloneFront
     @pid = nil
   ensure
     FileUtils.rm_rf(@dir) unless ENV["KEEP_TEST_DIRS"]
+  end
+
+  private
+
+  # Each process is known by its pid and start time, so a pid the system
+  # gave to another process since is never signalled.
+  def stop_adopted
+    tree = [@adopted, *LocalProcesses.children_of(@adopted)].map { |pid| [pid, started_at(pid)] }
+    alive = -> { tree.select { |pid, start| start && started_at(pid) == start } }
+    [:QUIT, :KILL].each do |signal|
+      alive.call.each { |pid, _| Process.kill(signal, pid) rescue nil } # rubocop:disable Style/RescueModifier
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + (signal == :QUIT ? 20 : 5)
+      sleep 0.05 while alive.call.any? && Process.clock_gettime(Process::CLOCK_MONOTONIC) < deadline
+      break if alive.call.empty?
+    end
+    @adopted = nil
+  end
+
+  def started_at(pid)
+    File.read("/proc/#{pid}/stat").split(") ").last.split[19]
+  rescue Errno::ENOENT, Errno::ESRCH
+    nil
   end
 end
 
