@@ -110,7 +110,7 @@ impl AddressKey {
     /// listener; 127.0.0.1 and ::1, where a proxy or a load test on the same
     /// machine connects from; and, unless `counts_private`, every private,
     /// loopback or link-local address.
-    fn of(peer: &ClientAddress, counts_private: bool) -> Option<AddressKey> {
+    pub(crate) fn of(peer: &ClientAddress, counts_private: bool) -> Option<AddressKey> {
         let ClientAddress::Ip(address) = peer else { return None };
         let ip = match address.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),

@@ -105,8 +105,8 @@ impl EventLoop {
             }
             self.make_room_if_asked(now);
             self.deliver_written(now);
-            // Last before polling: grants this thread posted to itself came
-            // without a wakeup.
+            // Last before polling: grants and turns this thread posted to
+            // itself came without a wakeup.
             self.deliver_grants(now);
             if self.should_exit(now) {
                 break;
@@ -322,14 +322,20 @@ impl EventLoop {
     }
 
     /// Until the mailbox stays empty: handling a grant can release a slot
-    /// that this very loop is granted next.
+    /// that this very loop is granted next, and a request that ends can
+    /// pass its address's turn to another of this loop's connections.
     fn deliver_grants(&mut self, now: Instant) {
         loop {
-            let grants = self.shared.mailboxes.0[self.index].take_grants();
-            if grants.is_empty() {
+            let mailbox = &self.shared.mailboxes.0[self.index];
+            let (grants, shares) = (mailbox.take_grants(), mailbox.take_shares());
+            if grants.is_empty() && shares.is_empty() {
                 return;
             }
             self.handle_grants(grants, now);
+            // A turn whose connection left is dropped here, and passes on.
+            for (id, slot) in shares {
+                self.run_connection(id.slot, Some(id.serial), now, |connection, ctx| connection.on_share(slot, ctx));
+            }
         }
     }
 

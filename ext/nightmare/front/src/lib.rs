@@ -17,6 +17,7 @@ pub mod loop_context;
 pub mod mailbox;
 pub mod net;
 pub mod request;
+pub mod request_share;
 pub mod response;
 pub mod shared;
 pub mod shedding;
@@ -160,6 +161,7 @@ impl Front {
     /// Workers now running; requests in flight follow it.
     pub fn set_worker_count(&self, workers: usize) {
         self.shared.pool.set_worker_count(workers);
+        self.shared.shares.set_worker_count(workers);
     }
 
     /// Reloads every `ssl` block's certificates (HUP): all or none, so a

@@ -1,7 +1,7 @@
 //! How one loop thread hands work to another: each loop has a mailbox
-//! (room on a server granted to its queued requests, and news that a temp
-//! file write finished), and a connection is addressed by its
-//! `ConnectionId`.
+//! (room on a server granted to its queued requests, a turn among its
+//! address's requests, and news that a temp file write finished), and a
+//! connection is addressed by its `ConnectionId`.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use mio::Waker;
 
 pub use crate::connection_id::ConnectionId;
+use crate::request_share::{ShareSink, ShareSlot};
 use crate::upstream::pool::{GrantSink, InFlight};
 
 thread_local! {
@@ -24,6 +25,8 @@ thread_local! {
 #[derive(Default)]
 struct Grants {
     rooms: Vec<(ConnectionId, InFlight)>,
+    /// Turns of requests that waited for their address's earlier ones.
+    shares: Vec<(ConnectionId, ShareSlot)>,
     /// Set when the loop has ended: no one would take a room posted now.
     closed: bool,
 }
@@ -57,13 +60,17 @@ impl Mailbox {
         std::mem::take(&mut self.lock_grants().rooms)
     }
 
+    pub fn take_shares(&self) -> Vec<(ConnectionId, ShareSlot)> {
+        std::mem::take(&mut self.lock_grants().shares)
+    }
+
     /// Called by the loop as it ends: the rooms granted to it and any
     /// granted later go back to the pool, for the loops still running.
     pub fn close(&self) {
         let undelivered = {
             let mut grants = self.lock_grants();
             grants.closed = true;
-            std::mem::take(&mut grants.rooms)
+            (std::mem::take(&mut grants.rooms), std::mem::take(&mut grants.shares))
         };
         drop(undelivered);
     }
@@ -105,6 +112,22 @@ impl Mailbox {
         }
     }
 
+    fn post_share(&self, id: ConnectionId, slot: ShareSlot) {
+        let mut grants = self.lock_grants();
+        if grants.closed {
+            // Passed on once the lock is let go: passing on may post again.
+            drop(grants);
+            drop(slot);
+            return;
+        }
+        let was_empty = grants.shares.is_empty();
+        grants.shares.push((id, slot));
+        drop(grants);
+        if was_empty && !self.is_drained_by_this_thread() {
+            self.wake();
+        }
+    }
+
     fn post_written(&self, id: ConnectionId) {
         let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
         let was_empty = written.is_empty();
@@ -138,6 +161,14 @@ impl Mailboxes {
 
     pub fn wake_all(&self) {
         self.0.iter().for_each(Mailbox::wake);
+    }
+}
+
+impl ShareSink for Arc<Mailboxes> {
+    fn deliver(&self, waiter: ConnectionId, slot: ShareSlot) {
+        if let Some(mailbox) = self.0.get(waiter.loop_index) {
+            mailbox.post_share(waiter, slot);
+        }
     }
 }
 

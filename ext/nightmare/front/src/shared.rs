@@ -11,6 +11,7 @@ use crate::config::FrontConfig;
 use crate::connection_permit::ClientCounts;
 use crate::log::{Log, Throttle};
 use crate::mailbox::Mailboxes;
+use crate::request_share::RequestShares;
 use crate::static_files::StaticFiles;
 use crate::stats::{Counters, LoopPhases};
 use crate::temp_budget::TempBudget;
@@ -60,6 +61,8 @@ pub struct Shared {
     pub address_over_share: Throttle,
     /// Open client connections, for max_connections and its per-address share.
     pub clients: Arc<ClientCounts>,
+    /// Requests each client address has with the upstreams (requests_per_address).
+    pub shares: Arc<RequestShares>,
     pub counters: Counters,
     /// What each loop's connections are doing, as of its last tick.
     pub phases: Vec<LoopPhases>,
@@ -82,6 +85,13 @@ impl Shared {
             config.temp_path_max_size.or_else(|| TempBudget::half_of_free_space(&config.temp_path)).unwrap_or(0),
         );
         let clients = ClientCounts::new(&config);
+        // Without workers of its own (standalone), a front's automatic share
+        // is 16: its upstreams' capacity is not known here.
+        let workers = match pool.stats().workers {
+            0 => 16,
+            workers => workers,
+        };
+        let shares = RequestShares::new(config.requests_per_address, workers, Box::new(Arc::clone(&mailboxes)));
         let threads = config.threads;
         Shared {
             config,
@@ -99,6 +109,7 @@ impl Shared {
             idle_closed_for_room: Throttle::new(Duration::from_secs(10)),
             address_over_share: Throttle::new(Duration::from_secs(10)),
             clients,
+            shares,
             counters: Counters::default(),
             phases: (0..threads).map(|_| LoopPhases::default()).collect(),
             room_wanted: AtomicU64::new(0),

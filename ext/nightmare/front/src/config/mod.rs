@@ -77,6 +77,10 @@ pub struct FrontConfig {
     pub temp_path_max_size: Option<u64>,
     /// Requests handed to the workers' accept queue per worker before the
     /// rest wait in the front (HAProxy's per-server maxconn).
+    /// Requests one client address may have with the upstreams at once
+    /// (in flight or queued); `None`: as many as the workers, public
+    /// addresses only; 0: no limit.
+    pub requests_per_address: Option<usize>,
     pub in_flight_per_worker: usize,
     /// Requests waiting in the front for a worker, at most; more get 503.
     pub max_queued_requests: usize,
@@ -166,6 +170,7 @@ impl FrontConfig {
             max_temp_file_size: 0,
             temp_path_max_size: None,
             in_flight_per_worker: 1,
+            requests_per_address: None,
             max_queued_requests: 1,
             queue_timeout: Duration::ZERO,
             static_files: None,

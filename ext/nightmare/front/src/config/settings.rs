@@ -380,6 +380,18 @@ pub static SETTINGS: &[Setting] = &[
                 measured slower, see Benchmark)",
     },
     Setting {
+        name: "requests_per_address",
+        kind: Kind::CountOrAuto { min: 0, store: |c, v| c.requests_per_address = v.map(usize_of) },
+        default: Default::Written("auto"),
+        nginx: "– (nginx passes every request on)",
+        about: "requests one client address (an IPv6 /64) may have with the workers at once, in flight or in the \
+                front's queue; its next ones wait behind them, not in front of other clients (2,000 requests from \
+                one address put a fresh client 27.7 s back in the queue); `\"auto\"` is as many as the master has \
+                workers (at least 2; 16 for a front without workers of its own), for public addresses only, as \
+                `max_connections_per_address` counts them; a number counts every address but 127.0.0.1 and ::1; \
+                0 means no limit",
+    },
+    Setting {
         name: "max_queued_requests",
         kind: Kind::Count { min: 1, store: |c, v| c.max_queued_requests = usize_of(v) },
         default: Default::Number(1024),

@@ -25,11 +25,13 @@ use crate::net::listener::Scheme;
 use crate::net::socket_io::{Readiness, WriteOutcome};
 use crate::request::body::BodyRead;
 use crate::request::head::HeadReader;
+use crate::request_share::{ShareSlot, ShareTicket};
 use crate::response::send_pace::SendPace;
 use crate::shared::StopMode;
 use crate::static_files::FileReply;
 use crate::stats::{Counters, Phase};
 use crate::upstream::exchange::Exchange;
+use crate::upstream::outbound::BufferedRequest;
 use crate::upstream::pool::InFlight;
 use crate::upstream::tunnel::Tunnel;
 use handoff::{ClientSide, QueuedRequest};
@@ -60,6 +62,13 @@ enum State {
         body: Box<BodyRead>,
         /// What the client sent after this request (pipelining).
         leftover: Vec<u8>,
+    },
+    /// Complete, waiting for its address's earlier requests to leave the
+    /// upstreams (requests_per_address) before it may join the queue.
+    AwaitingShare {
+        request: Box<BufferedRequest>,
+        /// Its place in its address's line.
+        ticket: ShareTicket,
     },
     /// Complete, waiting in the front's queue for room with the workers.
     Queued(QueuedRequest),
@@ -95,6 +104,9 @@ pub struct Connection {
     deadline: Option<Instant>,
     /// How fast the client takes the current response (send_min_rate).
     pace: SendPace,
+    /// One of its address's requests with the upstreams, while its request
+    /// is queued or with a worker (requests_per_address).
+    share: Option<ShareSlot>,
     requests_served: usize,
     /// The current request's access log entry, when access_log is on.
     entry: Option<Box<LogEntry>>,
@@ -121,6 +133,7 @@ impl Connection {
             state: State::ReadingHead(HeadReader::default()),
             deadline: Some(deadline),
             pace: SendPace::default(),
+            share: None,
             requests_served: 0,
             entry: None,
             _permit: permit,
@@ -136,7 +149,7 @@ impl Connection {
         // not cost a worker later, nor hold its connection and temp file
         // meanwhile. (A half-close alone may still want the answer.)
         let gone = event.is_error() || (event.is_read_closed() && event.is_write_closed());
-        if gone && matches!(self.state, State::Queued(_) | State::StoringBody { .. }) {
+        if gone && matches!(self.state, State::Queued(_) | State::AwaitingShare { .. } | State::StoringBody { .. }) {
             return Verdict::Close;
         }
         self.client_ready.note(event);
@@ -164,6 +177,24 @@ impl Connection {
     /// Its request waits in the front's queue for a grant.
     pub fn is_queued(&self) -> bool {
         matches!(self.state, State::Queued(_))
+    }
+
+    /// Its address's turn came for the request that waited for it (the
+    /// caller checked nothing; a slot it cannot use, dropped, passes on).
+    pub fn on_share(&mut self, slot: ShareSlot, ctx: &mut LoopContext) -> Verdict {
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::AwaitingShare { request, ticket } => {
+                drop(ticket);
+                self.share = Some(slot);
+                let handoff = handoff::admit(request, self.client_side(ctx), ctx);
+                self.state = self.follow(handoff, ctx);
+                self.drive(ctx)
+            }
+            other => {
+                self.state = other;
+                Verdict::Keep
+            }
+        }
     }
 
     /// Room on a server was granted to this connection's queued request
@@ -229,8 +260,26 @@ impl Connection {
         Some(self.drive(ctx))
     }
 
-    /// Runs the machine until it has to wait for I/O.
+    /// Runs the machine until it has to wait for I/O; then gives its
+    /// address's share back if its request no longer needs it.
     pub fn drive(&mut self, ctx: &mut LoopContext) -> Verdict {
+        let verdict = self.run_machine(ctx);
+        if self.share.is_some() && !self.needs_share() {
+            self.share = None;
+        }
+        verdict
+    }
+
+    /// Its request is queued or with a server that has not finished it.
+    fn needs_share(&self) -> bool {
+        match &self.state {
+            State::Queued(_) | State::Tunneling(_) => true,
+            State::Exchanging(exchange) | State::Draining(exchange) => !exchange.worker_finished(),
+            _ => false,
+        }
+    }
+
+    fn run_machine(&mut self, ctx: &mut LoopContext) -> Verdict {
         if !self.flush_client(ctx) {
             return Verdict::Close;
         }
@@ -328,7 +377,9 @@ impl Connection {
             State::ServingFile { reply, leftover } => self.serve_file(reply, leftover, ctx),
             State::Replying(reply) => self.reply(reply, ctx),
             State::Lingering { until } => self.linger(until, ctx),
-            waiting @ (State::Queued(_) | State::Flushing | State::Closed) => (waiting, Step::Wait),
+            waiting @ (State::Queued(_) | State::AwaitingShare { .. } | State::Flushing | State::Closed) => {
+                (waiting, Step::Wait)
+            }
         }
     }
 
@@ -400,6 +451,22 @@ impl Connection {
             State::Queued(queued) => {
                 let rejection = handoff::waited_too_long(queued, self.client_side(ctx), ctx);
                 self.reply_with(rejection, ctx)
+            }
+            State::AwaitingShare { request, ticket } => {
+                drop((request, ticket));
+                if ctx.shared.overload.allows(ctx.now) {
+                    let limit = config.queue_timeout.as_secs_f64();
+                    ctx.shared.log.warn(format!(
+                        "request of client {} waited queue_timeout ({limit}s) behind its own address's earlier \
+                         requests (requests_per_address {}); answered 503 (at most one such line a second)",
+                        self.peer,
+                        ctx.shared.shares.limit()
+                    ));
+                }
+                self.reply_with(
+                    Rejection::overloaded("your earlier requests still hold your share of the workers"),
+                    ctx,
+                )
             }
             State::ServingFile { reply, .. } => {
                 self.say_too_slow("its static file", reply.sent().0, ctx);

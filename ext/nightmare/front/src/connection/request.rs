@@ -13,6 +13,7 @@ use crate::net::socket_io::{ReadOutcome, WriteOutcome, read_some, write_some};
 use crate::request::body::{BodyFeed, BodyPlan, BodyRead};
 use crate::request::body_spool::{SpoolError, SpooledBody};
 use crate::request::head::{HeadReader, RequestHead};
+use crate::request_share::ShareAdmission;
 use crate::static_files::Lookup;
 use crate::stats::{self, Counters};
 use crate::status_page::StatusReply;
@@ -290,7 +291,17 @@ impl Connection {
                 Lookup::Refuse(rejection) => return self.reject(rejection, ctx),
             }
         }
-        let request = Box::new(BufferedRequest::new(head, body, interim, leftover));
+        let mut request = Box::new(BufferedRequest::new(head, body, interim, leftover));
+        match ctx.shared.shares.admit(&self.peer, self.id) {
+            ShareAdmission::Uncounted => {}
+            ShareAdmission::Admitted(slot) => self.share = Some(slot),
+            ShareAdmission::Wait(ticket) => {
+                // Its wait counts as the queue's: queue_timeout, $queue_time.
+                let since = *request.queued_since.get_or_insert(ctx.now);
+                self.deadline = Some(since + ctx.shared.config.queue_timeout);
+                return State::AwaitingShare { request, ticket };
+            }
+        }
         let handoff = handoff::admit(request, self.client_side(ctx), ctx);
         self.follow(handoff, ctx)
     }
