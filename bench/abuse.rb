@@ -13,7 +13,10 @@
 # - an access log whose disk stops (a FIFO nobody reads) under requests
 #   whose lines escape to 64 KiB;
 # - 500 and 2,000 slow readers of 8 MiB (slowhttptest -X, windows of 512 to
-#   1024 bytes), beside fast clients and a 1-second probe twice a second.
+#   1024 bytes), beside fast clients and a 1-second probe twice a second;
+#   then 2,000 again from an address of their own (a network namespace at
+#   198.51.100.2, as an attacker on the internet has), while the fast
+#   clients and probes stay on 127.0.0.1.
 #
 # Prints what the front held (peak RSS, kernel TCP memory), what the other
 # clients got, and how each attack ended; writes bench/results/abuse.md.
@@ -50,12 +53,37 @@ def peak_kib(pids) = pids.sum { |pid| LocalProcesses.peak_rss_kib(pid) }
 def tcp_memory_mib = File.read("/proc/net/sockstat")[/TCP:.* mem (\d+)/, 1].to_i * 4096 / MIB.to_f
 def tcp_pressure_mib = File.read("/proc/sys/net/ipv4/tcp_mem").split[1].to_i * 4096 / MIB.to_f
 
-def start(name, root, nightmare: {}, nginx: "")
+def start(name, root, nightmare: {}, nginx: "", listen_also: nil)
   if name == OURS
-    Bench::UnicornNightmare.new(name, root, settings: nightmare, config: "status_path #{STATUS.inspect}").start
+    Bench::UnicornNightmare.new(name, root, settings: nightmare, config: "status_path #{STATUS.inspect}",
+                                            listen_also: listen_also).start
   else
-    Bench::NginxUnicorn.new(name, root, server: nginx).start
+    Bench::NginxUnicorn.new(name, root, server: nginx, listen_also: listen_also).start
   end
+end
+
+# A network namespace the attackers run in, at an address of their own
+# (TEST-NET-2, which the front counts as public), joined to this host by a
+# veth pair; yields the command prefix that runs in it, or nil (saying
+# why) where namespaces cannot be made.
+ATTACKER_NETNS = "nightmare-abuse"
+HOST_SIDE = "198.51.100.1"
+ATTACKER_SIDE = "198.51.100.2"
+
+def with_attacker_address
+  unless Process.euid.zero? && system("command -v ip >/dev/null")
+    warn "   (not root, or no iproute2: the attackers stay on 127.0.0.1)"
+    return yield(nil)
+  end
+  setup = ["ip netns add #{ATTACKER_NETNS}", "ip link add nmabuse0 type veth peer name nmabuse1",
+           "ip link set nmabuse1 netns #{ATTACKER_NETNS}", "ip addr add #{HOST_SIDE}/24 dev nmabuse0",
+           "ip link set nmabuse0 up", "ip -n #{ATTACKER_NETNS} addr add #{ATTACKER_SIDE}/24 dev nmabuse1",
+           "ip -n #{ATTACKER_NETNS} link set nmabuse1 up", "ip -n #{ATTACKER_NETNS} link set lo up"]
+  setup.each { |command| system(command, exception: true) }
+  yield ["ip", "netns", "exec", ATTACKER_NETNS]
+ensure
+  system("ip link del nmabuse0", err: File::NULL)
+  system("ip netns del #{ATTACKER_NETNS}", err: File::NULL)
 end
 
 # The front's own figures (nightmare only).
@@ -182,8 +210,11 @@ ensure
   reader&.close
 end
 
-def slow_readers(name, root, count)
-  target = start(name, root)
+# +prefix+ runs the attackers from their own address (see
+# with_attacker_address); nil keeps them on 127.0.0.1.
+def slow_readers(name, root, count, prefix = nil)
+  target = start(name, root, listen_also: prefix && HOST_SIDE)
+  attacked = prefix ? "http://#{HOST_SIDE}:#{target.port}/8m" : target.url("/8m")
   peak = tcp_memory_mib
   sampling = true
   sampler = Thread.new do
@@ -193,8 +224,8 @@ def slow_readers(name, root, count)
     end
   end
   log = File.join(root, "slowhttptest-#{name.gsub(/\W/, '-')}-#{count}.log")
-  attack = Process.spawn("slowhttptest", "-X", "-c", count.to_s, "-r", "500", "-l", (SECONDS + 20).to_s, "-p", "5",
-                         "-w", "512", "-y", "1024", "-n", "5", "-z", "32", "-k", "3", "-u", target.url("/8m"),
+  attack = Process.spawn(*prefix, "slowhttptest", "-X", "-c", count.to_s, "-r", "500", "-l", (SECONDS + 20).to_s,
+                         "-p", "5", "-w", "512", "-y", "1024", "-n", "5", "-z", "32", "-k", "3", "-u", attacked,
                          out: log, err: %i[child out])
   sleep 5 # they connect at 500 a second
   fast = nil
@@ -203,7 +234,8 @@ def slow_readers(name, root, count)
   if name == OURS
     stats = figures(target)
     result[:ended] = "#{stats['slow_readers_closed']} cut for send_timeout or send_min_rate, " \
-                     "#{stats['clients_shed']} shed"
+                     "#{stats['clients_shed']} shed, #{stats['requests_waited_for_own_address']} waited for their " \
+                     "address's earlier ones"
   end
   result
 ensure
@@ -251,6 +283,11 @@ Dir.mktmpdir("nightmare-bench-abuse") do |root|
     warn "== #{count} slow readers of 8 MiB"
     results[count] = both("readers") { |name| slow_readers(name, root, count) }
   end
+  warn "== #{READER_COUNTS.max} slow readers of 8 MiB from an address of their own"
+  with_attacker_address do |prefix|
+    results[:own_address] = both("readers") { |name| slow_readers(name, root, READER_COUNTS.max, prefix) }
+    results[:own_address_is_own] = !prefix.nil?
+  end
 end
 
 lines = ["Run #{Time.now.utc.strftime('%Y-%m-%d %H:%M UTC')} on #{Bench.machine}; wrk #{FAST_CONNECTIONS} " \
@@ -296,6 +333,17 @@ READER_COUNTS.each do |count|
   end
 end
 
+own = results[:own_address]
+lines.push("", "**#{READER_COUNTS.max} slow readers of 8 MiB from an address of their own** " \
+               "(#{results[:own_address_is_own] ? "#{ATTACKER_SIDE}, a network namespace" : 'no namespace here: 127.0.0.1'}; " \
+               "fast clients and probes on 127.0.0.1):", "")
+lines << "| server | kernel TCP memory peak | 1 s probes failed | fast clients | front RSS | how they ended |"
+lines << "|---|---|---|---|---|---|"
+own.each do |name, r|
+  lines << "| #{name} | #{r[:peak].round} MiB | #{r[:probes_failed]} of #{r[:probes]} | #{fast_cell(r[:fast])} | " \
+           "#{r[:rss] >> 10} MiB | #{r[:ended] || ''} |"
+end
+
 ours = ->(key) { results[key][OURS] }
 checks = [
   ["32 x 3 MB of 1-byte chunks raise the front's peak RSS by under 32 MiB (#{ours.(:chunks)[:grown] >> 10} MiB)",
@@ -319,6 +367,11 @@ READER_COUNTS.each do |count|
   shown = ratio(r) ? format("%.2f", ratio(r)) : "neither served a fast client"
   checks << ["#{count} slow readers: fast clients served >= 1.0 x nginx+unicorn (#{shown})", ratio(r).to_f >= 1.0]
 end
+shown = ratio(own) ? format("%.2f", ratio(own)) : "neither served a fast client"
+checks << ["#{READER_COUNTS.max} slow readers from their own address: 0 failed probes through nightmare " \
+           "(#{own[OURS][:probes_failed]})", own[OURS][:probes_failed].zero?]
+checks << ["#{READER_COUNTS.max} slow readers from their own address: fast clients served >= 1.0 x nginx+unicorn " \
+           "(#{shown})", ratio(own).to_f >= 1.0]
 lines << ""
 checks.each { |what, met| lines << "- #{met ? 'met' : 'MISSED'}: #{what}" }
 report = lines.join("\n")

@@ -102,11 +102,13 @@ module Bench
   class NginxUnicorn < Target
     # +worker_connections+ per nginx worker: room for many holders in
     # bench/many_clients.rb.
-    # +server+ is more of nginx's configuration for the server block.
-    def initialize(name, root, worker_connections: 4096, server: "")
+    # +server+ is more of nginx's configuration for the server block;
+    # +listen_also+ another address to listen on, on the same port.
+    def initialize(name, root, worker_connections: 4096, server: "", listen_also: nil)
       super(name, root)
       @worker_connections = worker_connections
       @server = server
+      @listen_also = listen_also
     end
 
     def start
@@ -114,6 +116,7 @@ module Bench
         client_max_body_size 100m;
         server {
           listen 127.0.0.1:#{@port};
+          #{@listen_also ? "listen #{@listen_also}:#{@port};" : ''}
           #{@server}
           location / {
             proxy_pass http://unicorn;
@@ -168,11 +171,13 @@ module Bench
 
   class UnicornNightmare < Target
     # +settings+ go to the nightmare directive beside the benchmark's own;
-    # +config+ is more of Unicorn's configuration.
-    def initialize(name, root, settings: {}, config: "")
+    # +config+ is more of Unicorn's configuration; +listen_also+ another
+    # address to listen on, on the same port.
+    def initialize(name, root, settings: {}, config: "", listen_also: nil)
       super(name, root)
       @settings = { client_max_body_size: "100m" }.merge(settings)
       @config = config
+      @listen_also = listen_also
     end
 
     def start
@@ -180,6 +185,7 @@ module Bench
         require "nightmare"
         worker_processes #{WORKERS}
         listen "127.0.0.1:#{@port}"
+        #{@listen_also ? "listen \"#{@listen_also}:#{@port}\"" : ''}
         stderr_path "#{@dir}/unicorn.log"
         nightmare(#{@settings.inspect})
         #{@config}
