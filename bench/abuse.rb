@@ -263,12 +263,20 @@ def seconds(value) = value ? format("%.2f s", value) : "failed"
 # second.
 def served_per_second(result) = result.requests_per_second * (result.requests - result.failed) / [result.requests, 1].max
 
-# nightmare/nginx in fast clients served; nil when neither served any.
+# nightmare/nginx in fast clients served; nil when neither served any,
+# infinite when only nginx served none.
 def ratio(results)
   ours, theirs = results.values_at(OURS, PEER).map { |r| served_per_second(r[:fast]) }
   return if ours.zero? && theirs.zero?
 
-  ours / [theirs, 1].max
+  theirs.zero? ? Float::INFINITY : ours / theirs
+end
+
+def shown_ratio(results)
+  value = ratio(results)
+  return "neither served a fast client" unless value
+
+  value.infinite? ? "nginx+unicorn served none" : format("%.2f", value)
 end
 
 results = {}
@@ -364,14 +372,13 @@ READER_COUNTS.each do |count|
              r[OURS][:probes_failed].zero?]
   checks << ["#{count} slow readers: kernel TCP memory below the pressure mark (#{r[OURS][:peak].round} MiB)",
              r[OURS][:peak] < tcp_pressure_mib]
-  shown = ratio(r) ? format("%.2f", ratio(r)) : "neither served a fast client"
-  checks << ["#{count} slow readers: fast clients served >= 1.0 x nginx+unicorn (#{shown})", ratio(r).to_f >= 1.0]
+  checks << ["#{count} slow readers: fast clients served >= 1.0 x nginx+unicorn (#{shown_ratio(r)})",
+             ratio(r).to_f >= 1.0]
 end
-shown = ratio(own) ? format("%.2f", ratio(own)) : "neither served a fast client"
 checks << ["#{READER_COUNTS.max} slow readers from their own address: 0 failed probes through nightmare " \
            "(#{own[OURS][:probes_failed]})", own[OURS][:probes_failed].zero?]
 checks << ["#{READER_COUNTS.max} slow readers from their own address: fast clients served >= 1.0 x nginx+unicorn " \
-           "(#{shown})", ratio(own).to_f >= 1.0]
+           "(#{shown_ratio(own)})", ratio(own).to_f >= 1.0]
 lines << ""
 checks.each { |what, met| lines << "- #{met ? 'met' : 'MISSED'}: #{what}" }
 report = lines.join("\n")
