@@ -112,9 +112,7 @@ impl EventLoop {
                 break;
             }
         }
-        // Dropping the connections closes their sockets and frees their slots.
-        self.connections.clear();
-        self.shared.mailboxes.0[self.index].close();
+        // Dropping the loop (see Drop) closes its connections and its mailbox.
     }
 
     fn context(&mut self, now: Instant) -> (LoopContext<'_>, &mut Slab<Connection>) {
@@ -391,6 +389,17 @@ impl EventLoop {
                 self.connections.is_empty() || self.stop_deadline.is_some_and(|deadline| now >= deadline)
             }
         }
+    }
+}
+
+impl Drop for EventLoop {
+    /// However the loop ends (a panic outside a connection's handler too):
+    /// the connections close, which frees their rooms, turns and temp
+    /// files, and the mailbox closes, so what is posted to it from now on
+    /// goes back to the loops still running.
+    fn drop(&mut self) {
+        self.connections.clear();
+        self.shared.mailboxes.0[self.index].close();
     }
 }
 

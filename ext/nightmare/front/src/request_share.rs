@@ -34,6 +34,10 @@ pub struct RequestShares {
     follows_workers: bool,
     counts_private: bool,
     lines: Mutex<HashMap<AddressKey, Line>>,
+    /// Requests waiting in all lines, and how many may (max_queued_requests:
+    /// a waiting request holds its body, as a queued one does).
+    waiting: AtomicUsize,
+    max_waiting: usize,
     next_ticket: AtomicU64,
     /// Requests that had to wait for their address's earlier ones.
     waited: AtomicU64,
@@ -54,27 +58,57 @@ pub enum ShareAdmission {
     /// Its address has its share out: the ticket holds its place in line,
     /// and a slot will be delivered.
     Wait(ShareTicket),
+    /// So many requests wait in the lines already (max_queued_requests).
+    Full,
 }
 
 impl RequestShares {
     /// `limit` requests per address (`None`: as many as `workers`, at least
-    /// two, for public addresses only; 0: no limit).
-    pub fn new(limit: Option<usize>, workers: usize, sink: Box<dyn ShareSink>) -> Arc<RequestShares> {
+    /// two, for public addresses only; 0: no limit); at most `max_waiting`
+    /// requests wait in the lines.
+    pub fn new(
+        limit: Option<usize>,
+        workers: usize,
+        max_waiting: usize,
+        sink: Box<dyn ShareSink>,
+    ) -> Arc<RequestShares> {
         Arc::new(RequestShares {
             limit: AtomicUsize::new(limit.unwrap_or(workers.max(2))),
             follows_workers: limit.is_none(),
             counts_private: limit.is_some(),
             lines: Mutex::default(),
+            waiting: AtomicUsize::new(0),
+            max_waiting,
             next_ticket: AtomicU64::new(0),
             waited: AtomicU64::new(0),
             sink,
         })
     }
 
-    /// The master runs `workers` now: an automatic share follows.
-    pub fn set_worker_count(&self, workers: usize) {
-        if self.follows_workers {
-            self.limit.store(workers.max(2), Ordering::Relaxed);
+    /// The master runs `workers` now: an automatic share follows, at once
+    /// for addresses that have requests waiting (a smaller one as their
+    /// requests end).
+    pub fn set_worker_count(self: &Arc<Self>, workers: usize) {
+        if !self.follows_workers {
+            return;
+        }
+        let limit = workers.max(2);
+        self.limit.store(limit, Ordering::Relaxed);
+        let mut turns = Vec::new();
+        {
+            let mut lines = self.lock();
+            for (key, line) in lines.iter_mut() {
+                while line.admitted < limit
+                    && let Some((waiter, _)) = line.waiting.pop_front()
+                {
+                    line.admitted += 1;
+                    self.waiting.fetch_sub(1, Ordering::Relaxed);
+                    turns.push((waiter, *key));
+                }
+            }
+        }
+        for (waiter, key) in turns {
+            self.sink.deliver(waiter, ShareSlot { shares: Arc::clone(self), key });
         }
     }
 
@@ -89,7 +123,7 @@ impl RequestShares {
 
     /// Requests waiting in the addresses' lines now.
     pub fn waiting(&self) -> usize {
-        self.lock().values().map(|line| line.waiting.len()).sum()
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// A request of connection `id` from `peer` asks to go to the upstreams.
@@ -104,8 +138,15 @@ impl RequestShares {
             line.admitted += 1;
             return ShareAdmission::Admitted(ShareSlot { shares: Arc::clone(self), key });
         }
+        if self.waiting.load(Ordering::Relaxed) >= self.max_waiting {
+            if line.admitted == 0 && line.waiting.is_empty() {
+                lines.remove(&key);
+            }
+            return ShareAdmission::Full;
+        }
         let number = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         line.waiting.push_back((id, number));
+        self.waiting.fetch_add(1, Ordering::Relaxed);
         self.waited.fetch_add(1, Ordering::Relaxed);
         ShareAdmission::Wait(ShareTicket { shares: Arc::clone(self), key, number })
     }
@@ -115,8 +156,13 @@ impl RequestShares {
         let next = {
             let mut lines = self.lock();
             let Some(line) = lines.get_mut(&key) else { return };
-            match line.waiting.pop_front() {
-                Some((waiter, _)) => Some(waiter),
+            // Past a smaller share (fewer workers now), a slot is not handed on.
+            let handed_on = if line.admitted > self.limit() { None } else { line.waiting.pop_front() };
+            match handed_on {
+                Some((waiter, _)) => {
+                    self.waiting.fetch_sub(1, Ordering::Relaxed);
+                    Some(waiter)
+                }
                 None => {
                     line.admitted -= 1;
                     if line.admitted == 0 {
@@ -136,7 +182,9 @@ impl RequestShares {
     fn leave_line(&self, key: AddressKey, number: u64) {
         let mut lines = self.lock();
         if let Some(line) = lines.get_mut(&key) {
+            let before = line.waiting.len();
             line.waiting.retain(|&(_, ticket)| ticket != number);
+            self.waiting.fetch_sub(before - line.waiting.len(), Ordering::Relaxed);
             if line.admitted == 0 && line.waiting.is_empty() {
                 lines.remove(&key);
             }
@@ -203,7 +251,7 @@ mod tests {
 
     fn shares(limit: Option<usize>) -> (Arc<RequestShares>, mpsc::Receiver<(ConnectionId, ShareSlot)>) {
         let (tell, heard) = mpsc::channel();
-        (RequestShares::new(limit, 2, Box::new(Channel(Mutex::new(tell)))), heard)
+        (RequestShares::new(limit, 2, 100, Box::new(Channel(Mutex::new(tell)))), heard)
     }
 
     fn id(slot: usize) -> ConnectionId {
@@ -273,6 +321,38 @@ mod tests {
     }
 
     #[test]
+    fn more_workers_let_waiting_requests_in_at_once_and_fewer_as_requests_end() {
+        let (shares, heard) = shares(None);
+        let busy = peer("198.51.100.7:1000");
+        let admitted: Vec<_> = (1..=2).map(|n| shares.admit(&busy, id(n))).collect();
+        let _waiting: Vec<_> = (3..=5).map(|n| shares.admit(&busy, id(n))).collect();
+        assert_eq!(shares.waiting(), 3);
+        shares.set_worker_count(4);
+        let let_in: Vec<_> = heard.try_iter().collect();
+        assert_eq!(let_in.iter().map(|(waiter, _)| *waiter).collect::<Vec<_>>(), vec![id(3), id(4)]);
+        assert_eq!(shares.waiting(), 1);
+        shares.set_worker_count(2);
+        drop(admitted);
+        assert!(heard.try_recv().is_err(), "four out, the share two: the fifth waits until two end");
+        drop(let_in);
+        assert_eq!(heard.try_recv().expect("its turn").0, id(5));
+    }
+
+    #[test]
+    fn the_lines_hold_no_more_than_max_queued_requests() {
+        let (tell, _heard) = mpsc::channel();
+        let shares = RequestShares::new(Some(1), 2, 2, Box::new(Channel(Mutex::new(tell))));
+        let busy = peer("198.51.100.7:1000");
+        let _first = shares.admit(&busy, id(1));
+        let _second = shares.admit(&busy, id(2));
+        let third = shares.admit(&busy, id(3));
+        assert!(matches!(shares.admit(&busy, id(4)), ShareAdmission::Full));
+        assert!(matches!(shares.admit(&peer("203.0.113.1:1"), id(5)), ShareAdmission::Admitted(_)), "others pass");
+        drop(third);
+        assert_eq!(shares.waiting(), 1, "leaving the line makes room");
+    }
+
+    #[test]
     fn a_slot_its_waiter_cannot_take_passes_on() {
         struct Refusing(Mutex<Vec<ConnectionId>>);
         impl ShareSink for Refusing {
@@ -292,7 +372,7 @@ mod tests {
                 self.0.deliver(waiter, slot);
             }
         }
-        let shares = RequestShares::new(Some(1), 2, Box::new(Shared(Arc::clone(&sink))));
+        let shares = RequestShares::new(Some(1), 2, 100, Box::new(Shared(Arc::clone(&sink))));
         let busy = peer("198.51.100.7:1000");
         let ShareAdmission::Admitted(first) = shares.admit(&busy, id(1)) else { panic!() };
         let ShareAdmission::Wait(_second) = shares.admit(&busy, id(2)) else { panic!() };

@@ -91,7 +91,12 @@ impl Shared {
             0 => 16,
             workers => workers,
         };
-        let shares = RequestShares::new(config.requests_per_address, workers, Box::new(Arc::clone(&mailboxes)));
+        let shares = RequestShares::new(
+            config.requests_per_address,
+            workers,
+            config.max_queued_requests,
+            Box::new(Arc::clone(&mailboxes)),
+        );
         let threads = config.threads;
         Shared {
             config,

@@ -273,7 +273,8 @@ impl Connection {
     /// Its request is queued or with a server that has not finished it.
     fn needs_share(&self) -> bool {
         match &self.state {
-            State::Queued(_) | State::Tunneling(_) => true,
+            State::Queued(_) => true,
+            State::Tunneling(tunnel) => !tunnel.worker_finished(),
             State::Exchanging(exchange) | State::Draining(exchange) => !exchange.worker_finished(),
             _ => false,
         }

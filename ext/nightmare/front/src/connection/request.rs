@@ -301,6 +301,16 @@ impl Connection {
                 self.deadline = Some(since + ctx.shared.config.queue_timeout);
                 return State::AwaitingShare { request, ticket };
             }
+            ShareAdmission::Full => {
+                if ctx.shared.overload.allows(ctx.now) {
+                    ctx.shared.log.warn(format!(
+                        "request of client {} refused: {} requests already wait behind their own address's \
+                         earlier ones (max_queued_requests); answered 503 (at most one such line a second)",
+                        self.peer, ctx.shared.config.max_queued_requests
+                    ));
+                }
+                return self.reply_with(Rejection::overloaded("too many requests wait for a worker"), ctx);
+            }
         }
         let handoff = handoff::admit(request, self.client_side(ctx), ctx);
         self.follow(handoff, ctx)

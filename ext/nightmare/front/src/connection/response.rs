@@ -225,6 +225,8 @@ impl Connection {
     fn after_response(&mut self, keep_alive: bool, leftover: Vec<u8>, ctx: &mut LoopContext) -> State {
         self.requests_served += 1;
         self.pace = SendPace::default();
+        // A pipelined next request must not count against this one.
+        self.share = None;
         let config = &ctx.shared.config;
         if keep_alive && ctx.shared.stop_mode() == StopMode::Running {
             let wait = if leftover.is_empty() { config.keepalive_timeout } else { config.client_header_timeout };

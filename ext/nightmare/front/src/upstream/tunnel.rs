@@ -66,6 +66,12 @@ impl Tunnel {
         }
     }
 
+    /// The worker has closed its side: it is free, whatever the client
+    /// still has to take.
+    pub fn worker_finished(&self) -> bool {
+        self.in_flight.is_none()
+    }
+
     pub fn note_upstream_event(&mut self, event: &mio::event::Event) {
         self.upstream_ready.note(event);
         // A UNIX socket whose peer closed reports a hang-up; one whose peer
