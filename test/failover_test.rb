@@ -125,7 +125,9 @@ class FailoverTest < Minitest::Test
     assert_equal 502, post.value.status, "a POST that may have run is not sent again"
     assert_equal %w[POST], ran(arrivals), "it ran once"
     address = @remotes.find { |remote| remote.name == killed.first }.address
-    assert_includes @server.log, "upstream #{address} closed its connection for client", "the log names the server"
+    @server.wait_until("the 502 line naming the server", 5) do
+      @server.log.include?("upstream #{address} closed its connection for client")
+    end
 
     FileUtils.rm_f(Dir.glob(File.join(arrivals, "*")))
     get_thread = Thread.new { get("/arrive?dir=#{arrivals}&seconds=1", {}, timeout: 20) }

@@ -43,7 +43,11 @@ run lambda { |env|
     [200, { "content-type" => "text/plain" }, [Process.pid.to_s]]
   when "/host"
     # Which host answered, for tests with Unicorns on several (TEST_HOST).
-    [200, { "content-type" => "text/plain" }, [ENV.fetch("TEST_HOST", "local")]]
+    # Its length is given, as Rack's ContentLength gives it: a body that
+    # ends only with the connection is lost whenever its last packet is
+    # (a host taken off the network just after answering).
+    host = ENV.fetch("TEST_HOST", "local")
+    [200, { "content-type" => "text/plain", "content-length" => host.bytesize.to_s }, [host]]
   when "/arrive"
     # Leaves a file per arrival in the directory named, then sleeps: a test
     # counts how many times a request ran, whichever host ran it.

@@ -45,6 +45,8 @@ pub struct EventLoop {
     accept_paused_until: Option<Instant>,
     last_accept_complaint: Option<Instant>,
     last_tick: Instant,
+    /// This turn brought news that a host was found gone (see LoopContext).
+    host_news: bool,
     stop_deadline: Option<Instant>,
     writer: SpoolWriter,
     /// The last request for room (see `Shared::want_room_for_newcomers`)
@@ -71,6 +73,7 @@ impl EventLoop {
             accept_paused_until: None,
             last_accept_complaint: None,
             last_tick: Instant::now(),
+            host_news: false,
             stop_deadline: None,
             room_asked_seen,
             writer,
@@ -101,7 +104,9 @@ impl EventLoop {
             let host_lost = self.shared.mailboxes.0[self.index].take_host_lost();
             if host_lost || now.duration_since(self.last_tick) >= TICK {
                 self.last_tick = now;
+                self.host_news = host_lost;
                 self.tick(now);
+                self.host_news = false;
             }
             self.make_room_if_asked(now);
             self.deliver_written(now);
@@ -122,6 +127,7 @@ impl EventLoop {
             scratch: &mut self.scratch,
             now,
             writer: &self.writer,
+            host_news: self.host_news,
         };
         (ctx, &mut self.connections)
     }

@@ -60,6 +60,8 @@ pub struct LoopContext<'a> {
     pub now: Instant,
     /// Writes this loop's response temp files.
     pub writer: &'a SpoolWriter,
+    /// This turn brought news that a host was found gone.
+    pub host_news: bool,
 }
 
 /// What a handler tells its loop about the connection it ran.

@@ -250,6 +250,10 @@ impl Connection {
             exchange.expire()
         } else if exchange.awaits_answer() && exchange.host_lost() {
             exchange.server_unreachable()?
+        } else if ctx.host_news {
+            // Looked at only on news of a loss: a response under way is not
+            // waiting on anything the pool's lock would tell every tick.
+            exchange.host_lost_mid_response()?
         } else {
             return None;
         };

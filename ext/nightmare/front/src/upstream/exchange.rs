@@ -250,6 +250,17 @@ impl Exchange {
             .then(|| self.retry(Failure::Unreachable, "its host is unreachable".into()))
     }
 
+    /// The server's host was found gone while its response was under way
+    /// (`host_lost`): what has not come will not, a body that ends with the
+    /// connection included (its last packet may be what was lost), so the
+    /// response is cut rather than left waiting with no deadline.
+    pub fn host_lost_mid_response(&mut self) -> Option<Pump> {
+        (self.answered && !self.worker_finished() && self.host_lost()).then(|| {
+            self.finish_worker();
+            self.broken("its host is unreachable".into(), true)
+        })
+    }
+
     /// Moves every byte that can move now, in both directions.
     pub fn pump(
         &mut self,
@@ -388,8 +399,14 @@ impl Exchange {
             }
             let framed = match read_some(upstream, &mut scratch[..room]) {
                 ReadOutcome::Data(n) => {
-                    self.begin_answer();
                     let framed = self.framer.feed(&scratch[..n], &mut self.response);
+                    // The answer begins with a head passed on: before that,
+                    // the bytes (part of a head whose server then went
+                    // silent or vanished) reached no one, and another server
+                    // may still take the request.
+                    if self.framer.status().is_some() || self.framer.head_bytes() > 0 {
+                        self.begin_answer();
+                    }
                     if self.framer.unbuffered() {
                         self.response.disable_file();
                     }
@@ -425,8 +442,8 @@ impl Exchange {
         None
     }
 
-    /// The first bytes of an answer: from now on the request is the
-    /// server's, never to be sent elsewhere.
+    /// The first head of an answer was passed on: from now on the request
+    /// is the server's, never to be sent elsewhere.
     fn begin_answer(&mut self) {
         if self.answered {
             return;
