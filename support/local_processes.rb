@@ -36,15 +36,17 @@ module LocalProcesses
     end
   end
 
+  # A process that is exiting while /proc is read answers ESRCH rather
+  # than ENOENT: both mean it is gone.
   def children_of(pid)
     File.read("/proc/#{pid}/task/#{pid}/children").split.map(&:to_i)
-  rescue Errno::ENOENT
+  rescue Errno::ENOENT, Errno::ESRCH
     []
   end
 
   def cmdline(pid)
     File.read("/proc/#{pid}/cmdline").tr("\0", " ")
-  rescue Errno::ENOENT
+  rescue Errno::ENOENT, Errno::ESRCH
     ""
   end
 
