@@ -107,6 +107,34 @@ class FailoverTest < Minitest::Test
     @server.wait_until("requests on it again", 10) { get("/host").body == "host3" }
   end
 
+  # nginx's 60 s connect timeout: a connect still pending on a host gone
+  # from the network is suspected after 0.3 s, as an unanswered request
+  # is, so the request goes elsewhere long before the timeout (it waited
+  # 38.8 s when only sent requests were suspected). Requests one at a time
+  # and the host gone before them: no response is under way when it goes.
+  def test_with_nginxs_connect_timeout_a_connect_to_a_vanished_host_stalls_no_request
+    make_hosts(2)
+    @remotes = @hosts.map { |host| RemoteUnicorn.new(host).start }
+    servers = @remotes.map { |remote| %("#{remote.address}") }.join(", ")
+    @server = StandaloneFront.new(%(upstream #{servers}, proxy_protocol: true\nnightmare upstream_connect_timeout: "60s")).start
+    assert_equal %w[host1 host2], Array.new(4) { get("/host").body }.uniq.sort, "both hosts take turns"
+    @hosts[1].vanish
+    outcomes = Array.new(6) do
+      started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      answer = begin
+        get("/host", {}, timeout: 10).body
+      rescue StandardError => e
+        "#{e.class}: #{e.message[0, 200]}"
+      end
+      [answer, Process.clock_gettime(Process::CLOCK_MONOTONIC) - started]
+    end
+    assert_equal %w[host1] * 6, outcomes.map(&:first), "every request answered by the host still there"
+    longest = outcomes.map(&:last).max
+    assert_operator longest, :<, 2, "no request waited for the 60 s connect timeout (longest #{longest.round(2)}s)"
+    assert_equal 1, figures["upstreams_out_of_use"], "the vanished host was tried, and found gone"
+    assert_operator figures["upstream_retries"], :>=, 1, "its request went to the other host"
+  end
+
   # nginx's rule, measured with the recipe: a GET whose server died
   # mid-request runs again elsewhere (200, executed twice), a POST does not
   # (502): it may have run.
