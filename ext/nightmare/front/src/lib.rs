@@ -12,6 +12,7 @@ pub mod connection_id;
 pub mod connection_permit;
 pub mod event_loop;
 pub mod http;
+pub mod http2;
 pub mod log;
 pub mod loop_context;
 pub mod mailbox;
