@@ -1,10 +1,11 @@
 //! Header compression (RFC 7541), written here against the RFC's examples
 //! and the hpack-test-case corpus rather than taken from a crate. The
-//! candidates (`hpack` 0.3, last released 2015; `loona-hpack`, whose
-//! project stopped in 2024; `httlib-hpack`) are unmaintained, none is
-//! fuzzed, and none lets the decoder stop keeping a header list past a
-//! size limit while it still keeps its table in step, which the front
-//! needs to answer 431 on one stream without breaking the connection.
+//! candidates looked at (`hpack` 0.3, last released in 2015;
+//! `loona-hpack` 0.4.3, last released in November 2024; `httlib-hpack`
+//! 0.1.3) ship no fuzzing, and none lets the decoder stop keeping a header
+//! list past a size limit while it still keeps its table in step, which
+//! the front needs to answer 431 on one stream without breaking the
+//! connection.
 //!
 //! The decoder bounds what a client can make it hold: the dynamic table by
 //! the size the front announces, a header list by the caller's limit, and
