@@ -2,4 +2,6 @@
 //! request for a worker; what lives here is the wire side: header
 //! compression, and next the frames and the connection's streams.
 
+pub mod error_code;
+pub mod frame;
 pub mod hpack;
