@@ -5,3 +5,4 @@
 pub mod error_code;
 pub mod frame;
 pub mod hpack;
+pub mod request_head;
