@@ -6,3 +6,4 @@ pub mod error_code;
 pub mod frame;
 pub mod hpack;
 pub mod request_head;
+pub mod response_frames;
