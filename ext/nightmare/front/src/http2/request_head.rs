@@ -1,19 +1,24 @@
-//! A stream's header list becomes the HTTP/1.1 request head a worker reads
+//! A stream's header list becomes the HTTP/1.1 request its connection reads
 //! (RFC 9113 §8.3): `:method` and `:path` make the request line,
 //! `:authority` the Host, cookies are joined into one field (§8.2.3). What
-//! HTTP/2 calls malformed (§8.1.1, §8.2) resets the stream; what HTTP/1.1
-//! would refuse gets the same status it gets there, from the same rules.
+//! HTTP/2 calls malformed (§8.1.1, §8.2) resets the stream. The rest is
+//! left to the HTTP/1.1 rules the stream's connection applies as for any
+//! client (a bad Host, two Content-Lengths, a forged X-Forwarded-For), so
+//! they are not written twice. Nothing with CR, LF or NUL gets this far,
+//! so nothing here can split the head it writes.
 
-use crate::http::error_response::Rejection;
-use crate::request::head::{HttpVersion, RequestHead, check_host, check_target, judge_headers};
+use crate::request::head::parse_content_length;
 
-/// Why a stream's request is not passed on.
+/// A stream's request as its connection will read it.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// Reset the stream with PROTOCOL_ERROR.
-    Malformed(&'static str),
-    /// Answer with this status, as for HTTP/1.1.
-    Rejected(Rejection),
+pub struct StreamRequest {
+    pub head: Vec<u8>,
+    /// What the request announced; its DATA must add up to it.
+    pub content_length: Option<u64>,
+    /// The body follows without a length: DATA goes to the connection as
+    /// chunks.
+    pub chunked: bool,
+    pub head_request: bool,
 }
 
 /// Takes fields as the decoder hands them over, then judges the list.
@@ -83,41 +88,68 @@ impl FieldCollector {
         }
     }
 
-    /// The request head, or why there is none.
-    pub fn finish(mut self) -> Result<RequestHead, Refusal> {
+    /// The request, or why the stream is malformed. `body_follows` is
+    /// false when HEADERS ended the stream.
+    pub fn finish(self, body_follows: bool) -> Result<StreamRequest, &'static str> {
         if let Some(why) = self.malformed {
-            return Err(Refusal::Malformed(why));
+            return Err(why);
         }
-        let Some(method) = self.method else { return Err(Refusal::Malformed("no :method")) };
-        if method == "CONNECT" {
-            return Err(Refusal::Rejected(Rejection::new(405, "CONNECT is not served")));
-        }
-        let (Some(path), Some(_)) = (self.path, self.scheme) else {
-            return Err(Refusal::Malformed("no :path or no :scheme"));
+        let Some(method) = self.method else { return Err("no :method") };
+        // CONNECT has no :path; it reaches the connection as HTTP/1.1's
+        // CONNECT would, and is refused there.
+        let path = match (self.path, self.scheme) {
+            (Some(path), Some(_)) if !path.is_empty() => path,
+            (None, None) if method == "CONNECT" => {
+                String::from_utf8_lossy(self.authority.as_deref().unwrap_or_default()).into_owned()
+            }
+            _ => return Err("no :path or :scheme, or an empty :path"),
         };
-        if path.is_empty() {
-            return Err(Refusal::Malformed("an empty :path"));
-        }
-        if let Some(authority) = self.authority.filter(|authority| !authority.is_empty()) {
-            check_host(&authority).map_err(Refusal::Rejected)?;
-            match self.fields.iter().find(|(name, _)| name == "host") {
-                Some((_, host)) if *host != authority => {
-                    return Err(Refusal::Malformed("Host differs from :authority"));
-                }
-                Some(_) => {}
-                None => self.fields.insert(0, ("host".to_owned(), authority)),
+        let host = self.fields.iter().find(|(name, _)| name == "host").map(|(_, value)| value);
+        if let (Some(authority), Some(host)) = (&self.authority, host) {
+            if authority != host {
+                return Err("Host differs from :authority");
             }
         }
-        if !self.cookies.is_empty() {
-            self.fields.push(("cookie".to_owned(), self.cookies));
+        let lengths: Vec<&[u8]> = self
+            .fields
+            .iter()
+            .filter(|(name, _)| name == "content-length")
+            .map(|(_, value)| value.as_slice())
+            .collect();
+        let content_length = match lengths.as_slice() {
+            [] => None,
+            [value] => Some(parse_content_length(value).map_err(|_| "a content-length that is not a number")?),
+            _ => return Err("content-length twice"),
+        };
+        if !body_follows && content_length.is_some_and(|length| length > 0) {
+            return Err("a content-length and no DATA");
         }
-        check_target(&method, &path).map_err(Refusal::Rejected)?;
-        let headers: Vec<httparse::Header> =
-            self.fields.iter().map(|(name, value)| httparse::Header { name, value }).collect();
-        let mut head = judge_headers(method, path, HttpVersion::Http11, &headers).map_err(Refusal::Rejected)?;
-        // A stream ends when its response does; the connection stays.
-        head.keep_alive = true;
-        Ok(head)
+        let chunked = body_follows && content_length.is_none();
+        let mut head = Vec::with_capacity(256);
+        head.extend_from_slice(method.as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(path.as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut line = |name: &[u8], value: &[u8]| {
+            head.extend_from_slice(name);
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value);
+            head.extend_from_slice(b"\r\n");
+        };
+        if let (Some(authority), None) = (&self.authority, host) {
+            line(b"host", authority);
+        }
+        self.fields.iter().for_each(|(name, value)| line(name.as_bytes(), value));
+        if !self.cookies.is_empty() {
+            line(b"cookie", &self.cookies);
+        }
+        if chunked {
+            line(b"transfer-encoding", b"chunked");
+        }
+        // One request per stream: the connection ends with its response.
+        line(b"connection", b"close");
+        head.extend_from_slice(b"\r\n");
+        Ok(StreamRequest { head, content_length, chunked, head_request: method == "HEAD" })
     }
 }
 
@@ -129,33 +161,27 @@ fn is_lowercase_token_byte(byte: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::head::{BodyFraming, ForwardingFacts};
 
-    fn collect(fields: &[(&str, &str)]) -> Result<RequestHead, Refusal> {
+    fn collect(fields: &[(&str, &str)], body_follows: bool) -> Result<StreamRequest, &'static str> {
         let mut collector = FieldCollector::default();
         fields.iter().for_each(|(name, value)| collector.add(name.as_bytes(), value.as_bytes()));
-        collector.finish()
+        collector.finish(body_follows)
     }
 
-    fn upstream_head(head: &RequestHead) -> String {
-        let mut out = Vec::new();
-        let facts = ForwardingFacts { https: true, request_start_usec: 1, forwarded_for: None };
-        head.write_upstream_head(&mut out, None, &facts);
-        String::from_utf8(out).unwrap()
+    fn head(fields: &[(&str, &str)], body_follows: bool) -> String {
+        String::from_utf8(collect(fields, body_follows).unwrap().head).unwrap()
     }
 
     const GET: [(&str, &str); 4] =
         [(":method", "GET"), (":scheme", "https"), (":authority", "example.com"), (":path", "/a?b=1")];
 
     #[test]
-    fn a_stream_becomes_the_head_an_http1_request_would_give_the_worker() {
+    fn a_stream_becomes_an_http1_request_for_one_response() {
         let fields =
             [&GET[..], &[("accept", "*/*"), ("cookie", "a=1"), ("user-agent", "h2"), ("cookie", "b=2")]].concat();
-        let head = collect(&fields).unwrap();
         assert_eq!(
-            upstream_head(&head),
-            "GET /a?b=1 HTTP/1.1\r\nhost: example.com\r\naccept: */*\r\nuser-agent: h2\r\ncookie: a=1; b=2\r\n\
-             X-Forwarded-Proto: https\r\nX-Request-Start: t=1\r\nConnection: close\r\n\r\n"
+            head(&fields, false),
+            "GET /a?b=1 HTTP/1.1\r\nhost: example.com\r\naccept: */*\r\nuser-agent: h2\r\ncookie: a=1; b=2\r\nconnection: close\r\n\r\n"
         );
         let post = [
             (":method", "POST"),
@@ -164,19 +190,28 @@ mod tests {
             ("host", "example.com"),
             ("content-length", "5"),
         ];
-        let head = collect(&post).unwrap();
-        assert_eq!((head.framing, head.header("host")), (BodyFraming::Length(5), Some(&b"example.com"[..])));
-        let forged =
-            [&GET[..], &[("x-forwarded-for", "1.2.3.4"), ("x_forwarded_proto", "http"), ("te", "trailers")]].concat();
+        let request = collect(&post, true).unwrap();
+        assert_eq!((request.content_length, request.chunked, request.head_request), (Some(5), false, false));
         assert!(
-            !upstream_head(&collect(&forged).unwrap()).contains("1.2.3.4"),
-            "what the front vouches for is its own"
+            String::from_utf8(request.head)
+                .unwrap()
+                .starts_with("POST /up HTTP/1.1\r\nhost: example.com\r\ncontent-length: 5\r\n")
+        );
+        let unsized_upload = [(":method", "PUT"), (":scheme", "https"), (":path", "/up"), (":authority", "a")];
+        assert!(head(&unsized_upload, true).ends_with("transfer-encoding: chunked\r\nconnection: close\r\n\r\n"));
+        assert!(
+            collect(&[(":method", "HEAD"), (":scheme", "http"), (":path", "/"), (":authority", "a")], false)
+                .unwrap()
+                .head_request
+        );
+        assert!(
+            head(&[(":method", "CONNECT"), (":authority", "a:443")], false).starts_with("CONNECT a:443 HTTP/1.1\r\n")
         );
     }
 
     #[test]
     fn what_http2_calls_malformed_resets_the_stream() {
-        let cases: [&[(&str, &str)]; 12] = [
+        let cases: [&[(&str, &str)]; 15] = [
             &[(":method", "GET"), (":scheme", "https"), (":authority", "a")],
             &[(":method", "GET"), (":path", "/"), (":authority", "a")],
             &[(":scheme", "https"), (":path", "/"), (":authority", "a")],
@@ -188,24 +223,21 @@ mod tests {
             &[(":method", "GET"), (":scheme", "https"), (":path", "/"), ("connection", "close")],
             &[(":method", "GET"), (":scheme", "https"), (":path", "/"), ("te", "gzip")],
             &[(":method", "GET"), (":scheme", "https"), (":path", "/"), ("x", " padded")],
+            &[(":method", "GET"), (":scheme", "https"), (":path", "/"), ("x", "a\r\nb: c")],
             &[(":method", "GET"), (":scheme", "https"), (":authority", "a"), (":path", "/"), ("host", "b")],
+            &[
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":path", "/"),
+                ("content-length", "1"),
+                ("content-length", "1"),
+            ],
+            &[(":method", "POST"), (":scheme", "https"), (":path", "/"), ("content-length", "x")],
         ];
         for fields in cases {
-            assert!(matches!(collect(fields), Err(Refusal::Malformed(_))), "{fields:?}");
+            assert!(collect(fields, true).is_err(), "{fields:?}");
         }
-    }
-
-    #[test]
-    fn what_http1_would_refuse_gets_its_status() {
-        let status = |fields: &[(&str, &str)]| match collect(fields) {
-            Err(Refusal::Rejected(rejection)) => rejection.status,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(status(&[(":method", "CONNECT"), (":authority", "a:443")]), 405);
-        assert_eq!(status(&[(":method", "GET"), (":scheme", "https"), (":path", "/")]), 400, "no host at all");
-        assert_eq!(status(&[(":method", "GET"), (":scheme", "https"), (":path", "/"), (":authority", "a b")]), 400);
-        assert_eq!(status(&[(":method", "GET"), (":scheme", "https"), (":path", "nope"), (":authority", "a")]), 400);
-        let two_lengths = [&GET[..], &[("content-length", "1"), ("content-length", "2")]].concat();
-        assert_eq!(status(&two_lengths), 400);
+        let announced_but_none = [(":method", "POST"), (":scheme", "https"), (":path", "/"), ("content-length", "3")];
+        assert_eq!(collect(&announced_but_none, false), Err("a content-length and no DATA"));
     }
 }

@@ -290,7 +290,7 @@ fn origin_form(target: String) -> Result<(String, Option<String>), Rejection> {
 /// A Host value as RFC 9110 §7.2 allows it, and as nginx checks it: a name
 /// (or an IPv4 address, or an IPv6 one in brackets) and an optional port;
 /// no userinfo, path, list, spaces or backslashes.
-pub(crate) fn check_host(host: &[u8]) -> Result<(), Rejection> {
+fn check_host(host: &[u8]) -> Result<(), Rejection> {
     let bad = Err(Rejection::new(400, "invalid Host"));
     let (name, port) = if let Some(bracketed) = host.strip_prefix(b"[") {
         let Some(close) = bracketed.iter().position(|&b| b == b']') else { return bad };
@@ -335,7 +335,7 @@ fn version_rejection(bytes: &[u8]) -> Rejection {
     }
 }
 
-pub(crate) fn check_target(method: &str, target: &str) -> Result<(), Rejection> {
+fn check_target(method: &str, target: &str) -> Result<(), Rejection> {
     // RFC 9112 §3.2: the target is ASCII; raw UTF-8 must be percent-encoded.
     if !target.is_ascii() {
         return Err(Rejection::new(400, "bytes above 0x7f in the request target (percent-encode them)"));
@@ -350,7 +350,7 @@ pub(crate) fn check_target(method: &str, target: &str) -> Result<(), Rejection> 
     if origin_form || asterisk_form || absolute_form { Ok(()) } else { Err(Rejection::new(400, "bad request target")) }
 }
 
-pub(crate) fn judge_headers(
+fn judge_headers(
     method: String,
     target: String,
     version: HttpVersion,
