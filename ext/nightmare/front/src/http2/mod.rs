@@ -7,3 +7,4 @@ pub mod frame;
 pub mod hpack;
 pub mod request_head;
 pub mod response_frames;
+pub mod session;

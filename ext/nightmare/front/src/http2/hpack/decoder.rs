@@ -20,9 +20,9 @@ pub enum DecodeError {
     TableSizeUpdateAfterField,
 }
 
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(match self {
+impl DecodeError {
+    pub fn describe(self) -> &'static str {
+        match self {
             DecodeError::Truncated => "a header block ends inside a field",
             DecodeError::IntegerTooLarge => "a header block has an integer past 2^32",
             DecodeError::IndexZero => "a header block refers to index 0",
@@ -31,7 +31,13 @@ impl fmt::Display for DecodeError {
             DecodeError::HuffmanPadding => "a Huffman-coded string is padded with other than 1 to 7 ones",
             DecodeError::TableSizeAboveSetting => "a table size update exceeds SETTINGS_HEADER_TABLE_SIZE",
             DecodeError::TableSizeUpdateAfterField => "a table size update follows a field",
-        })
+        }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.describe())
     }
 }
 

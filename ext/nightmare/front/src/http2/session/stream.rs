@@ -1,0 +1,161 @@
+//! One stream as the session keeps it: the request bytes on their way to
+//! the stream's connection (which reads them as an HTTP/1.1 client's), the
+//! response bytes on their way back, and the windows of both directions.
+//! A stream stays until its connection is gone, even once HTTP/2 calls it
+//! closed, so streams still holding a worker count against the limit.
+
+use crate::http2::response_frames::{Malformed, Piece, ResponseFrames};
+
+#[derive(Debug)]
+pub struct Stream {
+    /// Request bytes not yet read by the connection, from `inbound_read`.
+    inbound: Vec<u8>,
+    inbound_read: usize,
+    /// The body's DATA is passed on as chunks (it has no length).
+    pub chunked: bool,
+    pub content_length: Option<u64>,
+    pub received: u64,
+    /// The client ended its side (END_STREAM).
+    pub request_ended: bool,
+    /// What the client may still send on this stream.
+    pub recv_window: i64,
+    /// Body bytes passed on but not yet read by the connection.
+    pub body_unread: u64,
+    /// Body bytes the connection read, not yet given back as window.
+    pub credit_owed: u64,
+    /// Response bytes written by the connection, not yet framed.
+    outbound: Vec<u8>,
+    pub frames: ResponseFrames,
+    /// What the front may still send on this stream.
+    pub send_window: i64,
+    /// The connection closed its side: the response is all in `outbound`.
+    pub response_written: bool,
+    /// END_STREAM went out.
+    pub response_ended: bool,
+    /// Either side reset the stream.
+    pub reset: bool,
+    /// The front reset it (or answered before the request ended): what the
+    /// client sent before it knew is ignored.
+    pub front_reset: bool,
+    /// The stream's connection is gone.
+    pub connection_gone: bool,
+}
+
+impl Stream {
+    pub fn new(head: Vec<u8>, frames: ResponseFrames, recv_window: u32, send_window: i64) -> Self {
+        Stream {
+            inbound: head,
+            inbound_read: 0,
+            chunked: false,
+            content_length: None,
+            received: 0,
+            request_ended: false,
+            recv_window: i64::from(recv_window),
+            body_unread: 0,
+            credit_owed: 0,
+            outbound: Vec::new(),
+            frames,
+            send_window,
+            response_written: false,
+            response_ended: false,
+            reset: false,
+            front_reset: false,
+            connection_gone: false,
+        }
+    }
+
+    pub fn reset_by_front(&mut self) {
+        self.reset = true;
+        self.front_reset = true;
+    }
+
+    /// HTTP/2 has closed the stream: frames for it are errors or ignored.
+    pub fn is_closed(&self) -> bool {
+        self.reset || (self.request_ended && self.response_ended)
+    }
+
+    /// Appends body bytes for the connection, framed as a chunk if needed.
+    pub fn push_body(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.body_unread += data.len() as u64;
+        if self.chunked {
+            self.inbound.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            self.inbound.extend_from_slice(data);
+            self.inbound.extend_from_slice(b"\r\n");
+        } else {
+            self.inbound.extend_from_slice(data);
+        }
+    }
+
+    /// The client's side ended: a chunked body gets its last chunk.
+    pub fn end_request(&mut self) {
+        self.request_ended = true;
+        if self.chunked {
+            self.inbound.extend_from_slice(b"0\r\n\r\n");
+        }
+    }
+
+    pub fn inbound_len(&self) -> usize {
+        self.inbound.len() - self.inbound_read
+    }
+
+    /// Copies request bytes out; gives how many, and how many of them
+    /// were body bytes the client's window counted.
+    pub fn read_inbound(&mut self, buf: &mut [u8]) -> usize {
+        let available = &self.inbound[self.inbound_read..];
+        let taken = available.len().min(buf.len());
+        buf[..taken].copy_from_slice(&available[..taken]);
+        self.inbound_read += taken;
+        if self.inbound_read == self.inbound.len() {
+            self.inbound.clear();
+            self.inbound_read = 0;
+            if self.inbound.capacity() > 64 * 1024 {
+                self.inbound.shrink_to(64 * 1024);
+            }
+        }
+        taken
+    }
+
+    pub fn outbound(&self) -> &[u8] {
+        &self.outbound
+    }
+
+    /// The next piece of the response, within `room` bytes of data.
+    pub fn take_piece(&mut self, room: usize) -> Result<(usize, Piece), Malformed> {
+        self.frames.take(&self.outbound, room)
+    }
+
+    pub fn push_outbound(&mut self, bytes: &[u8]) {
+        self.outbound.extend_from_slice(bytes);
+    }
+
+    pub fn consume_outbound(&mut self, count: usize) {
+        self.outbound.drain(..count);
+    }
+
+    /// What the stream holds in memory for the client, in bytes.
+    pub fn held_bytes(&self) -> usize {
+        self.inbound.capacity() + self.outbound.capacity() + std::mem::size_of::<Stream>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_without_length_reaches_the_connection_as_chunks() {
+        let mut stream = Stream::new(b"PUT / HTTP/1.1\r\n\r\n".to_vec(), ResponseFrames::new(false, 1024), 100, 100);
+        stream.chunked = true;
+        stream.push_body(b"hello");
+        stream.push_body(b"");
+        stream.end_request();
+        let mut buf = [0u8; 64];
+        let read = stream.read_inbound(&mut buf);
+        assert_eq!(&buf[..read], b"PUT / HTTP/1.1\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+        assert_eq!(stream.inbound_len(), 0);
+        assert!(!stream.is_closed(), "the response is still to come");
+    }
+}
