@@ -78,6 +78,13 @@ module Nightmare
       @nightmare_ssl[:prefer_server_ciphers] = check_bool(:ssl_prefer_server_ciphers, bool)
     end
 
+    # HTTP/2 for clients that offer it (ALPN h2), on by default; false
+    # keeps the block's clients on HTTP/1.1.
+    def http2(bool)
+      nightmare_ssl_block!(:http2)
+      @nightmare_ssl[:http2] = check_bool(:http2, bool)
+    end
+
     # rustls never compresses (CRIME): false is what it does already.
     def ssl_compression(bool)
       nightmare_ssl_block!(:ssl_compression)
@@ -137,7 +144,8 @@ module Nightmare
 
       TlsSettings.new(certificates: certificates.zip(keys),
                       protocols: block.fetch(:protocols, TlsSettings::PROTOCOLS),
-                      prefer_server_ciphers: block.fetch(:prefer_server_ciphers, false))
+                      prefer_server_ciphers: block.fetch(:prefer_server_ciphers, false),
+                      http2: block.fetch(:http2, true))
     end
   end
 end

@@ -219,7 +219,7 @@ fn tls_settings_list(ruby: &Ruby, list: RArray) -> Result<Vec<TlsSettings>, Erro
 }
 
 /// `{certificates: [[cert, key], ...], protocols: ["TLSv1.2", "TLSv1.3"],
-/// prefer_server_ciphers: bool}`, as Nightmare::TlsSettings#to_native makes it.
+/// prefer_server_ciphers: bool, http2: bool}`, as Nightmare::TlsSettings#to_native makes it.
 fn tls_settings(ruby: &Ruby, hash: RHash) -> Result<TlsSettings, Error> {
     let get = |key: &str| hash.get(ruby.to_symbol(key)).filter(|value| !value.is_nil());
     let mut settings = TlsSettings::default();
@@ -241,6 +241,9 @@ fn tls_settings(ruby: &Ruby, hash: RHash) -> Result<TlsSettings, Error> {
     }
     if let Some(prefer) = get("prefer_server_ciphers") {
         settings.prefer_server_ciphers = bool::try_convert(prefer)?;
+    }
+    if let Some(http2) = get("http2") {
+        settings.http2 = bool::try_convert(http2)?;
     }
     Ok(settings)
 }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::connection::Connection;
+use std::collections::VecDeque;
+
+use crate::connection::{Connection, FollowUp, Spawn};
 use crate::connection_id::ConnectionId;
 use crate::connection_permit::ConnectionPermit;
 use crate::http::error_response::Rejection;
@@ -52,6 +54,10 @@ pub struct EventLoop {
     /// The last request for room (see `Shared::want_room_for_newcomers`)
     /// this loop answered.
     room_asked_seen: u64,
+    /// Connections an HTTP/2 link says have something to do (see
+    /// `FollowUp`), run in turn rather than from inside one another.
+    wake_queue: VecDeque<crate::connection_id::ConnectionId>,
+    waking: bool,
 }
 
 impl EventLoop {
@@ -77,6 +83,8 @@ impl EventLoop {
             stop_deadline: None,
             room_asked_seen,
             writer,
+            wake_queue: VecDeque::new(),
+            waking: false,
         })
     }
 
@@ -153,11 +161,44 @@ impl EventLoop {
         let Some(connection) = connections.get_mut(slot).filter(|c| serial.is_none_or(|s| c.serial() == s)) else {
             return false;
         };
-        if guarded(&mut ctx, |ctx| handler(connection, ctx)) == Verdict::Close {
+        let closing = guarded(&mut ctx, |ctx| handler(connection, ctx)) == Verdict::Close;
+        let follow_up = connection.take_follow_up(closing);
+        if closing {
             connections.remove(slot);
             self.resume_accepting(now);
         }
+        self.follow(follow_up, now);
         true
+    }
+
+    /// Makes the connections an HTTP/2 client's streams need, and runs the
+    /// ones its link woke, until none is left to run.
+    fn follow(&mut self, follow_up: FollowUp, now: Instant) {
+        if let Some(spawn) = follow_up.spawn {
+            for &stream in &spawn.streams {
+                self.add_stream(&spawn, stream, now);
+            }
+        }
+        self.wake_queue.extend(follow_up.wake);
+        if self.waking {
+            return;
+        }
+        self.waking = true;
+        while let Some(id) = self.wake_queue.pop_front() {
+            self.run_connection(id.slot, Some(id.serial), now, Connection::on_wake);
+        }
+        self.waking = false;
+    }
+
+    fn add_stream(&mut self, spawn: &Spawn, stream: u32, now: Instant) {
+        let slot = self.connections.vacant_key();
+        self.next_serial += 1;
+        let id = ConnectionId { loop_index: self.index, slot, serial: self.next_serial };
+        let deadline = now + self.shared.config.client_header_timeout;
+        let connection = Connection::for_stream(id, spawn.link.clone(), stream, spawn.peer, spawn.scheme, deadline);
+        spawn.link.lock().streams.insert(stream, id);
+        self.connections.insert(connection);
+        self.wake_queue.push_back(id);
     }
 
     fn accept_clients(&mut self, listener_index: usize, now: Instant) {
@@ -312,7 +353,7 @@ impl EventLoop {
         self.next_serial += 1;
         let deadline = now + self.shared.config.client_header_timeout;
         let id = ConnectionId { loop_index: self.index, slot, serial: self.next_serial };
-        let connection = Connection::new(id, client, peer, scheme, permit, deadline);
+        let connection = Connection::new(id, client, peer, scheme, Some(permit), deadline);
         self.connections.insert(connection);
         self.run_connection(slot, None, now, Connection::drive);
     }
@@ -358,14 +399,19 @@ impl EventLoop {
         self.shared.pool.tick(now);
         let (mut ctx, connections) = self.context(now);
         let mut phases = PhaseCount::default();
+        let mut follow_ups = Vec::new();
         connections.retain(|_, connection| {
             let keep = guarded(&mut ctx, |ctx| connection.on_tick(ctx)) == Verdict::Keep;
             if keep {
                 phases.add(connection.phase());
             }
+            follow_ups.push(connection.take_follow_up(!keep));
             keep
         });
         self.shared.phases[self.index].publish(phases, self.writer.unconfirmed());
+        for follow_up in follow_ups {
+            self.follow(follow_up, now);
+        }
         self.resume_accepting(now);
     }
 

@@ -115,6 +115,14 @@ impl LogEntry {
         });
     }
 
+    /// The request came as a stream of an HTTP/2 connection, which reads
+    /// to its connection as HTTP/1.1: $server_protocol says HTTP/2.0.
+    pub fn over_http2(&mut self) {
+        if let Some(request) = &mut self.request {
+            request.protocol = "HTTP/2.0";
+        }
+    }
+
     /// Whether the head was read.
     pub fn has_request(&self) -> bool {
         self.request.is_some()

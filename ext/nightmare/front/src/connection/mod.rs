@@ -7,6 +7,7 @@
 //! answers and the lingering close.
 
 mod handoff;
+mod http2;
 mod reply;
 mod request;
 mod response;
@@ -18,6 +19,7 @@ use crate::access_log::{CLIENT_CLOSED, Ending, LogEntry};
 use crate::connection_id::ConnectionId;
 use crate::connection_permit::ConnectionPermit;
 use crate::http::error_response::Rejection;
+use crate::http2::link::Link;
 use crate::loop_context::{LoopContext, Verdict};
 use crate::net::client_address::ClientAddress;
 use crate::net::client_stream::ClientStream;
@@ -35,6 +37,8 @@ use crate::upstream::outbound::BufferedRequest;
 use crate::upstream::pool::InFlight;
 use crate::upstream::tunnel::Tunnel;
 use handoff::{ClientSide, QueuedRequest};
+use http2::Http2Client;
+pub use http2::{FollowUp, Spawn};
 
 use reply::Reply;
 
@@ -78,6 +82,8 @@ enum State {
     Draining(Box<Exchange>),
     /// The worker switched protocols: bytes pass both ways.
     Tunneling(Box<Tunnel>),
+    /// The client speaks HTTP/2: its streams are connections of their own.
+    Http2(Box<Http2Client>),
     /// try_files found the file: the front answers, no worker is involved.
     ServingFile {
         reply: Box<FileReply>,
@@ -110,8 +116,14 @@ pub struct Connection {
     requests_served: usize,
     /// The current request's access log entry, when access_log is on.
     entry: Option<Box<LogEntry>>,
-    /// Counts it against max_connections while it lives.
-    _permit: ConnectionPermit,
+    /// Counts it against max_connections while it lives (a stream's
+    /// connection is counted by its client's).
+    _permit: Option<ConnectionPermit>,
+    /// It serves an HTTP/2 client, or one stream of one.
+    http2: bool,
+    /// The link of an HTTP/2 client's connection that has ended, kept for
+    /// the loop to wake its streams' connections.
+    ended_link: Option<Link>,
 }
 
 impl Connection {
@@ -120,7 +132,7 @@ impl Connection {
         client: ClientStream,
         peer: ClientAddress,
         scheme: Scheme,
-        permit: ConnectionPermit,
+        permit: Option<ConnectionPermit>,
         deadline: Instant,
     ) -> Self {
         Connection {
@@ -137,6 +149,8 @@ impl Connection {
             requests_served: 0,
             entry: None,
             _permit: permit,
+            http2: false,
+            ended_link: None,
         }
     }
 
@@ -216,6 +230,7 @@ impl Connection {
 
     /// Deadlines and graceful stops, called every loop tick.
     pub fn on_tick(&mut self, ctx: &mut LoopContext) -> Verdict {
+        self.stop_http2(ctx);
         if self.is_idle() && ctx.shared.stop_mode() != StopMode::Running {
             return Verdict::Close;
         }
@@ -379,6 +394,7 @@ impl Connection {
             State::Exchanging(exchange) => self.exchange(exchange, ctx),
             State::Draining(exchange) => self.drain(exchange, ctx),
             State::Tunneling(tunnel) => self.tunnel(tunnel, ctx),
+            State::Http2(client) => self.serve_http2(client, ctx),
             State::ServingFile { reply, leftover } => self.serve_file(reply, leftover, ctx),
             State::Replying(reply) => self.reply(reply, ctx),
             State::Lingering { until } => self.linger(until, ctx),
@@ -479,6 +495,7 @@ impl Connection {
                 self.client.reset();
                 State::Closed
             }
+            State::Http2(client) => self.expire_http2(*client, ctx),
             State::Tunneling(_) => {
                 let limit = config.tunnel_timeout.as_secs_f64();
                 ctx.shared

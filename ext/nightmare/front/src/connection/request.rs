@@ -33,6 +33,10 @@ impl Connection {
                 if !self.client.buffers_reads() {
                     self.client_ready.note_short_read(n, room);
                 }
+                if reader.is_empty() && self.requests_served == 0 && self.client.negotiated_h2() {
+                    let first = ctx.scratch[..n].to_vec();
+                    return (self.begin_http2(&first, ctx), Step::Again);
+                }
                 if reader.is_empty() {
                     self.begin_entry(ctx);
                     if self.requests_served > 0 {
@@ -85,6 +89,9 @@ impl Connection {
                 Counters::add(&ctx.shared.counters.requests);
                 if let Some(entry) = &mut self.entry {
                     entry.request(&head);
+                    if self.client.is_stream() {
+                        entry.over_http2();
+                    }
                 }
                 self.begin_body(head, leftover, ctx)
             }

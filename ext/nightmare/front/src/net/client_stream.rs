@@ -1,18 +1,22 @@
 //! A client's connection as the state machine sees it: a TCP or UNIX
-//! socket, or a TLS session over TCP. All three read and write plaintext;
-//! what TLS adds (bytes rustls holds for the socket, a file that cannot
-//! leave by sendfile) is answered here, so callers treat them alike.
+//! socket, a TLS session over TCP, or one stream of an HTTP/2 connection.
+//! All read and write plaintext (HTTP/1.1 for a stream, see
+//! `http2::stream_end`); what TLS and streams add (bytes rustls holds for
+//! the socket, a file that cannot leave by sendfile, no socket at all) is
+//! answered here, so callers treat them alike.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
 use std::os::unix::fs::FileExt;
 
 use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
+use crate::http2::stream_end::StreamEnd;
 use crate::net::socket_io::{WriteOutcome, send_file, write_some};
 use crate::net::tls::TlsStream;
 
@@ -26,6 +30,7 @@ pub enum ClientStream {
     Tcp(TcpStream),
     Unix(UnixStream),
     Tls(Box<TlsStream>),
+    Stream(Box<StreamEnd>),
 }
 
 impl ClientStream {
@@ -34,6 +39,12 @@ impl ClientStream {
             ClientStream::Tcp(stream) => stream.shutdown(how),
             ClientStream::Unix(stream) => stream.shutdown(how),
             ClientStream::Tls(stream) => stream.shutdown(how),
+            ClientStream::Stream(stream) => {
+                if how != Shutdown::Read {
+                    stream.end_response();
+                }
+                Ok(())
+            }
         }
     }
 
@@ -44,19 +55,23 @@ impl ClientStream {
     /// the TCP socket (connect to AF_UNSPEC) resets it at once, while this
     /// connection keeps its descriptor until its worker is done.
     pub fn reset(&mut self) {
-        if matches!(self, ClientStream::Unix(_)) {
-            let _ = self.shutdown(Shutdown::Both);
-            return;
-        }
+        let socket = match self {
+            ClientStream::Unix(_) => {
+                let _ = self.shutdown(Shutdown::Both);
+                return;
+            }
+            ClientStream::Stream(stream) => {
+                stream.cancel();
+                return;
+            }
+            ClientStream::Tcp(stream) => stream.as_raw_fd(),
+            ClientStream::Tls(stream) => stream.socket().as_raw_fd(),
+        };
         let unspecified = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
         // SAFETY: the descriptor is this stream's, open for the call, and
         // the address is a valid sockaddr of the length given.
         unsafe {
-            libc::connect(
-                self.as_fd().as_raw_fd(),
-                &unspecified,
-                std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
-            );
+            libc::connect(socket, &unspecified, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t);
         }
     }
 
@@ -65,12 +80,22 @@ impl ClientStream {
         match self {
             ClientStream::Tcp(stream) => Some(stream.as_fd()),
             ClientStream::Tls(stream) => Some(stream.socket().as_fd()),
-            ClientStream::Unix(_) => None,
+            ClientStream::Unix(_) | ClientStream::Stream(_) => None,
         }
     }
 
     pub fn is_tls(&self) -> bool {
         matches!(self, ClientStream::Tls(_))
+    }
+
+    /// The client chose HTTP/2 when its TLS session began (ALPN `h2`).
+    pub fn negotiated_h2(&self) -> bool {
+        matches!(self, ClientStream::Tls(stream) if stream.negotiated_h2())
+    }
+
+    /// One stream of an HTTP/2 connection.
+    pub fn is_stream(&self) -> bool {
+        matches!(self, ClientStream::Stream(_))
     }
 
     /// Reads may be served from a buffer (TLS decrypts whole records): a
@@ -131,6 +156,7 @@ impl ClientStream {
     /// by sendfile on a plain socket, through the session for TLS.
     pub fn send_file(&mut self, file: &File, offset: &mut u64, count: u64) -> WriteOutcome {
         match self {
+            ClientStream::Stream(_) => self.copy_file(file, offset, count),
             ClientStream::Tls(stream) if !stream.spoke_plain_http() => {
                 // Nothing is read from the file while the socket is full.
                 if let Err(error) = stream.flush_pending() {
@@ -154,8 +180,30 @@ impl ClientStream {
                 }
                 outcome
             }
-            _ => send_file(self.as_fd(), file.as_fd(), offset, count),
+            ClientStream::Tcp(stream) => send_file(stream.as_fd(), file.as_fd(), offset, count),
+            ClientStream::Unix(stream) => send_file(stream.as_fd(), file.as_fd(), offset, count),
+            ClientStream::Tls(stream) => send_file(stream.socket().as_fd(), file.as_fd(), offset, count),
         }
+    }
+
+    /// A file read and written, for a stream that has no socket of its own.
+    fn copy_file(&mut self, file: &File, offset: &mut u64, count: u64) -> WriteOutcome {
+        let mut chunk = vec![0u8; count.min(TLS_FILE_CHUNK as u64) as usize];
+        let read = match file.read_at(&mut chunk, *offset) {
+            Ok(0) => {
+                return WriteOutcome::Failed(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shorter than expected",
+                ));
+            }
+            Ok(read) => read,
+            Err(error) => return WriteOutcome::Failed(error),
+        };
+        let outcome = write_some(self, &chunk[..read]);
+        if let WriteOutcome::Wrote(taken) = outcome {
+            *offset += taken as u64;
+        }
+        outcome
     }
 }
 
@@ -174,6 +222,7 @@ impl Read for ClientStream {
             ClientStream::Tcp(stream) => stream.read(buf),
             ClientStream::Unix(stream) => stream.read(buf),
             ClientStream::Tls(stream) => stream.read(buf),
+            ClientStream::Stream(stream) => stream.read(buf),
         }
     }
 }
@@ -184,21 +233,12 @@ impl Write for ClientStream {
             ClientStream::Tcp(stream) => stream.write(buf),
             ClientStream::Unix(stream) => stream.write(buf),
             ClientStream::Tls(stream) => stream.write(buf),
+            ClientStream::Stream(stream) => stream.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-impl AsFd for ClientStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            ClientStream::Tcp(stream) => stream.as_fd(),
-            ClientStream::Unix(stream) => stream.as_fd(),
-            ClientStream::Tls(stream) => stream.socket().as_fd(),
-        }
     }
 }
 
@@ -208,6 +248,8 @@ impl Source for ClientStream {
             ClientStream::Tcp(stream) => stream.register(registry, token, interests),
             ClientStream::Unix(stream) => stream.register(registry, token, interests),
             ClientStream::Tls(stream) => stream.socket_mut().register(registry, token, interests),
+            // No socket: the stream's connection is woken through its link.
+            ClientStream::Stream(_) => Ok(()),
         }
     }
 
@@ -216,6 +258,7 @@ impl Source for ClientStream {
             ClientStream::Tcp(stream) => stream.reregister(registry, token, interests),
             ClientStream::Unix(stream) => stream.reregister(registry, token, interests),
             ClientStream::Tls(stream) => stream.socket_mut().reregister(registry, token, interests),
+            ClientStream::Stream(_) => Ok(()),
         }
     }
 
@@ -224,6 +267,7 @@ impl Source for ClientStream {
             ClientStream::Tcp(stream) => stream.deregister(registry),
             ClientStream::Unix(stream) => stream.deregister(registry),
             ClientStream::Tls(stream) => stream.socket_mut().deregister(registry),
+            ClientStream::Stream(_) => Ok(()),
         }
     }
 }

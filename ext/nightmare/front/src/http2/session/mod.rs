@@ -289,6 +289,27 @@ impl Session {
         Ok(taken)
     }
 
+    /// The client's connection ended: every stream still open is reset, so
+    /// that its connection stops too (and gives its worker back).
+    pub fn client_gone(&mut self) {
+        let streams: Vec<u32> = self.streams.keys().copied().collect();
+        for stream in streams {
+            if let Some(open) = self.streams.get_mut(&stream).filter(|open| !open.is_closed()) {
+                open.reset = true;
+            }
+            self.wake(stream);
+        }
+        self.client_going_away = true;
+    }
+
+    /// A stream's connection cut its client (too slow, or shed): the
+    /// stream is reset and what it held is dropped.
+    pub fn cancel(&mut self, stream: u32, code: ErrorCode) {
+        if self.streams.get(&stream).is_some_and(|open| !open.is_closed()) {
+            self.reset_stream(stream, code);
+        }
+    }
+
     /// A stream's connection closed its side: its response is complete.
     pub fn end_response(&mut self, stream: u32) {
         if let Some(open) = self.streams.get_mut(&stream) {
@@ -296,15 +317,14 @@ impl Session {
         }
     }
 
-    /// A stream's connection is gone. A stream whose response was not all
-    /// written is reset; one still being framed stays until it is sent.
+    /// A stream's connection is gone; its stream stays until what it wrote
+    /// is framed.
     pub fn release(&mut self, stream: u32) {
         let Some(open) = self.streams.get_mut(&stream) else { return };
         open.connection_gone = true;
-        if !open.is_closed() && !open.response_written {
-            open.reset_by_front();
-            write::rst_stream(&mut self.output, stream, ErrorCode::INTERNAL_ERROR);
-        }
+        // Its closing ends the response as a close ends one from a worker:
+        // complete if its framing says so, cut short (reset) if not.
+        open.response_written = true;
         self.forget_if_done(stream);
     }
 

@@ -25,6 +25,11 @@ impl Session {
         }
     }
 
+    /// Frames wait for the socket (DATA not yet framed does not count).
+    pub fn has_output(&self) -> bool {
+        self.output_backlog() > 0
+    }
+
     pub(super) fn output_backlog(&self) -> usize {
         self.output.len() - self.output_sent
     }

@@ -353,7 +353,7 @@ impl Session {
     }
 
     /// A stream error: RST_STREAM, and the stream's connection learns of it.
-    fn reset_stream(&mut self, stream: u32, code: ErrorCode) {
+    pub(super) fn reset_stream(&mut self, stream: u32, code: ErrorCode) {
         write::rst_stream(&mut self.output, stream, code);
         if let Some(open) = self.streams.get_mut(&stream) {
             open.reset_by_front();

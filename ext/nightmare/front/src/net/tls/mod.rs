@@ -39,6 +39,8 @@ pub struct TlsSettings {
     pub versions: Vec<TlsVersion>,
     /// The server's cipher order over the client's (ssl_prefer_server_ciphers).
     pub prefer_server_ciphers: bool,
+    /// HTTP/2 is offered (ALPN h2); `http2 false` in the block turns it off.
+    pub http2: bool,
 }
 
 impl Default for TlsSettings {
@@ -47,6 +49,7 @@ impl Default for TlsSettings {
             certificates: Vec::new(),
             versions: vec![TlsVersion::Tls12, TlsVersion::Tls13],
             prefer_server_ciphers: false,
+            http2: true,
         }
     }
 }
@@ -108,8 +111,10 @@ pub fn server_config(settings: &TlsSettings, previous: Option<&ServerConfig>) ->
         .map_err(|error| TlsSetupError::setting("ssl_protocols", error.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(chooser));
-    // HTTP/1.1 is all the front speaks; a client offering only h2 is told so.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // h2 first, as clients prefer it; a client offering neither still gets
+    // HTTP/1.1 (no ALPN answer).
+    config.alpn_protocols =
+        if settings.http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
     config.ignore_client_order = settings.prefer_server_ciphers;
     match previous {
         Some(previous) => {

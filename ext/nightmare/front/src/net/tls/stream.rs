@@ -67,6 +67,11 @@ impl TlsStream {
         self.speech == Speech::Tls && self.session.is_handshaking()
     }
 
+    /// The client and the front agreed on HTTP/2 (ALPN).
+    pub fn negotiated_h2(&self) -> bool {
+        self.session.alpn_protocol() == Some(b"h2")
+    }
+
     /// The name the client asked for (SNI), once the handshake has begun.
     pub fn server_name(&self) -> Option<&str> {
         self.session.server_name()
