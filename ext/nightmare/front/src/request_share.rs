@@ -11,7 +11,9 @@
 //!
 //! Addresses are counted as `max_connections_per_address` counts them (an
 //! IPv4 address or an IPv6 /64; by default public ones only, since load
-//! balancers and NAT put many clients behind one private address).
+//! balancers and NAT put many clients behind one private address). An
+//! HTTP/2 connection from an address that is not counted has a share of
+//! its own: one connection can open a hundred streams.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -33,7 +35,7 @@ pub struct RequestShares {
     /// The limit follows the worker count (`"auto"`).
     follows_workers: bool,
     counts_private: bool,
-    lines: Mutex<HashMap<AddressKey, Line>>,
+    lines: Mutex<HashMap<ShareKey, Line>>,
     /// Requests waiting in all lines, and how many may (max_queued_requests:
     /// a waiting request holds its body, as a queued one does).
     waiting: AtomicUsize,
@@ -42,6 +44,14 @@ pub struct RequestShares {
     /// Requests that had to wait for their address's earlier ones.
     waited: AtomicU64,
     sink: Box<dyn ShareSink>,
+}
+
+/// Whose share a request counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum ShareKey {
+    Address(AddressKey),
+    /// An HTTP/2 connection, by a number no other connection has.
+    Connection(u64),
 }
 
 #[derive(Default)]
@@ -128,8 +138,21 @@ impl RequestShares {
 
     /// A request of connection `id` from `peer` asks to go to the upstreams.
     pub fn admit(self: &Arc<Self>, peer: &ClientAddress, id: ConnectionId) -> ShareAdmission {
+        self.admit_stream(peer, id, None)
+    }
+
+    /// The same for a stream of HTTP/2 connection `connection` (a number
+    /// no other connection has): its address's share if that is counted,
+    /// else the connection's own.
+    pub fn admit_stream(
+        self: &Arc<Self>,
+        peer: &ClientAddress,
+        id: ConnectionId,
+        connection: Option<u64>,
+    ) -> ShareAdmission {
         let limit = self.limit();
-        let Some(key) = AddressKey::of(peer, self.counts_private).filter(|_| limit > 0) else {
+        let address = AddressKey::of(peer, self.counts_private).map(ShareKey::Address);
+        let Some(key) = address.or(connection.map(ShareKey::Connection)).filter(|_| limit > 0) else {
             return ShareAdmission::Uncounted;
         };
         let mut lines = self.lock();
@@ -152,7 +175,7 @@ impl RequestShares {
     }
 
     /// A slot of `key` is free: to the next in its line, or given back.
-    fn pass_on(self: &Arc<Self>, key: AddressKey) {
+    fn pass_on(self: &Arc<Self>, key: ShareKey) {
         let next = {
             let mut lines = self.lock();
             let Some(line) = lines.get_mut(&key) else { return };
@@ -179,7 +202,7 @@ impl RequestShares {
         }
     }
 
-    fn leave_line(&self, key: AddressKey, number: u64) {
+    fn leave_line(&self, key: ShareKey, number: u64) {
         let mut lines = self.lock();
         if let Some(line) = lines.get_mut(&key) {
             let before = line.waiting.len();
@@ -191,7 +214,7 @@ impl RequestShares {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AddressKey, Line>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ShareKey, Line>> {
         self.lines.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
@@ -201,7 +224,7 @@ impl RequestShares {
 /// may go.
 pub struct ShareSlot {
     shares: Arc<RequestShares>,
-    key: AddressKey,
+    key: ShareKey,
 }
 
 impl std::fmt::Debug for ShareSlot {
@@ -220,7 +243,7 @@ impl Drop for ShareSlot {
 /// or waited too long), it leaves the line.
 pub struct ShareTicket {
     shares: Arc<RequestShares>,
-    key: AddressKey,
+    key: ShareKey,
     number: u64,
 }
 
@@ -260,6 +283,26 @@ mod tests {
 
     fn peer(text: &str) -> ClientAddress {
         ClientAddress::Ip(text.parse().unwrap())
+    }
+
+    #[test]
+    fn an_http2_connection_from_an_uncounted_address_has_a_share_of_its_own() {
+        let (shares, _heard) = shares(Some(2));
+        let local = peer("127.0.0.1:5000");
+        let streams: Vec<_> = (1..=3).map(|n| shares.admit_stream(&local, id(n), Some(7))).collect();
+        assert!(matches!(
+            streams[..],
+            [ShareAdmission::Admitted(_), ShareAdmission::Admitted(_), ShareAdmission::Wait(_)]
+        ));
+        assert!(
+            matches!(shares.admit_stream(&local, id(4), Some(8)), ShareAdmission::Admitted(_)),
+            "another connection"
+        );
+        assert!(matches!(shares.admit(&local, id(5)), ShareAdmission::Uncounted), "HTTP/1.1 from 127.0.0.1");
+        let public = peer("198.51.100.7:1");
+        let _two: Vec<_> = (6..=7).map(|n| shares.admit_stream(&public, id(n), Some(9))).collect();
+        let across = shares.admit_stream(&public, id(8), Some(10));
+        assert!(matches!(across, ShareAdmission::Wait(_)), "a counted address's share spans its connections");
     }
 
     #[test]

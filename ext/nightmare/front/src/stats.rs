@@ -22,6 +22,14 @@ pub struct Counters {
     /// Clients closed for taking their response too slowly (send_timeout,
     /// send_min_rate).
     pub slow_readers_closed: AtomicU64,
+    /// Clients that chose HTTP/2, their streams, the streams they reset
+    /// and those refused past SETTINGS_MAX_CONCURRENT_STREAMS, and the
+    /// GOAWAYs sent (for errors, abuse, idle time or a stop).
+    pub http2_connections: AtomicU64,
+    pub http2_streams: AtomicU64,
+    pub http2_streams_reset_by_client: AtomicU64,
+    pub http2_streams_refused: AtomicU64,
+    pub http2_goaways_sent: AtomicU64,
     /// Responses begun, by status class: 1xx to 5xx.
     responses_by_class: [AtomicU64; 5],
 }
@@ -130,6 +138,11 @@ pub fn snapshot(shared: &Shared) -> Figures {
         ),
         ("clients_shed", shared.temp_budget.holders.shed_total()),
         ("slow_readers_closed", load(&counters.slow_readers_closed)),
+        ("http2_connections", load(&counters.http2_connections)),
+        ("http2_streams", load(&counters.http2_streams)),
+        ("http2_streams_reset_by_client", load(&counters.http2_streams_reset_by_client)),
+        ("http2_streams_refused", load(&counters.http2_streams_refused)),
+        ("http2_goaways_sent", load(&counters.http2_goaways_sent)),
         ("temp_path_max_size", shared.temp_budget.limit()),
         ("responses_1xx", c1),
         ("responses_2xx", c2),

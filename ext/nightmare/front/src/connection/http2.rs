@@ -11,7 +11,7 @@ use super::{Connection, State, Step};
 use crate::connection_id::ConnectionId;
 use crate::http2::error_code::H2Error;
 use crate::http2::link::Link;
-use crate::http2::session::{Config as SessionConfig, Session};
+use crate::http2::session::{Config as SessionConfig, Session, Tally};
 use crate::http2::stream_end::StreamEnd;
 use crate::loop_context::LoopContext;
 use crate::net::client_address::ClientAddress;
@@ -19,6 +19,7 @@ use crate::net::client_stream::ClientStream;
 use crate::net::listener::Scheme;
 use crate::net::socket_io::{ReadOutcome, WriteOutcome, read_some, write_some};
 use crate::shared::StopMode;
+use crate::stats::Counters;
 
 #[derive(Debug)]
 pub(super) struct Http2Client {
@@ -30,6 +31,19 @@ pub(super) struct Http2Client {
     /// Whether a stream was ever opened: before, the preface and the first
     /// request have client_header_timeout; after, idle time is keepalive.
     served: bool,
+}
+
+/// Adds what a session counted to the front's figures.
+fn count(tally: Tally, ctx: &LoopContext) {
+    let counters = &ctx.shared.counters;
+    for (counter, amount) in [
+        (&counters.http2_streams, tally.streams_opened),
+        (&counters.http2_streams_reset_by_client, tally.streams_reset_by_client),
+        (&counters.http2_streams_refused, tally.streams_refused),
+        (&counters.http2_goaways_sent, tally.goaways_sent),
+    ] {
+        counter.fetch_add(amount, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What the loop does for a connection after running it: connections to
@@ -59,6 +73,7 @@ impl Connection {
         };
         let link = Link::new(Session::new(session_config, ctx.now), self.id);
         self.http2 = true;
+        Counters::add(&ctx.shared.counters.http2_connections);
         let client = Http2Client { link, idle_since: Some(ctx.now), blocked_since: None, served: false };
         self.receive_h2(&client, first, ctx);
         State::Http2(Box::new(client))
@@ -88,6 +103,7 @@ impl Connection {
             };
             ctx.shared.log.info(format!("client {}: HTTP/2 {code}: {why}; sent GOAWAY", self.peer));
         }
+        count(link.session.take_tally(), ctx);
     }
 
     pub(super) fn serve_http2(&mut self, mut client: Box<Http2Client>, ctx: &mut LoopContext) -> (State, Step) {
@@ -158,7 +174,9 @@ impl Connection {
         if let State::Http2(client) = &self.state
             && ctx.shared.stop_mode() != StopMode::Running
         {
-            client.link.lock().session.go_away();
+            let mut link = client.link.lock();
+            link.session.go_away();
+            count(link.session.take_tally(), ctx);
         }
     }
 
@@ -170,6 +188,7 @@ impl Connection {
         }
         let mut link = client.link.lock();
         link.session.go_away();
+        count(link.session.take_tally(), ctx);
         let output = link.session.output().to_vec();
         drop(link);
         let _ = write_some(&mut self.client, &output);
@@ -206,6 +225,15 @@ impl Connection {
             follow_up.spawn = Some(Spawn { link: link.clone(), streams: opened, peer: self.peer, scheme: self.scheme });
         }
         follow_up
+    }
+
+    /// For a stream's connection: a number for its HTTP/2 connection that
+    /// no other connection has (loop and serial), for the connection's
+    /// share of the workers.
+    pub(super) fn http2_share_key(&self) -> Option<u64> {
+        let ClientStream::Stream(stream) = &self.client else { return None };
+        let client = stream.link().lock().client;
+        Some(((client.loop_index as u64) << 48) | client.serial)
     }
 
     /// Its link said it has something to do (see `FollowUp`).

@@ -299,7 +299,7 @@ impl Connection {
             }
         }
         let mut request = Box::new(BufferedRequest::new(head, body, interim, leftover));
-        match ctx.shared.shares.admit(&self.peer, self.id) {
+        match ctx.shared.shares.admit_stream(&self.peer, self.id, self.http2_share_key()) {
             ShareAdmission::Uncounted => {}
             ShareAdmission::Admitted(slot) => self.share = Some(slot),
             ShareAdmission::Wait(ticket) => {

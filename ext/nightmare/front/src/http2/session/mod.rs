@@ -105,6 +105,7 @@ pub struct Tally {
     pub streams_opened: u64,
     pub streams_reset_by_client: u64,
     pub streams_refused: u64,
+    pub goaways_sent: u64,
 }
 
 pub struct Session {
@@ -186,6 +187,11 @@ impl Session {
         self.tally
     }
 
+    /// What was counted since the last call.
+    pub fn take_tally(&mut self) -> Tally {
+        std::mem::take(&mut self.tally)
+    }
+
     /// The connection error that ended the session, if one did.
     pub fn failure(&self) -> Option<H2Error> {
         self.failure
@@ -197,6 +203,7 @@ impl Session {
         if self.going_away.is_none() {
             write::goaway(&mut self.output, self.last_client_stream, ErrorCode::NO_ERROR);
             self.going_away = Some(self.last_client_stream);
+            self.tally.goaways_sent += 1;
         }
     }
 

@@ -366,6 +366,7 @@ impl Session {
         self.failure = Some(error);
         write::goaway(&mut self.output, self.last_client_stream, error.code());
         self.going_away = Some(self.last_client_stream);
+        self.tally.goaways_sent += 1;
         let streams: Vec<u32> = self.streams.keys().copied().collect();
         for stream in streams {
             if let Some(open) = self.streams.get_mut(&stream) {

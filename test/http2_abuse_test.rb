@@ -1,0 +1,95 @@
+# frozen_string_literal: true
+
+require_relative "test_helper"
+require_relative "support/test_certificates"
+require "open3"
+
+# HTTP/2 abuse, frame by frame (test/support/h2_abuse.py, with Debian's
+# python3-h2 libraries): each attack ends as the protection rule says,
+# costs the front little, and a fresh client is served meanwhile.
+class Http2AbuseTest < Minitest::Test
+  include HttpHelpers
+
+  PYTHON = "/usr/bin/python3"
+  SCRIPT = File.join(__dir__, "support", "h2_abuse.py")
+  ENHANCE_YOUR_CALM = 11
+
+  def setup
+    @certs = Dir.mktmpdir("nightmare-h2-abuse")
+    cert, key = TestCertificates.make(@certs, "a", ["a.test", "127.0.0.1"])
+    @tls_port = LocalProcesses.free_port
+    @server = UnicornServer.new(workers: 2, nightmare: 'temp_path_max_size: "512m"', config: <<~CONFIG).start
+      ssl do
+        listen "127.0.0.1:#{@tls_port}"
+        ssl_certificate #{cert.inspect}
+        ssl_certificate_key #{key.inspect}
+      end
+    CONFIG
+  end
+
+  def teardown
+    @server&.stop
+    FileUtils.rm_rf(@certs)
+  end
+
+  def attack(scenario, argument)
+    out, err, status = Open3.capture3(PYTHON, SCRIPT, scenario, "127.0.0.1", @tls_port.to_s, argument.to_s)
+    assert status.success?, "#{scenario}: #{err}"
+    JSON.parse(out.lines.last)
+  end
+
+  # A fresh HTTP/2 client, served within a second.
+  def assert_fresh_client_served
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    out, err, status = Open3.capture3("curl", "-sk", "--http2", "--max-time", "5", "https://127.0.0.1:#{@tls_port}/")
+    assert status.success?, err
+    assert_equal "hello\n", out
+    assert_operator Process.clock_gettime(Process::CLOCK_MONOTONIC) - started, :<, 1
+  end
+
+  def test_rapid_reset_goes_away_and_reset_streams_never_reach_a_worker
+    outcome = attack("rapid_reset", 5000)
+    assert_equal ENHANCE_YOUR_CALM, outcome["goaway"], outcome.inspect
+    assert_operator outcome["responses"], :<=, 2, "streams reset at once are not answered"
+    handed_off = figures["requests_handed_off"]
+    assert_operator handed_off, :<=, 10, "a worker saw almost none of the 5000 (#{handed_off})"
+    assert_operator figures["http2_streams_reset_by_client"], :>, 200
+    assert_fresh_client_served
+  end
+
+  def test_endless_continuations_go_away_at_once
+    outcome = attack("continuation_flood", 100_000)
+    assert_equal ENHANCE_YOUR_CALM, outcome["goaway"], outcome.inspect
+    assert_operator outcome["seconds"], :<, 2
+    assert_fresh_client_served
+  end
+
+  def test_a_ping_flood_is_answered_within_an_allowance_then_cut
+    outcome = attack("ping_flood", 100_000)
+    assert_equal ENHANCE_YOUR_CALM, outcome["goaway"], outcome.inspect
+    assert_fresh_client_served
+  end
+
+  def test_a_header_list_past_the_limit_gets_431_and_the_connection_goes_on
+    outcome = attack("big_header_list", 40_000)
+    assert_equal({ "1" => "431", "3" => "200" }, outcome["statuses"])
+    assert_nil outcome["goaway"]
+  end
+
+  # 16 streams of 4 MiB on a window that never opens: the responses wait
+  # in temp files, the workers are free, the front's memory stays flat.
+  def test_a_reader_that_opens_no_window_costs_temp_files_not_memory_or_workers
+    before = LocalProcesses.peak_rss_kib(@server.front_pid)
+    Open3.popen3(PYTHON, SCRIPT, "zero_window", "127.0.0.1", @tls_port.to_s, "16") do |stdin, stdout, _err, _thread|
+      seen = JSON.parse(stdout.gets)
+      assert_equal 0, seen["data_bytes"], "no DATA on a closed window"
+      assert_equal 16, seen["responses"], "every head came (HEADERS is not flow-controlled)"
+      @server.wait_until("the responses in temp files", 10) { figures["temp_file_bytes"] >= 16 * (4 << 20) * 0.9 }
+      @server.wait_until("the workers free", 10) { figures["in_flight"].zero? }
+      grown = LocalProcesses.peak_rss_kib(@server.front_pid) - before
+      assert_operator grown, :<, 16 * 1024, "front RSS grew #{grown} KiB for 64 MiB held"
+      assert_fresh_client_served
+      stdin.puts
+    end
+  end
+end
