@@ -84,6 +84,22 @@ module Bench
     end
   end
 
+  # HTTP/2 clients: h2load, +streams+ at once on each connection, bounded
+  # by its duration.
+  module H2load
+    module_function
+
+    def run(url, seconds:, connections:, streams:)
+      output = IO.popen(["h2load", "-c", connections.to_s, "-m", streams.to_s, "-D", seconds.to_s,
+                         "--warm-up-time=1", url], err: %i[child out], &:read)
+      done = output[/requests: \d+ total, \d+ started, (\d+) done/, 1].to_i
+      failed = output[/(\d+) failed, (\d+) errored/] ? $1.to_i + $2.to_i : done
+      non_2xx = output[/status codes: \d+ 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/] ? $~.captures.map(&:to_i).sum : 0
+      Result.new(requests_per_second: output[/finished in [\d.]+\w*, ([\d.]+) req\/s/, 1].to_f,
+                 p99_ms: Float::NAN, requests: done, failed: failed + non_2xx)
+    end
+  end
+
   # One large upload; returns seconds taken, or nil if the reply was wrong.
   module Upload
     module_function

@@ -21,20 +21,23 @@ module Bench
     def tls_url(path = "/") = "https://127.0.0.1:#{@tls_port}#{path}"
   end
 
-  # nginx with HTTPS and `try_files $uri @unicorn` in front of Unicorn:
-  # the nginx recipe Nightmare's ssl block and try_files replace.
+  # nginx with HTTPS (and HTTP/2, as Nightmare offers it) and `try_files
+  # $uri @unicorn` in front of Unicorn: the nginx recipe Nightmare's ssl
+  # block and try_files replace.
   class NginxTlsStatic < NginxUnicorn
     include TlsSite
 
-    def start
+    # +http+: more of nginx's http block.
+    def start(http = "")
       start_with(<<~HTTP)
+        #{http}
         sendfile on;
         tcp_nopush on;
         client_max_body_size 200m;
         proxy_max_temp_file_size 1024m;
         server {
           listen 127.0.0.1:#{@port};
-          listen 127.0.0.1:#{@tls_port} ssl;
+          listen 127.0.0.1:#{@tls_port} ssl http2;
           ssl_certificate #{@site.certificate};
           ssl_certificate_key #{@site.key};
           ssl_protocols TLSv1.2 TLSv1.3;

@@ -32,6 +32,17 @@ impl StreamEnd {
         state.client_wanted = true;
     }
 
+    /// Sends up to `count` bytes of `file` from `*offset`, advancing it.
+    pub fn send_file(&mut self, file: &std::fs::File, offset: &mut u64, count: u64) -> io::Result<usize> {
+        let mut state = self.link.lock();
+        let written = state.session.write_response_from(self.stream, file, *offset, count)?;
+        *offset += written as u64;
+        if written > 0 {
+            state.client_wanted = true;
+        }
+        Ok(written)
+    }
+
     /// The connection cut the client (a slow reader, shed): RST_STREAM.
     pub fn cancel(&mut self) {
         let mut state = self.link.lock();

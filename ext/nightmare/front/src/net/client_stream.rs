@@ -186,24 +186,13 @@ impl ClientStream {
         }
     }
 
-    /// A file read and written, for a stream that has no socket of its own.
+    /// A file read straight into a stream's buffer: it has no socket.
     fn copy_file(&mut self, file: &File, offset: &mut u64, count: u64) -> WriteOutcome {
-        let mut chunk = vec![0u8; count.min(TLS_FILE_CHUNK as u64) as usize];
-        let read = match file.read_at(&mut chunk, *offset) {
-            Ok(0) => {
-                return WriteOutcome::Failed(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file shorter than expected",
-                ));
-            }
-            Ok(read) => read,
-            Err(error) => return WriteOutcome::Failed(error),
-        };
-        let outcome = write_some(self, &chunk[..read]);
-        if let WriteOutcome::Wrote(taken) = outcome {
-            *offset += taken as u64;
+        let ClientStream::Stream(stream) = self else { return WriteOutcome::Wrote(0) };
+        match stream.send_file(file, offset, count) {
+            Ok(written) => WriteOutcome::Wrote(written),
+            Err(error) => classify_write_error(error),
         }
-        outcome
     }
 }
 

@@ -317,6 +317,29 @@ impl Session {
         }
     }
 
+    /// The same from a file (see `write_response`): bytes go from the file
+    /// to the stream's buffer with no copy between.
+    pub fn write_response_from(
+        &mut self,
+        stream: u32,
+        file: &std::fs::File,
+        offset: u64,
+        count: u64,
+    ) -> io::Result<usize> {
+        let Some(open) = self.streams.get_mut(&stream) else { return Err(io::ErrorKind::BrokenPipe.into()) };
+        if open.reset || open.response_ended {
+            return Err(io::ErrorKind::ConnectionReset.into());
+        }
+        let room = self.config.stream_buffer.saturating_sub(open.outbound().len());
+        if room == 0 && count > 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        match open.read_outbound_from(file, offset, room.min(count as usize))? {
+            0 if count > 0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than expected")),
+            read => Ok(read),
+        }
+    }
+
     /// A stream's connection closed its side: its response is complete.
     pub fn end_response(&mut self, stream: u32) {
         if let Some(open) = self.streams.get_mut(&stream) {

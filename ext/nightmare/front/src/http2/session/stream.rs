@@ -127,6 +127,17 @@ impl Stream {
         self.frames.take(&self.outbound, room)
     }
 
+    /// Reads up to `count` bytes of `file` at `offset` straight into the
+    /// response bytes (a spooled response, or try_files): no chunk between.
+    pub fn read_outbound_from(&mut self, file: &std::fs::File, offset: u64, count: usize) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let start = self.outbound.len();
+        self.outbound.resize(start + count, 0);
+        let read = file.read_at(&mut self.outbound[start..], offset);
+        self.outbound.truncate(start + *read.as_ref().unwrap_or(&0));
+        read
+    }
+
     pub fn push_outbound(&mut self, bytes: &[u8]) {
         self.outbound.extend_from_slice(bytes);
     }
