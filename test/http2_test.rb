@@ -128,6 +128,23 @@ class Http2Test < Minitest::Test
     assert_operator figures["requests_waited_for_own_address"], :>=, 30
   end
 
+  # Prior knowledge on a plain listener, only when asked: off, the preface
+  # gets 505 as before.
+  def test_cleartext_http2_only_with_http2_cleartext
+    start(nightmare: "http2_cleartext: true")
+    out, err, status = Open3.capture3("curl", "-s", "--http2-prior-knowledge", "-w", "\n%{http_version}",
+                                      "http://127.0.0.1:#{@server.port}/")
+    assert status.success?, err
+    assert_equal "hello\n\n2", out
+    http1, = Open3.capture3("curl", "-s", "http://127.0.0.1:#{@server.port}/")
+    assert_equal "hello\n", http1, "HTTP/1.1 on the same listener"
+    @server.stop
+    start
+    out, = Open3.capture3("curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
+                          "http://127.0.0.1:#{@server.port}/")
+    refute_equal "200", out, "off by default"
+  end
+
   def test_http2_false_keeps_the_block_on_http1
     start(ssl: "http2 false")
     _, version = curl("/")

@@ -64,6 +64,7 @@ class OptionsTest < Minitest::Test
       { access_log_format: "$remote_addr $bogus" } => "access_log_format: unknown variable $bogus (known: remote_addr,",
       { access_log: "/no/such/dir/access.log" } => 'nightmare access_log="/no/such/dir/access.log" is not a file ' \
                                                    "that can be written (or created)",
+      { http2_cleartext: "maybe" } => 'not a switch: nightmare http2_cleartext="maybe" (give true or false)',
       { bogus: 1 } => "nightmare: unknown setting :bogus (known: threads, client_header_timeout,"
     }.each do |given, message|
       error = assert_raises(ArgumentError, given.inspect) { Nightmare::Options.new(given) }

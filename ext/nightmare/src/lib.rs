@@ -416,6 +416,10 @@ fn given(value: magnus::Value) -> Given {
         symbol.name().map_or(GivenValue::Other, |name| GivenValue::Text(name.into_owned()))
     } else if let Some(list) = RArray::from_value(value) {
         GivenValue::List(list.into_iter().map(given).collect())
+    } else if magnus::value::Qtrue::from_value(value).is_some() {
+        GivenValue::Bool(true)
+    } else if magnus::value::Qfalse::from_value(value).is_some() {
+        GivenValue::Bool(false)
     } else {
         GivenValue::Other
     };

@@ -25,7 +25,9 @@ pub enum GivenValue {
     Float(f64),
     Text(String),
     List(Vec<Given>),
-    /// nil, and anything else Ruby holds (a Symbol, true): read by no kind.
+    /// Ruby's true and false.
+    Bool(bool),
+    /// nil, and anything else Ruby holds: read by no kind.
     Other,
 }
 
@@ -49,6 +51,16 @@ impl Given {
 
     pub fn is_off(&self) -> bool {
         matches!(&self.value, GivenValue::Text(text) if text == "off")
+    }
+}
+
+/// true or false, or as nginx writes them, "on" or "off".
+pub fn switch(name: &str, given: &Given) -> Result<bool, String> {
+    match &given.value {
+        GivenValue::Bool(value) => Ok(*value),
+        GivenValue::Text(text) if text == "on" => Ok(true),
+        GivenValue::Text(text) if text == "off" => Ok(false),
+        _ => Err(refuse("not a switch", name, given, "give true or false")),
     }
 }
 

@@ -50,6 +50,8 @@ pub struct FrontConfig {
     pub send_timeout: Duration,
     /// How long an idle keep-alive connection waits for its next request.
     pub keepalive_timeout: Duration,
+    /// HTTP/2 with prior knowledge on plain listeners.
+    pub http2_cleartext: bool,
     /// Requests served on one connection before it is closed.
     pub keepalive_requests: usize,
     /// How long a switched-protocols tunnel may carry nothing either way.
@@ -160,6 +162,7 @@ impl FrontConfig {
             send_min_rate: 0,
             tcp_notsent_lowat: 0,
             keepalive_timeout: Duration::ZERO,
+            http2_cleartext: false,
             keepalive_requests: 1,
             tunnel_timeout: Duration::ZERO,
             temp_path: Arc::from(Path::new("/")),

@@ -48,6 +48,10 @@ pub enum Kind {
     LogFormat {
         store: fn(&mut FrontConfig, Format),
     },
+    /// true or false ("on" or "off").
+    Switch {
+        store: fn(&mut FrontConfig, bool),
+    },
 }
 
 /// What a setting is when the config file does not say.
@@ -151,6 +155,11 @@ impl Setting {
                 let shown = path.to_string_lossy().into_owned();
                 store(config, Some(path));
                 Normal::Path(shown)
+            }
+            Kind::Switch { store } => {
+                let on = given::switch(name, value)?;
+                store(config, on);
+                Normal::Text(if on { "on" } else { "off" }.to_owned())
             }
             Kind::LogFormat { store } => {
                 let given::GivenValue::Text(text) = &value.value else {
@@ -261,6 +270,15 @@ pub static SETTINGS: &[Setting] = &[
         default: Default::Written("75s"),
         nginx: "same",
         about: "how long an idle client connection waits for its next request",
+    },
+    Setting {
+        name: "http2_cleartext",
+        kind: Kind::Switch { store: |c, v| c.http2_cleartext = v },
+        default: Default::Written("off"),
+        nginx: "`listen ... http2` without `ssl` (Thruster's `H2C_ENABLED`)",
+        about: "HTTP/2 with prior knowledge on the plain listeners too (a client that opens with the HTTP/2 \
+                preface); HTTPS listeners offer HTTP/2 by ALPN whatever this says (`http2 false` in the `ssl` \
+                block turns that off). No h2c Upgrade",
     },
     Setting {
         name: "keepalive_requests",

@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::handoff;
 use super::{Connection, State, Step};
 use crate::http::error_response::Rejection;
+use crate::http2::session::PREFACE;
 use crate::loop_context::LoopContext;
 use crate::net::socket_io::{ReadOutcome, WriteOutcome, read_some, write_some};
 use crate::request::body::{BodyFeed, BodyPlan, BodyRead};
@@ -21,7 +22,20 @@ use crate::upstream::outbound::BufferedRequest;
 
 impl Connection {
     pub(super) fn read_head(&mut self, mut reader: HeadReader, ctx: &mut LoopContext) -> (State, Step) {
-        if reader.has_unscanned() {
+        // HTTP/2 with prior knowledge (http2_cleartext): the preface's first
+        // 18 bytes read as a whole HTTP/1.1 head, so they are not parsed
+        // as one while the rest may still come.
+        let mut preface_so_far = false;
+        if self.requests_served == 0 && ctx.shared.config.http2_cleartext && !self.client.is_tls() {
+            let bytes = reader.bytes();
+            let seen = bytes.len().min(PREFACE.len());
+            preface_so_far = seen > 0 && bytes[..seen] == PREFACE[..seen];
+            if preface_so_far && seen == PREFACE.len() {
+                let first = bytes.to_vec();
+                return (self.begin_http2(&first, ctx), Step::Again);
+            }
+        }
+        if reader.has_unscanned() && !preface_so_far {
             return (self.poll_head(reader, ctx), Step::Again);
         }
         if !self.client_ready.readable {
@@ -46,6 +60,11 @@ impl Connection {
                     }
                 }
                 reader.push(&ctx.scratch[..n]);
+                if self.requests_served == 0 && ctx.shared.config.http2_cleartext && reader.bytes().starts_with(b"PRI ")
+                {
+                    // Looked at again at the top, whole or in part.
+                    return (State::ReadingHead(reader), Step::Again);
+                }
                 (self.poll_head(reader, ctx), Step::Again)
             }
             ReadOutcome::WouldBlock => {

@@ -154,6 +154,11 @@ impl HeadReader {
         self.buf.is_empty()
     }
 
+    /// What has arrived so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Bytes not yet looked at (left over from a pipelined batch).
     pub fn has_unscanned(&self) -> bool {
         self.scanned < self.buf.len()
