@@ -148,6 +148,15 @@ def big_header_list(client, size):
     return result
 
 
+def reset_waiting(client, streams):
+    """Streams that wait for a worker, then are reset: none may run."""
+    started = time.monotonic()
+    client.send(b"".join(client.request(2 * n + 1, "/sleep?1") for n in range(streams)))
+    time.sleep(0.4)
+    client.send(b"".join(RstStreamFrame(2 * n + 1, error_code=8).serialize() for n in range(streams)))
+    return summary(client.frames(1.5), started)
+
+
 def zero_window(client, streams):
     """Streams whose window never opens: their responses wait in the
     front's temp files, not its memory, and the workers are free."""
@@ -170,6 +179,7 @@ SCENARIOS = {
     "ping_flood": (ping_flood, {}),
     "big_header_list": (big_header_list, {}),
     "zero_window": (zero_window, {SettingsFrame.INITIAL_WINDOW_SIZE: 0}),
+    "reset_waiting": (reset_waiting, {}),
 }
 
 if __name__ == "__main__":

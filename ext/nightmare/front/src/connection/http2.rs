@@ -238,7 +238,15 @@ impl Connection {
 
     /// Its link said it has something to do (see `FollowUp`).
     pub fn on_wake(&mut self, ctx: &mut LoopContext) -> crate::loop_context::Verdict {
-        if self.client.is_stream() {
+        if let ClientStream::Stream(stream) = &self.client {
+            // A stream reset while its request waits for a worker must not
+            // cost one later (as a client gone from a queued HTTP/1.1
+            // request, see on_client_event).
+            let waiting =
+                matches!(self.state, State::Queued(_) | State::AwaitingShare { .. } | State::StoringBody { .. });
+            if waiting && stream.is_reset() {
+                return crate::loop_context::Verdict::Close;
+            }
             self.client_ready.readable = true;
             self.client_ready.writable = true;
         }

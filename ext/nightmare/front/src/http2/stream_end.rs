@@ -25,6 +25,11 @@ impl StreamEnd {
         &self.link
     }
 
+    /// The stream was reset (by the client, or its connection ended).
+    pub fn is_reset(&self) -> bool {
+        self.link.lock().session.is_reset(self.stream)
+    }
+
     /// The connection is done with its response.
     pub fn end_response(&mut self) {
         let mut state = self.link.lock();

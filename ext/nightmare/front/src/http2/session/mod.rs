@@ -309,6 +309,11 @@ impl Session {
         self.client_going_away = true;
     }
 
+    /// Whether a stream was reset (an unknown one counts as reset).
+    pub fn is_reset(&self, stream: u32) -> bool {
+        self.streams.get(&stream).is_none_or(|open| open.reset)
+    }
+
     /// A stream's connection cut its client (too slow, or shed): the
     /// stream is reset and what it held is dropped.
     pub fn cancel(&mut self, stream: u32, code: ErrorCode) {
