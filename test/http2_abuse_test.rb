@@ -80,6 +80,14 @@ class Http2AbuseTest < Minitest::Test
     assert_nil outcome["goaway"]
   end
 
+  def test_trailers_are_dropped_and_a_pseudo_header_among_them_resets_the_stream
+    outcome = attack("trailers", 0)
+    body = "5 #{Digest::SHA256.hexdigest('hello')}"
+    assert_equal({ "1" => body }, outcome["bodies"], "the body reached the app, the trailers did not matter")
+    assert_equal [3], outcome["reset_streams"]
+    assert_nil outcome["goaway"]
+  end
+
   # One worker; eight slow streams: the connection's share (two) is handed
   # to the worker's accept queue, the others wait in the connection's own
   # line. Reset, those never reach the worker (before: five of the eight ran).

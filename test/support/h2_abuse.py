@@ -157,6 +157,25 @@ def reset_waiting(client, streams):
     return summary(client.frames(1.5), started)
 
 
+def trailers(client, _):
+    """A body followed by trailers: the trailers are read and dropped, the
+    body reaches the app. Trailers with a pseudo-header reset the stream."""
+    started = time.monotonic()
+    for stream, trailer in ((1, [("x-checksum", "abc")]), (3, [(":path", "/evil")])):
+        opening = HeadersFrame(stream, client.block("/upload", method="POST"))
+        opening.flags.add("END_HEADERS")
+        body = DataFrame(stream, b"hello")
+        closing = HeadersFrame(stream, client.encoder.encode(trailer))
+        closing.flags.add("END_HEADERS")
+        closing.flags.add("END_STREAM")
+        client.send(opening.serialize() + body.serialize() + closing.serialize())
+    frames = client.frames(2)
+    result = summary(frames, started)
+    result["bodies"] = {str(f.stream_id): f.data.decode() for f in frames if isinstance(f, DataFrame) and f.data}
+    result["reset_streams"] = [f.stream_id for f in frames if isinstance(f, RstStreamFrame)]
+    return result
+
+
 def zero_window(client, streams):
     """Streams whose window never opens: their responses wait in the
     front's temp files, not its memory, and the workers are free."""
@@ -180,6 +199,7 @@ SCENARIOS = {
     "big_header_list": (big_header_list, {}),
     "zero_window": (zero_window, {SettingsFrame.INITIAL_WINDOW_SIZE: 0}),
     "reset_waiting": (reset_waiting, {}),
+    "trailers": (trailers, {}),
 }
 
 if __name__ == "__main__":
