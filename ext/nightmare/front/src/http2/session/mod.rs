@@ -130,6 +130,10 @@ pub struct Session {
     wakes: Vec<u32>,
     /// Framing goes round the streams from the one after this.
     cursor: u32,
+    /// Something may be framed that was not: a stream's connection wrote
+    /// or ended, or a window opened. Spares walking every stream on each
+    /// call for output.
+    framing_due: bool,
     resets: Allowance,
     pings: Allowance,
     settings_frames: Allowance,
@@ -159,6 +163,7 @@ impl Session {
             opened: Vec::new(),
             wakes: Vec::new(),
             cursor: 0,
+            framing_due: false,
             resets: Allowance::new(2 * config.max_concurrent_streams, config.max_concurrent_streams, now),
             pings: Allowance::new(64, 8, now),
             settings_frames: Allowance::new(64, 8, now),
@@ -293,6 +298,7 @@ impl Session {
         }
         let taken = room.min(bytes.len());
         open.push_outbound(&bytes[..taken]);
+        self.framing_due |= taken > 0;
         Ok(taken)
     }
 
@@ -341,7 +347,10 @@ impl Session {
         }
         match open.read_outbound_from(file, offset, room.min(count as usize))? {
             0 if count > 0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than expected")),
-            read => Ok(read),
+            read => {
+                self.framing_due = true;
+                Ok(read)
+            }
         }
     }
 
@@ -349,6 +358,7 @@ impl Session {
     pub fn end_response(&mut self, stream: u32) {
         if let Some(open) = self.streams.get_mut(&stream) {
             open.response_written = true;
+            self.framing_due = true;
         }
     }
 
@@ -360,6 +370,7 @@ impl Session {
         // Its closing ends the response as a close ends one from a worker:
         // complete if its framing says so, cut short (reset) if not.
         open.response_written = true;
+        self.framing_due = true;
         self.forget_if_done(stream);
     }
 

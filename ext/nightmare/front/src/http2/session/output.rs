@@ -38,6 +38,9 @@ impl Session {
     /// frame per stream in turn while the windows and the high-water mark
     /// allow.
     fn frame_responses(&mut self) {
+        if !self.framing_due {
+            return;
+        }
         loop {
             let order: Vec<u32> = self
                 .streams
@@ -54,6 +57,8 @@ impl Session {
                 self.forget_if_done(stream);
             }
             if !progress {
+                // Stopped by the high-water mark above, it stays due.
+                self.framing_due = false;
                 return;
             }
         }

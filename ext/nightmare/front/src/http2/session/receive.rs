@@ -116,6 +116,7 @@ impl Session {
                 Ok(())
             }
             Frame::WindowUpdate { stream: 0, increment } => {
+                self.framing_due = true;
                 self.send_window += i64::from(increment);
                 if self.send_window > i64::from(LARGEST_WINDOW) {
                     return Err(H2Error::connection(
@@ -128,6 +129,7 @@ impl Session {
             Frame::WindowUpdate { stream, increment } => {
                 self.check_not_idle(stream)?;
                 if let Some(open) = self.streams.get_mut(&stream).filter(|open| !open.is_closed()) {
+                    self.framing_due = true;
                     open.send_window += i64::from(increment);
                     if open.send_window > i64::from(LARGEST_WINDOW) {
                         return Err(H2Error::stream(
@@ -318,6 +320,8 @@ impl Session {
     }
 
     fn apply_settings(&mut self, payload: &[u8]) -> Result<(), H2Error> {
+        // A window or a frame size may have grown.
+        self.framing_due = true;
         for (id, value) in settings(payload) {
             match id {
                 setting::ENABLE_PUSH if value > 1 => return Err(protocol("SETTINGS_ENABLE_PUSH other than 0 or 1")),
