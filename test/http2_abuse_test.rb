@@ -21,8 +21,9 @@ class Http2AbuseTest < Minitest::Test
     start
   end
 
-  def start(workers: 2)
-    @server = UnicornServer.new(workers: workers, nightmare: 'temp_path_max_size: "512m"', config: <<~CONFIG).start
+  def start(workers: 2, nightmare: "")
+    settings = ['temp_path_max_size: "512m"', nightmare].reject(&:empty?).join(", ")
+    @server = UnicornServer.new(workers: workers, nightmare: settings, config: <<~CONFIG).start
       ssl do
         listen "127.0.0.1:#{@tls_port}"
         ssl_certificate #{@cert.inspect}
@@ -78,6 +79,17 @@ class Http2AbuseTest < Minitest::Test
     outcome = attack("big_header_list", 40_000)
     assert_equal({ "1" => "431", "3" => "200" }, outcome["statuses"])
     assert_nil outcome["goaway"]
+  end
+
+  # A connection that opens no stream has client_header_timeout, as an
+  # HTTP/1.1 one that sends no request: then GOAWAY, and it is closed.
+  def test_a_connection_that_opens_no_stream_goes_away_after_client_header_timeout
+    @server.stop
+    start(nightmare: "client_header_timeout: 1")
+    outcome = attack("idle", 6)
+    assert_equal 0, outcome["goaway"], "GOAWAY NO_ERROR: #{outcome.inspect}"
+    assert_operator outcome["seconds"], :<, 3, "within a tick of the timeout"
+    assert_operator outcome["seconds"], :>=, 0.9
   end
 
   def test_trailers_are_dropped_and_a_pseudo_header_among_them_resets_the_stream

@@ -176,6 +176,12 @@ def trailers(client, _):
     return result
 
 
+def idle(client, seconds):
+    """A connection that opens no stream: when does the front say GOAWAY?"""
+    started = time.monotonic()
+    return summary(client.frames(seconds), started)
+
+
 def zero_window(client, streams):
     """Streams whose window never opens: their responses wait in the
     front's temp files, not its memory, and the workers are free."""
@@ -200,6 +206,7 @@ SCENARIOS = {
     "zero_window": (zero_window, {SettingsFrame.INITIAL_WINDOW_SIZE: 0}),
     "reset_waiting": (reset_waiting, {}),
     "trailers": (trailers, {}),
+    "idle": (idle, {}),
 }
 
 if __name__ == "__main__":
