@@ -151,6 +151,24 @@ class Http2Test < Minitest::Test
     assert_equal "1.1", version
   end
 
+  # HUP with new settings replaces the front: the old one says GOAWAY and
+  # finishes the stream in flight, the new one takes the next connection.
+  def test_a_front_replaced_on_hup_finishes_its_streams_and_the_next_front_serves
+    start
+    mark = File.join(@certs, "held-by")
+    nghttp = Thread.new { Open3.capture3("nghttp", "-nv", url("/hold?seconds=2&mark=#{mark}")) }
+    @server.wait_until("the request in a worker", 10) { File.exist?(mark) }
+    config = File.read(@server.config_path).sub(/^nightmare .*$/, 'nightmare client_max_body_size: "65m"')
+    File.write(@server.config_path, config)
+    Process.kill(:HUP, @server.pid)
+    @server.wait_until("the new front", 20) { @server.log.scan("nightmare front ready").size == 2 }
+    body, version = curl("/pid")
+    assert_equal ["2", true], [version, body.match?(/\A\d+\z/)], "the next connection, through the new front"
+    out, = nghttp.value
+    assert_match(/recv GOAWAY frame/, out, "the old front said it goes away")
+    assert_match(/:status: 200/, out, "and finished the stream in flight")
+  end
+
   def test_quit_lets_streams_in_flight_finish_and_says_goaway
     start
     mark = File.join(@certs, "held-by")
