@@ -92,6 +92,15 @@ class Http2AbuseTest < Minitest::Test
     assert_operator outcome["seconds"], :>=, 0.9
   end
 
+  # Once it has served a stream, keepalive_timeout, as for HTTP/1.1.
+  def test_a_connection_idle_after_its_streams_goes_away_after_keepalive_timeout
+    @server.stop
+    start(nightmare: "client_header_timeout: 20, keepalive_timeout: 1")
+    outcome = attack("served_then_idle", 6)
+    assert_equal [0, 1], outcome.values_at("goaway", "responses"), outcome.inspect
+    assert_operator outcome["seconds"], :<, 3
+  end
+
   def test_trailers_are_dropped_and_a_pseudo_header_among_them_resets_the_stream
     outcome = attack("trailers", 0)
     body = "5 #{Digest::SHA256.hexdigest('hello')}"

@@ -182,6 +182,13 @@ def idle(client, seconds):
     return summary(client.frames(seconds), started)
 
 
+def served_then_idle(client, seconds):
+    """One request answered, then nothing: when does the front say GOAWAY?"""
+    client.send(client.request(1, "/"))
+    started = time.monotonic()
+    return summary(client.frames(seconds), started)
+
+
 def zero_window(client, streams):
     """Streams whose window never opens: their responses wait in the
     front's temp files, not its memory, and the workers are free."""
@@ -207,6 +214,7 @@ SCENARIOS = {
     "reset_waiting": (reset_waiting, {}),
     "trailers": (trailers, {}),
     "idle": (idle, {}),
+    "served_then_idle": (served_then_idle, {}),
 }
 
 if __name__ == "__main__":
