@@ -25,6 +25,9 @@ pub struct Stream {
     pub credit_owed: u64,
     /// Response bytes written by the connection, not yet framed.
     outbound: Vec<u8>,
+    /// How much of `outbound` is framed already: taken from the front by
+    /// moving this, not the bytes (a drain per frame moved the whole rest).
+    outbound_framed: usize,
     pub frames: ResponseFrames,
     /// What the front may still send on this stream.
     pub send_window: i64,
@@ -54,6 +57,7 @@ impl Stream {
             body_unread: 0,
             credit_owed: 0,
             outbound: Vec::new(),
+            outbound_framed: 0,
             frames,
             send_window,
             response_written: false,
@@ -119,12 +123,12 @@ impl Stream {
     }
 
     pub fn outbound(&self) -> &[u8] {
-        &self.outbound
+        &self.outbound[self.outbound_framed..]
     }
 
     /// The next piece of the response, within `room` bytes of data.
     pub fn take_piece(&mut self, room: usize) -> Result<(usize, Piece), Malformed> {
-        self.frames.take(&self.outbound, room)
+        self.frames.take(&self.outbound[self.outbound_framed..], room)
     }
 
     /// Reads up to `count` bytes of `file` at `offset` straight into the
@@ -143,7 +147,15 @@ impl Stream {
     }
 
     pub fn consume_outbound(&mut self, count: usize) {
-        self.outbound.drain(..count);
+        self.outbound_framed += count;
+        if self.outbound_framed == self.outbound.len() {
+            self.outbound.clear();
+            self.outbound_framed = 0;
+        } else if self.outbound_framed > self.outbound.len() / 2 {
+            // Past half, moving what is left costs less than what was taken.
+            self.outbound.drain(..self.outbound_framed);
+            self.outbound_framed = 0;
+        }
     }
 
     /// What the stream holds in memory for the client, in bytes.
