@@ -234,6 +234,8 @@ class TlsConfigErrorTest < Minitest::Test
         "nightmare true\n#{block.call("ssl_certificate #{cert.inspect}")}" =>
           /1 ssl_certificate but 0 ssl_certificate_key/,
         "nightmare true\nssl_certificate #{cert.inspect}" => /ssl_certificate must be called inside an `ssl' block/,
+        "nightmare true\nhttp2 false" => /http2 must be called inside an `ssl' block/,
+        "nightmare true\n#{block.call("#{pair}; http2 'no'")}" => /http2="no" not a boolean/,
         "nightmare true\nssl do\n  listen '#{dir}/u.sock'\n  #{pair}\nend\n" =>
           /listen ".*u.sock" is a UNIX socket; HTTPS needs a TCP listener/,
         "nightmare true\nlisten '127.0.0.1:9'\n#{block.call(pair)}" =>
