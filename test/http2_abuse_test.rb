@@ -101,6 +101,25 @@ class Http2AbuseTest < Minitest::Test
     assert_operator outcome["seconds"], :<, 3
   end
 
+  # At max_connections, an HTTP/2 connection idle after its streams is
+  # closed for a newcomer, as an idle HTTP/1.1 keep-alive one is.
+  def test_an_idle_http2_connection_makes_room_at_max_connections
+    @server.stop
+    start(nightmare: "max_connections: 1, keepalive_timeout: 60")
+    idle = Open3.popen3(PYTHON, SCRIPT, "served_then_idle", "127.0.0.1", @tls_port.to_s, "8")
+    sleep 1.5
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    out, err, status = Open3.capture3("curl", "-sk", "--http1.1", "--max-time", "5", "https://127.0.0.1:#{@tls_port}/")
+    assert status.success?, err
+    assert_equal "hello\n", out
+    assert_operator Process.clock_gettime(Process::CLOCK_MONOTONIC) - started, :<, 2, "no wait for keepalive_timeout"
+    outcome = JSON.parse(idle[1].read.lines.last)
+    assert_equal 1, outcome["responses"], "the idle connection had been served, then closed: #{outcome.inspect}"
+    assert_operator outcome["seconds"], :<, 5, "closed for room, not after 60 s"
+  ensure
+    idle&.each { |io| io.close unless !io.respond_to?(:close) || io.closed? }
+  end
+
   def test_trailers_are_dropped_and_a_pseudo_header_among_them_resets_the_stream
     outcome = attack("trailers", 0)
     body = "5 #{Digest::SHA256.hexdigest('hello')}"

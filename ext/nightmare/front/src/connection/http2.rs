@@ -169,6 +169,12 @@ impl Connection {
         State::Closed
     }
 
+    /// An HTTP/2 connection that served streams and has none now: as an
+    /// idle keep-alive one, it may be closed to make room for new clients.
+    pub(super) fn is_idle_http2(&self) -> bool {
+        matches!(&self.state, State::Http2(client) if client.served && client.idle_since.is_some())
+    }
+
     /// A graceful stop: GOAWAY, and the streams in flight finish.
     pub(super) fn stop_http2(&mut self, ctx: &mut LoopContext) {
         if let State::Http2(client) = &self.state

@@ -328,7 +328,7 @@ impl Connection {
     /// When an idle keep-alive connection would time out, if this is one:
     /// what nginx closes first when connections run out, soonest first.
     pub fn idle_until(&self) -> Option<Instant> {
-        if self.is_idle() { self.deadline } else { None }
+        if self.is_idle() || self.is_idle_http2() { self.deadline } else { None }
     }
 
     /// Waiting for the next request on a connection that served one.
