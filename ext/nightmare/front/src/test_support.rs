@@ -23,6 +23,11 @@ impl Noise {
         (self.next() % limit.max(1) as u64) as usize
     }
 
+    /// `count` random bytes.
+    pub fn bytes(&mut self, count: usize) -> Vec<u8> {
+        (0..count).map(|_| self.next() as u8).collect()
+    }
+
     /// Splits `input` at random points, as reads would.
     pub fn pieces<'a>(&mut self, input: &'a [u8]) -> Vec<&'a [u8]> {
         let mut out = Vec::new();

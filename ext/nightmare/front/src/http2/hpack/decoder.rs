@@ -312,17 +312,9 @@ mod tests {
         ] {
             assert_eq!(decoder.decode(&hex(wire), usize::MAX, &mut none), Err(error), "{wire}");
         }
-        let mut seed = 0x9e3779b9u32;
+        let mut noise = crate::test_support::Noise::new(0x9e37_79b9);
         for _ in 0..5000 {
-            let block: Vec<u8> = (0..24)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 17;
-                    seed ^= seed << 5;
-                    seed as u8
-                })
-                .collect();
-            let _ = decoder.decode(&block, 1024, &mut none);
+            let _ = decoder.decode(&noise.bytes(24), 1024, &mut none);
             assert!(decoder.table.size() <= 4096);
         }
         assert!(decoder.held_bytes() <= 4096 + 2 * SCRATCH_KEPT);

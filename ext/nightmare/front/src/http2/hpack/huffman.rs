@@ -203,16 +203,9 @@ mod tests {
         // EOS spelled out.
         assert_eq!(decode(&[0xff, 0xff, 0xff, 0xff], &mut out), Err(DecodeError::HuffmanEos));
         // Random bytes decode or fail; they never panic.
-        let mut seed = 0x2545f491u32;
+        let mut noise = crate::test_support::Noise::new(0x2545_f491);
         for _ in 0..2000 {
-            let bytes: Vec<u8> = (0..16)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 17;
-                    seed ^= seed << 5;
-                    seed as u8
-                })
-                .collect();
+            let bytes = noise.bytes(16);
             out.clear();
             let _ = decode(&bytes, &mut out);
             assert!(out.len() <= bytes.len() * 8 / 5, "no symbol is under five bits");
