@@ -113,8 +113,7 @@ impl Connection {
                     if !self.client.buffers_reads() {
                         self.client_ready.note_short_read(n, ctx.scratch.len());
                     }
-                    let bytes = ctx.scratch[..n].to_vec();
-                    self.receive_h2(&client, &bytes, ctx);
+                    self.receive_h2(&client, &ctx.scratch[..n], ctx);
                 }
                 ReadOutcome::WouldBlock => self.client_ready.readable = false,
                 ReadOutcome::Eof | ReadOutcome::Gone | ReadOutcome::Failed(_) => {

@@ -257,6 +257,7 @@ impl Session {
         if open.reset {
             return Err(io::ErrorKind::ConnectionReset.into());
         }
+        open.stage_chunk();
         if open.inbound_len() == 0 {
             return if open.response_ended { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
         }

@@ -22,19 +22,21 @@ impl Session {
         if self.phase == Phase::Failed {
             return Ok(());
         }
-        self.unread.extend_from_slice(input);
-        let unread = std::mem::take(&mut self.unread);
-        let outcome = self.read_frames(&unread, now);
-        let (consumed, result) = match outcome {
-            Ok(consumed) => (consumed, Ok(())),
-            Err(error) => (unread.len(), Err(error)),
+        // Read in place; only a frame cut by the read waits in `unread`.
+        let mut unread = std::mem::take(&mut self.unread);
+        let result = if unread.is_empty() {
+            self.read_frames(input, now).map(|consumed| unread.extend_from_slice(&input[consumed..]))
+        } else {
+            unread.extend_from_slice(input);
+            self.read_frames(&unread, now).map(|consumed| {
+                unread.drain(..consumed);
+            })
         };
-        self.unread = unread;
-        self.unread.drain(..consumed);
         if let Err(error) = result {
             self.fail(error);
             return Err(error);
         }
+        self.unread = unread;
         Ok(())
     }
 

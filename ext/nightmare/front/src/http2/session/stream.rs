@@ -13,6 +13,12 @@ pub struct Stream {
     inbound_read: usize,
     /// The body's DATA is passed on as chunks (it has no length).
     pub chunked: bool,
+    /// Body bytes of a chunked body not yet framed: what arrives between two
+    /// reads by the connection becomes one chunk, so a client's 1-byte DATA
+    /// frames do not cost chunk framing each.
+    chunk_pending: Vec<u8>,
+    /// The client ended its side: the last chunk follows what is pending.
+    last_chunk_due: bool,
     pub content_length: Option<u64>,
     pub received: u64,
     /// The client ended its side (END_STREAM).
@@ -50,6 +56,8 @@ impl Stream {
             inbound: head,
             inbound_read: 0,
             chunked: false,
+            chunk_pending: Vec::new(),
+            last_chunk_due: false,
             content_length: None,
             received: 0,
             request_ended: false,
@@ -78,16 +86,12 @@ impl Stream {
         self.reset || (self.request_ended && self.response_ended)
     }
 
-    /// Appends body bytes for the connection, framed as a chunk if needed.
+    /// Appends body bytes for the connection (a chunked body's wait to be
+    /// framed, see `stage_chunk`).
     pub fn push_body(&mut self, data: &[u8]) {
-        if data.is_empty() {
-            return;
-        }
         self.body_unread += data.len() as u64;
         if self.chunked {
-            self.inbound.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-            self.inbound.extend_from_slice(data);
-            self.inbound.extend_from_slice(b"\r\n");
+            self.chunk_pending.extend_from_slice(data);
         } else {
             self.inbound.extend_from_slice(data);
         }
@@ -96,7 +100,20 @@ impl Stream {
     /// The client's side ended: a chunked body gets its last chunk.
     pub fn end_request(&mut self) {
         self.request_ended = true;
-        if self.chunked {
+        self.last_chunk_due = self.chunked;
+    }
+
+    /// Frames what a chunked body gathered since the connection last read
+    /// as one chunk, and the last chunk once the client's side ended.
+    pub fn stage_chunk(&mut self) {
+        if !self.chunk_pending.is_empty() {
+            self.inbound.extend_from_slice(format!("{:x}\r\n", self.chunk_pending.len()).as_bytes());
+            self.inbound.extend_from_slice(&self.chunk_pending);
+            self.inbound.extend_from_slice(b"\r\n");
+            self.chunk_pending.clear();
+            self.chunk_pending.shrink_to(64 * 1024);
+        }
+        if std::mem::take(&mut self.last_chunk_due) {
             self.inbound.extend_from_slice(b"0\r\n\r\n");
         }
     }
@@ -160,7 +177,10 @@ impl Stream {
 
     /// What the stream holds in memory for the client, in bytes.
     pub fn held_bytes(&self) -> usize {
-        self.inbound.capacity() + self.outbound.capacity() + std::mem::size_of::<Stream>()
+        self.inbound.capacity()
+            + self.chunk_pending.capacity()
+            + self.outbound.capacity()
+            + std::mem::size_of::<Stream>()
     }
 }
 
@@ -169,12 +189,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_body_without_length_reaches_the_connection_as_chunks() {
+    fn a_body_without_length_reaches_the_connection_as_one_chunk_per_read() {
         let mut stream = Stream::new(b"PUT / HTTP/1.1\r\n\r\n".to_vec(), ResponseFrames::new(false, 1024), 100, 100);
         stream.chunked = true;
-        stream.push_body(b"hello");
+        stream.push_body(b"hel");
         stream.push_body(b"");
+        stream.push_body(b"lo");
         stream.end_request();
+        stream.stage_chunk();
         let mut buf = [0u8; 64];
         let read = stream.read_inbound(&mut buf);
         assert_eq!(&buf[..read], b"PUT / HTTP/1.1\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
