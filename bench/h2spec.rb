@@ -32,17 +32,6 @@ require_relative "machine"
 H2SPEC = ENV.fetch("H2SPEC") { IO.popen(%w[sh -c command\ -v\ h2spec], &:read).strip }
 abort "h2spec not found: set H2SPEC (see this file's head for how to get it)" if H2SPEC.empty? || !File.executable?(H2SPEC)
 
-def make_site(root)
-  public_dir = File.join(root, "public")
-  FileUtils.mkdir_p(public_dir)
-  key = File.join(root, "key.pem")
-  certificate = File.join(root, "cert.pem")
-  [%W[genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out #{key}],
-   %W[req -x509 -new -key #{key} -out #{certificate} -days 2 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1]]
-    .each { |args| Open3.capture2e("openssl", *args).last.success? or abort "openssl #{args.first} failed" }
-  Bench::Site.new(certificate, key, public_dir)
-end
-
 # [passed, total, failed case lines] of one h2spec run.
 def h2spec(target)
   output, = Open3.capture2e(H2SPEC, "-t", "-k", "-h", "127.0.0.1", "-p", target.tls_port.to_s, "-o", "3")
@@ -53,7 +42,7 @@ end
 
 results = {}
 Dir.mktmpdir("nightmare-h2spec") do |root|
-  site = make_site(root)
+  site = Bench::Site.make(root)
   { "unicorn+nightmare" => Bench::NightmareTlsStatic, "nginx+unicorn" => Bench::NginxTlsStatic }.each do |name, kind|
     target = kind.new(name, File.join(root, name), site).start
     begin

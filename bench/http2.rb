@@ -34,28 +34,6 @@ RSS_TARGET_MIB = 64
   system("command -v #{tool} >/dev/null", exception: false) or abort "bench needs #{tool}: run script/bench"
 end
 
-def openssl(*args)
-  output, status = Open3.capture2e("openssl", *args)
-  status.success? or abort "openssl #{args.join(' ')}: #{output}"
-end
-
-def make_site(root)
-  public_dir = File.join(root, "public")
-  FileUtils.mkdir_p(public_dir)
-  key = File.join(root, "key.pem")
-  certificate = File.join(root, "cert.pem")
-  openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
-  openssl("req", "-x509", "-new", "-key", key, "-out", certificate, "-days", "2", "-subj", "/CN=localhost",
-          "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1")
-  File.write(File.join(public_dir, "small.css"), "body { margin: 0 }\n" * 50)
-  Bench::Site.new(certificate, key, public_dir)
-end
-
-def median(values)
-  sorted = values.sort
-  sorted.size.odd? ? sorted[sorted.size / 2] : (sorted[sorted.size / 2 - 1] + sorted[sorted.size / 2]) / 2.0
-end
-
 def h2load(target, path, streams)
   Bench::H2load.run(target.tls_url(path), seconds: SECONDS, connections: CONNECTIONS, streams: streams)
 end
@@ -71,7 +49,7 @@ PHASES = {
 results = {}
 memory = {}
 Dir.mktmpdir("nightmare-bench-h2") do |root|
-  site = make_site(root)
+  site = Bench::Site.make(root)
   # nginx ends a connection after keepalive_requests (1000) requests, and
   # h2load does not connect again within a timed run; the front has no such
   # limit on HTTP/2 connections.
@@ -107,14 +85,14 @@ results.each do |phase, rounds|
   figure = lambda do |name|
     values = rounds.map { |round| round[name].first }
     failed = values.sum(&:failed)
-    format("%.0f req/s", median(values.map(&:requests_per_second))) + (failed.positive? ? ", #{failed} failed" : "")
+    format("%.0f req/s", Bench.median(values.map(&:requests_per_second))) + (failed.positive? ? ", #{failed} failed" : "")
   end
-  cpu = ->(name) { format("%.1f us", median(rounds.map { |round| round[name].last[:front_us] })) }
+  cpu = ->(name) { format("%.1f us", Bench.median(rounds.map { |round| round[name].last[:front_us] })) }
   ratios = rounds.map do |round|
     theirs = round[PEER].first.requests_per_second
     theirs.positive? ? round[OURS].first.requests_per_second / theirs : 0.0
   end
-  ratio = median(ratios)
+  ratio = Bench.median(ratios)
   lines << "| #{phase} | #{figure.call(PEER)} | #{figure.call(OURS)} | #{format('%.2f', ratio)} | " \
            "#{cpu.call(PEER)} / #{cpu.call(OURS)} |"
   checks << ["#{phase}: nightmare >= 1.0 x nginx", ratio >= 1.0]

@@ -4,6 +4,12 @@ require "digest"
 require "socket"
 
 module Bench
+  # The middle value (the mean of the middle two for an even count).
+  def self.median(values)
+    sorted = values.sort
+    sorted.size.odd? ? sorted[sorted.size / 2] : (sorted[sorted.size / 2 - 1] + sorted[sorted.size / 2]) / 2.0
+  end
+
   # What wrk measured for one target in one phase.
   Result = Struct.new(:requests_per_second, :p99_ms, :requests, :failed, keyword_init: true) do
     def to_s = format("%9.0f req/s  p99 %8.1f ms  failed %d of %d", requests_per_second, p99_ms, failed, requests)

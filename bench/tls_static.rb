@@ -36,35 +36,6 @@ OURS = "unicorn+nightmare"
   system("command -v #{tool} >/dev/null", exception: false) or abort "bench needs #{tool}: run script/bench"
 end
 
-def openssl(*args)
-  output, status = Open3.capture2e("openssl", *args)
-  status.success? or abort "openssl #{args.join(' ')}: #{output}"
-end
-
-# A certificate of each kind users deploy, and a public directory with a
-# small stylesheet and a 100 MiB file.
-def make_site(root, kind)
-  dir = File.join(root, "site-#{kind}")
-  public_dir = File.join(dir, "public")
-  FileUtils.mkdir_p(public_dir)
-  key = File.join(dir, "key.pem")
-  certificate = File.join(dir, "cert.pem")
-  case kind
-  when :ecdsa then openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key)
-  when :rsa then openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key)
-  end
-  openssl("req", "-x509", "-new", "-key", key, "-out", certificate, "-days", "2", "-subj", "/CN=localhost",
-          "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1")
-  File.write(File.join(public_dir, "small.css"), "body { margin: 0 }\n" * 50)
-  File.open(File.join(public_dir, "big.bin"), "wb") { |file| file.truncate(BIG) }
-  Bench::Site.new(certificate, key, public_dir)
-end
-
-def median(values)
-  sorted = values.sort
-  sorted.size.odd? ? sorted[sorted.size / 2] : (sorted[sorted.size / 2 - 1] + sorted[sorted.size / 2]) / 2.0
-end
-
 def wrk(url, headers = {}) = Bench::Wrk.run(url, seconds: SECONDS, connections: CONNECTIONS, headers: headers)
 
 # name => [kind of figure, how to measure one round on a target]
@@ -96,7 +67,7 @@ def run_pairs(root, kind_of_certificate, site, phases, results, memory)
     rounds = Array.new(count) do |round|
       order = round.even? ? [PEER, OURS] : [OURS, PEER]
       order.to_h do |name|
-        figure = kind == :rate ? measure.call(targets[name]) : median(Array.new(DOWNLOADS) { measure.call(targets[name]) || Float::INFINITY })
+        figure = kind == :rate ? measure.call(targets[name]) : Bench.median(Array.new(DOWNLOADS) { measure.call(targets[name]) || Float::INFINITY })
         warn format("   round %d %-18s %s", round + 1, name, kind == :rate ? figure : format("%.3f s", figure))
         [name, figure]
       end
@@ -121,7 +92,7 @@ results = {}
 memory = {}
 Dir.mktmpdir("nightmare-bench-tls") do |root|
   [[:ecdsa, PHASES], [:rsa, RSA_PHASES]].each do |kind, phases|
-    run_pairs(root, kind, make_site(root, kind), selected(phases), results, memory) unless selected(phases).empty?
+    run_pairs(root, kind, Bench::Site.make(root, kind, big: BIG), selected(phases), results, memory) unless selected(phases).empty?
   end
 end
 
@@ -138,13 +109,13 @@ results.each do |phase, result|
   figure = lambda do |name|
     values = rounds.map { |round| round[name] }
     if kind == :rate
-      format("%.0f req/s", median(values.map(&:requests_per_second))) +
+      format("%.0f req/s", Bench.median(values.map(&:requests_per_second))) +
         (values.sum(&:failed).positive? ? ", #{values.sum(&:failed)} failed" : "")
     else
-      format("%.3f s", median(values))
+      format("%.3f s", Bench.median(values))
     end
   end
-  ratio_value = median(rounds.map { |round| ratio(kind, round) })
+  ratio_value = Bench.median(rounds.map { |round| ratio(kind, round) })
   lines << "| #{phase} | #{figure.call(PEER)} | #{figure.call(OURS)} | #{format('%.2f', ratio_value)} |"
   target = phase.start_with?("100 MiB") ? 1.0 : 0.9
   checks << ["#{phase}: nightmare >= #{target} x nginx", ratio_value >= target - (target == 1.0 ? 0.05 : 0)]

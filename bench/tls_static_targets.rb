@@ -1,11 +1,36 @@
 # frozen_string_literal: true
 
+require "fileutils"
+require "open3"
 require_relative "targets"
 
 module Bench
   # The same certificate and the same public directory for both servers of
-  # the HTTPS and static-file benchmark.
-  Site = Struct.new(:certificate, :key, :public_dir)
+  # the HTTPS, HTTP/2 and static-file benchmarks.
+  Site = Struct.new(:certificate, :key, :public_dir) do
+    # A certificate of a kind users deploy (:ecdsa P-256 or :rsa 2048) for
+    # localhost and 127.0.0.1, and a public directory with a small
+    # stylesheet and, if +big+ bytes are asked for, a sparse big.bin.
+    def self.make(root, kind = :ecdsa, big: nil)
+      dir = File.join(root, "site-#{kind}")
+      public_dir = File.join(dir, "public")
+      FileUtils.mkdir_p(public_dir)
+      key = File.join(dir, "key.pem")
+      certificate = File.join(dir, "cert.pem")
+      algorithm = { ecdsa: %w[EC ec_paramgen_curve:P-256], rsa: %w[RSA rsa_keygen_bits:2048] }.fetch(kind)
+      openssl("genpkey", "-algorithm", algorithm[0], "-pkeyopt", algorithm[1], "-out", key)
+      openssl("req", "-x509", "-new", "-key", key, "-out", certificate, "-days", "2", "-subj", "/CN=localhost",
+              "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1")
+      File.write(File.join(public_dir, "small.css"), "body { margin: 0 }\n" * 50)
+      File.open(File.join(public_dir, "big.bin"), "wb") { |file| file.truncate(big) } if big
+      new(certificate, key, public_dir)
+    end
+
+    def self.openssl(*args)
+      output, status = Open3.capture2e("openssl", *args)
+      status.success? or abort "openssl #{args.join(' ')}: #{output}"
+    end
+  end
 
   # A target that also listens for HTTPS, serving +site+ (its certificate
   # and public directory).
