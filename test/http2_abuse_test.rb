@@ -157,4 +157,20 @@ class Http2AbuseTest < Minitest::Test
       stdin.puts
     end
   end
+
+  # Wide windows and a socket never read: a fast client's bytes go through
+  # memory, but once the socket blocks the rest must go to temp files, or
+  # the workers would wait on this client. When it leaves (with frames
+  # still unsent), its streams end and their temp files go.
+  def test_a_client_that_stops_reading_its_socket_costs_temp_files_not_workers
+    Open3.popen3(PYTHON, SCRIPT, "not_reading", "127.0.0.1", @tls_port.to_s, "8") do |stdin, stdout, _err, _thread|
+      assert_equal 8, JSON.parse(stdout.gets)["sent"]
+      @server.wait_until("the workers free", 10) do
+        figures["in_flight"].zero? && figures["temp_file_bytes"].positive?
+      end
+      assert_fresh_client_served
+      stdin.puts
+    end
+    @server.wait_until("the streams' temp files gone with their client", 5) { figures["temp_file_bytes"].zero? }
+  end
 end

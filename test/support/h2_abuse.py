@@ -205,12 +205,26 @@ def zero_window(client, streams):
     return None
 
 
+def not_reading(client, streams):
+    """Windows wide open, then the socket is never read: the front's
+    buffers fill and its writes block, and the responses must go to temp
+    files then, freeing the workers, as for a slow HTTP/1.1 reader."""
+    client.send(WindowUpdateFrame(0, window_increment=(1 << 31) - 1 - 65535).serialize())
+    for n in range(streams):
+        client.send(client.request(2 * n + 1, "/bytes?%d" % (4 << 20)))
+    sys.stdout.write(json.dumps({"sent": streams}) + "\n")
+    sys.stdout.flush()
+    sys.stdin.readline()
+    return None
+
+
 SCENARIOS = {
     "rapid_reset": (rapid_reset, {}),
     "continuation_flood": (continuation_flood, {}),
     "ping_flood": (ping_flood, {}),
     "big_header_list": (big_header_list, {}),
     "zero_window": (zero_window, {SettingsFrame.INITIAL_WINDOW_SIZE: 0}),
+    "not_reading": (not_reading, {SettingsFrame.INITIAL_WINDOW_SIZE: (1 << 31) - 1}),
     "reset_waiting": (reset_waiting, {}),
     "trailers": (trailers, {}),
     "idle": (idle, {}),

@@ -139,6 +139,8 @@ impl Connection {
                 }
             }
         }
+        // Not writable here or before (TLS bytes that could not leave).
+        link.session.note_socket_blocked(!self.client_ready.writable);
         let waiting_output = !link.session.output().is_empty();
         let streams = link.session.stream_count();
         let done = link.session.is_finished() || (link.session.failure().is_some() && !waiting_output);
@@ -218,6 +220,13 @@ impl Connection {
             },
         };
         let mut state = link.lock();
+        if closing {
+            // However it ends (a write that failed before its state ran, or
+            // an end below): its streams are reset and their connections
+            // end, freeing their temp files, rather than wait for a client
+            // that is gone.
+            state.session.client_gone();
+        }
         let opened = state.session.take_opened();
         for stream in state.session.take_wakes() {
             if let Some(id) = state.streams.get(&stream) {

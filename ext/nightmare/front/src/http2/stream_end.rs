@@ -30,6 +30,12 @@ impl StreamEnd {
         self.link.lock().session.is_reset(self.stream)
     }
 
+    /// A full buffer will be sent on without the client's help (see
+    /// `Session::drains_soon`): the connection waits instead of spooling.
+    pub fn drains_soon(&self) -> bool {
+        self.link.lock().session.drains_soon(self.stream)
+    }
+
     /// The connection is done with its response.
     pub fn end_response(&mut self) {
         let mut state = self.link.lock();

@@ -109,6 +109,13 @@ impl ClientStream {
         matches!(self, ClientStream::Tls(stream) if stream.spoke_plain_http())
     }
 
+    /// A write that would block now will soon not, with nothing asked of
+    /// the client: an HTTP/2 stream whose connection is about to send its
+    /// buffer on. A socket's would-block is the client's doing.
+    pub fn drains_soon(&self) -> bool {
+        matches!(self, ClientStream::Stream(stream) if stream.drains_soon())
+    }
+
     /// Mid-handshake, a failure is the handshake's.
     pub fn is_handshaking(&self) -> bool {
         matches!(self, ClientStream::Tls(stream) if stream.is_handshaking())

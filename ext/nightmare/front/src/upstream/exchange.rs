@@ -280,7 +280,11 @@ impl Exchange {
         if let Some(broken) = self.send_request(now) {
             return broken;
         }
-        if let Some(broken) = self.read_response(scratch) {
+        // The file takes what the client cannot: while it takes all it is
+        // given (or, an HTTP/2 stream, its connection is about to send it
+        // on), the worker's bytes go through memory.
+        let spill = |client: &ClientStream, ready: &Readiness| !ready.writable && !client.drains_soon();
+        if let Some(broken) = self.read_response(scratch, spill(client, client_ready)) {
             return broken;
         }
         while !self.response.is_empty() && client_ready.writable {
@@ -296,7 +300,7 @@ impl Exchange {
                 WriteOutcome::Gone | WriteOutcome::Failed(_) => return Pump::ClientGone,
             }
             // Room was made: the server may have more for us.
-            if let Some(broken) = self.read_response(scratch) {
+            if let Some(broken) = self.read_response(scratch, spill(client, client_ready)) {
                 return broken;
             }
         }
@@ -389,11 +393,11 @@ impl Exchange {
         None
     }
 
-    fn read_response(&mut self, scratch: &mut [u8]) -> Option<Pump> {
+    fn read_response(&mut self, scratch: &mut [u8], spill: bool) -> Option<Pump> {
         while let Some(upstream) = &mut self.upstream
             && self.upstream_ready.readable
         {
-            let room = self.response.room().min(scratch.len());
+            let room = self.response.room(spill).min(scratch.len());
             if room == 0 {
                 break; // the server waits for the client (or the disk)
             }

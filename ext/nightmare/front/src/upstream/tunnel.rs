@@ -140,8 +140,8 @@ impl Tunnel {
             let _ = self.upstream.shutdown(Shutdown::Write);
             self.upstream_shut = true;
         }
-        if !self.worker_done && self.upstream_ready.readable && self.to_client.room() > 0 {
-            let room = self.to_client.room().min(scratch.len());
+        if !self.worker_done && self.upstream_ready.readable && self.to_client.room(true) > 0 {
+            let room = self.to_client.room(true).min(scratch.len());
             match read_some(&mut self.upstream, &mut scratch[..room]) {
                 ReadOutcome::Data(n) => {
                     self.to_client.push(&scratch[..n]);

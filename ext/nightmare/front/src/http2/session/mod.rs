@@ -6,8 +6,9 @@
 //! What a client can make it hold is bounded and counted: a frame (16 KiB)
 //! and a header block (`max_header_list` and a quarter) being read; per
 //! stream, request bytes within the window announced and response bytes
-//! within `stream_buffer` (past it the stream's connection spools to its
-//! temp file, as for a slow HTTP/1.1 reader); frames waiting for the
+//! within `stream_buffer` (past it the stream's connection waits while the
+//! socket and windows take everything, else spools to its temp file, as
+//! for a slow HTTP/1.1 reader); frames waiting for the
 //! socket, DATA only up to a high-water mark and control frames until the
 //! client is found not reading them; streams up to `max_concurrent_streams`
 //! counted until their connection (and so their worker) is done. Resets,
@@ -134,6 +135,9 @@ pub struct Session {
     /// or ended, or a window opened. Spares walking every stream on each
     /// call for output.
     framing_due: bool,
+    /// The client's socket took no more at the last try: a stream's
+    /// connection then spools what its buffer cannot take.
+    socket_blocked: bool,
     resets: Allowance,
     pings: Allowance,
     settings_frames: Allowance,
@@ -164,6 +168,7 @@ impl Session {
             wakes: Vec::new(),
             cursor: 0,
             framing_due: false,
+            socket_blocked: false,
             resets: Allowance::new(2 * config.max_concurrent_streams, config.max_concurrent_streams, now),
             pings: Allowance::new(64, 8, now),
             settings_frames: Allowance::new(64, 8, now),
@@ -301,6 +306,32 @@ impl Session {
         open.push_outbound(&bytes[..taken]);
         self.framing_due |= taken > 0;
         Ok(taken)
+    }
+
+    /// Whether a stream's full buffer will be sent on at once (the client's
+    /// socket takes bytes and the windows have room for all of it), so its
+    /// connection should wait to be woken rather than spool to disk. A
+    /// client that trickles window updates or reads slowly gets no wait.
+    pub fn drains_soon(&self, stream: u32) -> bool {
+        let buffer = self.config.stream_buffer as i64;
+        !self.socket_blocked
+            && self.send_window >= buffer
+            && self
+                .streams
+                .get(&stream)
+                .is_some_and(|open| !open.reset && !open.response_ended && open.send_window >= buffer)
+    }
+
+    /// The client's socket took what was offered (`false`) or would block
+    /// (`true`). When it blocks, streams waiting on their buffers are woken:
+    /// their connections spool from then on, and their workers go free.
+    pub fn note_socket_blocked(&mut self, blocked: bool) {
+        if blocked && !self.socket_blocked {
+            let waiting: Vec<u32> =
+                self.streams.iter().filter(|(_, open)| !open.outbound().is_empty()).map(|(id, _)| *id).collect();
+            self.wakes.extend(waiting);
+        }
+        self.socket_blocked = blocked;
     }
 
     /// The client's connection ended: every stream still open is reset, so

@@ -219,6 +219,32 @@ fn a_slow_reader_gets_what_its_window_allows_and_the_stream_waits_for_the_rest()
 }
 
 #[test]
+fn a_full_buffer_waits_for_a_socket_that_takes_bytes_and_spools_for_one_that_does_not() {
+    let now = Instant::now();
+    let config = Config { stream_buffer: 100, ..Config::default() };
+    let mut session = Session::new(config.clone(), now);
+    session.receive(&opening(&[]), now).unwrap();
+    session.receive(&headers(1, &get("/big"), true), now).unwrap();
+    sent(&mut session);
+    let response = [&b"HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n"[..], &[b'z'; 300]].concat();
+    assert_eq!(session.write_response(1, &response).unwrap(), 100);
+    assert!(session.drains_soon(1), "windows and socket take the buffer: its connection waits");
+    session.take_wakes();
+    session.note_socket_blocked(true);
+    assert!(!session.drains_soon(1), "a blocked socket: its connection spools");
+    assert_eq!(session.take_wakes(), [1], "woken to spool, so its worker goes free");
+    session.note_socket_blocked(false);
+    assert!(session.drains_soon(1));
+
+    // A window smaller than the buffer (a client trickling updates) gets no wait.
+    let mut session = Session::new(config, now);
+    session.receive(&opening(&[0, 4, 0, 0, 0, 99]), now).unwrap();
+    session.receive(&headers(1, &get("/big"), true), now).unwrap();
+    assert_eq!(session.write_response(1, &response).unwrap(), 100);
+    assert!(!session.drains_soon(1));
+}
+
+#[test]
 fn frames_between_a_header_block_and_endless_continuations_end_the_connection() {
     let (mut session, now) = started();
     let opening_half = frame(kind::HEADERS, 0, 1, &get("/")[..2]);
