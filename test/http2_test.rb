@@ -169,6 +169,34 @@ class Http2Test < Minitest::Test
     assert_match(/:status: 200/, out, "and finished the stream in flight")
   end
 
+  # A binary upgrade: after USR2 the old master's QUIT makes its front say
+  # GOAWAY and finish the stream in flight; the new generation serves.
+  def test_usr2_then_quit_of_the_old_master_finishes_its_streams_and_the_new_one_serves
+    start
+    old_master = @server.pid
+    mark = File.join(@certs, "held-by")
+    nghttp = Thread.new { Open3.capture3("nghttp", "-nv", url("/hold?seconds=4&mark=#{mark}")) }
+    @server.wait_until("the request in a worker", 10) { File.exist?(mark) }
+    Process.kill(:USR2, old_master)
+    new_master = nil
+    @server.wait_until("the new master, its front and workers", 30) do
+      new_master = File.read(File.join(@server.dir, "unicorn.pid")).to_i
+      new_master != old_master && @server.log.scan("nightmare front ready").size >= 2 &&
+        @server.log.scan(/worker=\d+ ready/).size >= 4
+    rescue Errno::ENOENT
+      false
+    end
+    Process.kill(:QUIT, old_master)
+    out, = nghttp.value
+    assert_match(/recv GOAWAY frame/, out, "the old front said it goes away")
+    assert_match(/:status: 200/, out, "and finished the stream in flight")
+    Timeout.timeout(30) { Process.waitpid(old_master) }
+    @server.adopt(new_master)
+    body, version = curl("/pid")
+    assert_equal "2", version
+    assert_includes LocalProcesses.children_of(new_master), Integer(body), "a worker of the new master answered"
+  end
+
   def test_quit_lets_streams_in_flight_finish_and_says_goaway
     start
     mark = File.join(@certs, "held-by")
