@@ -54,6 +54,16 @@ module Nightmare
       set[:status_path] = Nightmare::StatusPath.new(path, **options)
     end
 
+    # Strict-Transport-Security on HTTPS responses that have none (see
+    # Nightmare::Hsts), for every ssl listener; inside an ssl block too.
+    #
+    #   hsts max_age: "365d", include_subdomains: false, preload: false
+    #
+    # Needs +nightmare+ on.
+    def hsts(**options)
+      set[:hsts] = Nightmare::Hsts.new(**options)
+    end
+
     # Standalone only (the `nightmare` executable): the Unicorns the front
     # sends requests to, by address; several share the load. With
     # nginx's server options:
@@ -104,7 +114,7 @@ module Nightmare
       nightmare_check_proxy_protocol(nightmare_on)
       nightmare_check_upstreams(nightmare_on)
       nightmare_fold_front_pages(nightmare_on)
-      super(server, options.merge(skip: [*options[:skip], :try_files, :status_path, :upstreams]))
+      super(server, options.merge(skip: [*options[:skip], :try_files, :status_path, :upstreams, :hsts]))
     end
 
     # HUP reads the file anew: an ssl block removed since must not leave
@@ -157,11 +167,16 @@ module Nightmare
                            "hosts with `backup` (or run the front alone with the nightmare executable)"
     end
 
-    # try_files and status_path are served by the front, so they travel
-    # with the front's settings (a change on HUP starts a new front).
+    # try_files, status_path and hsts are the front's, so they travel with
+    # the front's settings (a change on HUP starts a new front).
     def nightmare_fold_front_pages(nightmare_on)
       try_files = set[:try_files].is_a?(Nightmare::TryFiles) ? set[:try_files] : nil
       status_page = set[:status_path].is_a?(Nightmare::StatusPath) ? set[:status_path] : nil
+      hsts = set[:hsts].is_a?(Nightmare::Hsts) ? set[:hsts] : nil
+      if hsts && !nightmare_on
+        raise ArgumentError, "hsts needs the front: it is the front that speaks HTTPS; add `nightmare true` " \
+                             "to the config (or remove hsts)"
+      end
       if try_files && !nightmare_on
         raise ArgumentError, "try_files needs the front: Unicorn alone serves no static files; " \
                              "add `nightmare true` to the config (or remove try_files)"
@@ -173,13 +188,18 @@ module Nightmare
       return unless nightmare_on
 
       upstreams = set[:upstreams].is_a?(Nightmare::Upstreams) ? set[:upstreams] : nil
-      set[:nightmare] = set[:nightmare].with(try_files: try_files, status_page: status_page, upstreams: upstreams)
+      set[:nightmare] = set[:nightmare].with(try_files: try_files, status_page: status_page, upstreams: upstreams,
+                                             hsts: hsts)
     end
 
     # Every ssl block's files are read and parsed now, so a bad one stops
     # the start (or, on HUP, keeps the running config) with its name.
     def nightmare_check_tls(nightmare_on)
       blocks = set[:listeners].filter_map { |address| set[:listener_opts].fetch(address, {})[:ssl_opts] }.uniq
+      if nightmare_on && set[:nightmare][:ssl_redirect] == "on" && blocks.empty?
+        raise ArgumentError, "ssl_redirect: there is no ssl listener to send clients to; add an ssl block " \
+                             "(or drop ssl_redirect)"
+      end
       return if blocks.empty?
 
       unless nightmare_on
@@ -198,3 +218,4 @@ Unicorn::Configurator::DEFAULTS[:nightmare] = false
 Unicorn::Configurator::DEFAULTS[:try_files] = nil
 Unicorn::Configurator::DEFAULTS[:status_path] = nil
 Unicorn::Configurator::DEFAULTS[:upstreams] = nil
+Unicorn::Configurator::DEFAULTS[:hsts] = nil

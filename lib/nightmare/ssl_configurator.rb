@@ -85,6 +85,15 @@ module Nightmare
       @nightmare_ssl[:http2] = check_bool(:http2, bool)
     end
 
+    # Plain listeners answer every request with 308 to this block's first
+    # listener (same host and target), as nginx's `return 308
+    # https://$host$request_uri`. `nightmare ssl_redirect: true` does the
+    # same for the first ssl block.
+    def ssl_redirect(bool)
+      nightmare_ssl_block!(:ssl_redirect)
+      @nightmare_ssl[:redirect] = check_bool(:ssl_redirect, bool)
+    end
+
     # rustls never compresses (CRIME): false is what it does already.
     def ssl_compression(bool)
       nightmare_ssl_block!(:ssl_compression)
@@ -145,7 +154,8 @@ module Nightmare
       TlsSettings.new(certificates: certificates.zip(keys),
                       protocols: block.fetch(:protocols, TlsSettings::PROTOCOLS),
                       prefer_server_ciphers: block.fetch(:prefer_server_ciphers, false),
-                      http2: block.fetch(:http2, true))
+                      http2: block.fetch(:http2, true),
+                      redirect: block.fetch(:redirect, false))
     end
   end
 end

@@ -6,19 +6,20 @@ module Nightmare
   # What one +ssl+ block says, checked and made absolute: certificate and
   # key pairs (the first is the default, the others chosen by the name a
   # client asks for), the protocol versions, the cipher order, whether
-  # HTTP/2 is offered. Two settings
+  # HTTP/2 is offered, whether plain listeners redirect here. Two settings
   # are equal only if their files' contents are too, so that HUP after a
   # certificate renewal reloads it even when no path changed.
   class TlsSettings
     PROTOCOLS = %w[TLSv1.2 TLSv1.3].freeze
 
-    attr_reader :certificates, :protocols, :prefer_server_ciphers, :http2
+    attr_reader :certificates, :protocols, :prefer_server_ciphers, :http2, :redirect
 
-    def initialize(certificates:, protocols: PROTOCOLS, prefer_server_ciphers: false, http2: true)
+    def initialize(certificates:, protocols: PROTOCOLS, prefer_server_ciphers: false, http2: true, redirect: false)
       @certificates = certificates.map { |pair| pair.map { |path| File.expand_path(path) }.freeze }.freeze
       @protocols = protocols.dup.freeze
       @prefer_server_ciphers = prefer_server_ciphers
       @http2 = http2
+      @redirect = redirect
       @fingerprint = fingerprint_files
       freeze
     end
@@ -32,7 +33,8 @@ module Nightmare
 
     # What Nightmare::Native::Front takes.
     def to_native
-      { certificates: certificates, protocols: protocols, prefer_server_ciphers: prefer_server_ciphers, http2: http2 }
+      { certificates: certificates, protocols: protocols, prefer_server_ciphers: prefer_server_ciphers, http2: http2,
+        redirect: redirect }
     end
 
     def ==(other)

@@ -41,6 +41,9 @@ run lambda { |env|
     [200, { "content-type" => "application/json" }, [JSON.generate(Nightmare.stats)]]
   when "/pid"
     [200, { "content-type" => "text/plain" }, [Process.pid.to_s]]
+  when "/own_hsts"
+    # An app that sets its own policy: the front's must not be added.
+    [200, { "content-type" => "text/plain", "strict-transport-security" => "max-age=5" }, ["own"]]
   when "/host"
     # Which host answered, for tests with Unicorns on several (TEST_HOST).
     # Its length is given, as Rack's ContentLength gives it: a body that

@@ -219,7 +219,8 @@ fn tls_settings_list(ruby: &Ruby, list: RArray) -> Result<Vec<TlsSettings>, Erro
 }
 
 /// `{certificates: [[cert, key], ...], protocols: ["TLSv1.2", "TLSv1.3"],
-/// prefer_server_ciphers: bool, http2: bool}`, as Nightmare::TlsSettings#to_native makes it.
+/// prefer_server_ciphers: bool, http2: bool, redirect: bool}`, as
+/// Nightmare::TlsSettings#to_native makes it.
 fn tls_settings(ruby: &Ruby, hash: RHash) -> Result<TlsSettings, Error> {
     let get = |key: &str| hash.get(ruby.to_symbol(key)).filter(|value| !value.is_nil());
     let mut settings = TlsSettings::default();
@@ -245,6 +246,9 @@ fn tls_settings(ruby: &Ruby, hash: RHash) -> Result<TlsSettings, Error> {
     if let Some(http2) = get("http2") {
         settings.http2 = bool::try_convert(http2)?;
     }
+    if let Some(redirect) = get("redirect") {
+        settings.redirect = bool::try_convert(redirect)?;
+    }
     Ok(settings)
 }
 
@@ -258,7 +262,7 @@ fn secret_from(ruby: &Ruby, secret: RString) -> Result<Secret, Error> {
 }
 
 /// A FrontConfig from the normalized settings `Nightmare::Options` holds
-/// (and `read_settings` made), with try_files.
+/// (and `read_settings` made), with try_files, the status page, upstreams and HSTS.
 fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     let try_files = options.get(ruby.to_symbol("try_files")).filter(|value| !value.is_nil());
     options.delete::<_, magnus::Value>(ruby.to_symbol("try_files"))?;
@@ -266,6 +270,8 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     options.delete::<_, magnus::Value>(ruby.to_symbol("status_page"))?;
     let upstreams = options.get(ruby.to_symbol("upstreams")).filter(|value| !value.is_nil());
     options.delete::<_, magnus::Value>(ruby.to_symbol("upstreams"))?;
+    let hsts = options.get(ruby.to_symbol("hsts")).filter(|value| !value.is_nil());
+    options.delete::<_, magnus::Value>(ruby.to_symbol("hsts"))?;
     let (mut config, _) = FrontConfig::from_given(&given_pairs(options)?)
         .map_err(|message| Error::new(ruby.exception_arg_error(), message))?;
     if let Some(try_files) = try_files {
@@ -277,6 +283,9 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     }
     if let Some(upstreams) = upstreams {
         config.upstreams = upstream_spec(ruby, RHash::try_convert(upstreams)?)?;
+    }
+    if let Some(hsts) = hsts {
+        config.hsts = Some(String::try_convert(hsts)?.into());
     }
     Ok(config)
 }

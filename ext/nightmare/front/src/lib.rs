@@ -90,16 +90,39 @@ pub struct FrontSetup {
     pub access_log: Option<RawFd>,
 }
 
+/// Where plain listeners send clients (308), if anywhere: the first
+/// listener of an ssl block that says `ssl_redirect true`, else, with the
+/// `ssl_redirect` setting, the first HTTPS listener.
+fn https_redirect_port(
+    config: &FrontConfig,
+    listeners: &[Listener],
+    blocks: &[Option<usize>],
+    settings: &[TlsSettings],
+) -> io::Result<Option<u16>> {
+    let https = || listeners.iter().zip(blocks).filter_map(|(listener, block)| block.map(|index| (listener, index)));
+    let asked = https().find(|(_, index)| settings.get(*index).is_some_and(|block| block.redirect));
+    let chosen = asked.or_else(|| if config.ssl_redirect { https().next() } else { None });
+    match chosen {
+        Some((listener, _)) => Ok(listener.port()),
+        None if config.ssl_redirect => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "ssl_redirect: there is no ssl listener to send clients to; add an ssl block or drop ssl_redirect",
+        )),
+        None => Ok(None),
+    }
+}
+
 impl Front {
     /// Starts `config.threads` event loops accepting on the listeners,
     /// handing requests to the workers.
     pub fn start(setup: FrontSetup) -> io::Result<Front> {
-        let FrontSetup { config, listeners, tls, local, log, access_log } = setup;
+        let FrontSetup { mut config, listeners, tls: tls_settings, local, log, access_log } = setup;
         config.check().map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
         if listeners.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listeners to accept on"));
         }
-        let tls = tls
+        let blocks: Vec<Option<usize>> = listeners.iter().map(|inherited| inherited.tls).collect();
+        let tls = tls_settings
             .iter()
             .map(|settings| TlsContext::new(settings).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()
@@ -117,6 +140,7 @@ impl Front {
                 }
             })
             .collect::<io::Result<Vec<_>>>()?;
+        config.https_redirect_port = https_redirect_port(&config, &listeners, &blocks, &tls_settings)?;
         let polls = (0..config.threads).map(|_| Poll::new()).collect::<io::Result<Vec<_>>>()?;
         let mailboxes = polls
             .iter()

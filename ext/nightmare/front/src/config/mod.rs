@@ -52,6 +52,13 @@ pub struct FrontConfig {
     pub keepalive_timeout: Duration,
     /// HTTP/2 with prior knowledge on plain listeners.
     pub http2_cleartext: bool,
+    /// Plain listeners answer 308 to the first HTTPS listener.
+    pub ssl_redirect: bool,
+    /// The HTTPS port plain listeners redirect to (308), worked out at
+    /// start from `ssl_redirect` and the ssl blocks' own `ssl_redirect`.
+    pub https_redirect_port: Option<u16>,
+    /// `Strict-Transport-Security` for HTTPS responses that have none.
+    pub hsts: Option<Arc<str>>,
     /// Requests served on one connection before it is closed.
     pub keepalive_requests: usize,
     /// How long a switched-protocols tunnel may carry nothing either way.
@@ -163,6 +170,9 @@ impl FrontConfig {
             tcp_notsent_lowat: 0,
             keepalive_timeout: Duration::ZERO,
             http2_cleartext: false,
+            ssl_redirect: false,
+            https_redirect_port: None,
+            hsts: None,
             keepalive_requests: 1,
             tunnel_timeout: Duration::ZERO,
             temp_path: Arc::from(Path::new("/")),

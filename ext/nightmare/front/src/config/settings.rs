@@ -281,6 +281,15 @@ pub static SETTINGS: &[Setting] = &[
                 block turns that off). No h2c Upgrade",
     },
     Setting {
+        name: "ssl_redirect",
+        kind: Kind::Switch { store: |c, v| c.ssl_redirect = v },
+        default: Default::Written("off"),
+        nginx: "`return 308 https://$host$request_uri` in a `listen 80` server",
+        about: "plain TCP listeners answer every request with 308 to the same host and target on the first \
+                `ssl` listener's port (omitted when 443); the status page is exempt. `ssl_redirect true` inside \
+                an `ssl` block picks that block's port",
+    },
+    Setting {
         name: "keepalive_requests",
         kind: Kind::Count { min: 1, store: |c, v| c.keepalive_requests = usize_of(v) },
         default: Default::Number(1000),

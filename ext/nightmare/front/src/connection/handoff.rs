@@ -251,6 +251,7 @@ fn start(mut request: Box<BufferedRequest>, in_flight: InFlight, client: ClientS
         version: head.version,
         keep_alive: head.keep_alive && client.may_keep_alive && shared.stop_mode() == StopMode::Running,
         upgrade: head.upgrade.is_some(),
+        https: client.scheme == Scheme::Https,
     };
     let outbound = request.outbound(&server.preamble, client.peer, client.scheme == Scheme::Https);
     let config = &shared.config;

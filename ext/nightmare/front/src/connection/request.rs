@@ -1,6 +1,7 @@
-//! Reading a request in: the head under its limits, then the body into
-//! memory or a temp file; a whole request goes to try_files or on to the
-//! workers.
+//! Reading a request in: the head under its limits (a plain client's is
+//! answered with the redirect to HTTPS at once, when asked), then the body
+//! into memory or a temp file; a whole request goes to try_files or on to
+//! the workers.
 
 use std::io;
 use std::time::Instant;
@@ -8,8 +9,11 @@ use std::time::Instant;
 use super::handoff;
 use super::{Connection, State, Step};
 use crate::http::error_response::Rejection;
+use crate::http::https_redirect;
 use crate::http2::session::PREFACE;
 use crate::loop_context::LoopContext;
+use crate::net::client_address::ClientAddress;
+use crate::net::listener::Scheme;
 use crate::net::socket_io::{ReadOutcome, WriteOutcome, read_some, write_some};
 use crate::request::body::{BodyFeed, BodyPlan, BodyRead};
 use crate::request::body_spool::{SpoolError, SpooledBody};
@@ -112,10 +116,32 @@ impl Connection {
                         entry.over_http2();
                     }
                 }
+                if let Some(port) = self.https_redirect_port(&head, ctx) {
+                    // The body, if any, is left to the lingering close.
+                    return match https_redirect::response(
+                        head.header("host"),
+                        &head.target,
+                        head.is_head_method(),
+                        port,
+                    ) {
+                        Ok(bytes) => self.reply_and_close(308, bytes, ctx),
+                        Err(rejection) => self.reject(rejection, ctx),
+                    };
+                }
                 self.begin_body(head, leftover, ctx)
             }
             Err(rejection) => self.reject(rejection, ctx),
         }
+    }
+
+    /// Where this request is sent instead (`ssl_redirect`): a plain TCP
+    /// client's, the status page's excepted.
+    fn https_redirect_port(&self, head: &RequestHead, ctx: &LoopContext) -> Option<u16> {
+        let config = &ctx.shared.config;
+        let port = config.https_redirect_port?;
+        let plain_tcp = self.scheme == Scheme::Http && matches!(self.peer, ClientAddress::Ip(_));
+        let status_page = config.status_page.as_ref().is_some_and(|page| page.is_for(head));
+        (plain_tcp && !status_page).then_some(port)
     }
 
     fn begin_body(&mut self, head: RequestHead, leftover: Vec<u8>, ctx: &mut LoopContext) -> State {
@@ -310,6 +336,11 @@ impl Connection {
                 Lookup::App => {}
                 Lookup::Serve(mut reply) => {
                     ctx.shared.count_response(reply.status());
+                    if let Some(hsts) = &ctx.shared.config.hsts
+                        && self.scheme == Scheme::Https
+                    {
+                        reply.add_header("Strict-Transport-Security", hsts);
+                    }
                     reply.put_first(interim);
                     self.deadline = Some(ctx.now + ctx.shared.config.send_timeout);
                     return State::ServingFile { reply: Box::new(reply), leftover };

@@ -88,6 +88,14 @@ impl Listener {
         }
     }
 
+    /// The TCP port it listens on (None for a UNIX socket).
+    pub fn port(&self) -> Option<u16> {
+        match &self.socket {
+            ListenSocket::Tcp(listener) => listener.local_addr().ok().map(|address| address.port()),
+            ListenSocket::Unix(_) => None,
+        }
+    }
+
     pub fn describe(&self) -> String {
         let name = match &self.socket {
             ListenSocket::Tcp(listener) => listener.local_addr().map(|a| a.to_string()),

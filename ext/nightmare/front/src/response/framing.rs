@@ -5,6 +5,8 @@
 //! ends at close is re-framed as chunked for an HTTP/1.1 client, and the
 //! hop-by-hop headers are the front's own.
 
+use std::sync::Arc;
+
 #[cfg(test)]
 use crate::byte_queue::ByteQueue;
 use crate::byte_queue::ResponseSink;
@@ -48,6 +50,8 @@ pub struct ClientTerms {
     pub keep_alive: bool,
     /// The client asked to switch protocols, so a 101 may follow.
     pub upgrade: bool,
+    /// It came over HTTPS (so `hsts` applies).
+    pub https: bool,
 }
 
 #[derive(Debug)]
@@ -84,6 +88,8 @@ pub struct ResponseFramer {
     /// Bytes of heads (interim and final) passed on, for the access log's
     /// $body_bytes_sent.
     head_bytes: u64,
+    /// Strict-Transport-Security for a final response that has none.
+    hsts: Option<Arc<str>>,
 }
 
 impl ResponseFramer {
@@ -97,7 +103,14 @@ impl ResponseFramer {
             status: None,
             unbuffered: false,
             head_bytes: 0,
+            hsts: None,
         }
+    }
+
+    /// Adds `Strict-Transport-Security: value` to the final response of an
+    /// HTTPS client, unless the app set its own.
+    pub fn with_hsts(self, value: Option<Arc<str>>) -> Self {
+        ResponseFramer { hsts: value.filter(|_| self.terms.https), ..self }
     }
 
     /// The whole response has been framed; later bytes are dropped.
@@ -310,6 +323,14 @@ impl ResponseFramer {
         if matches!(body, Some(Body::UntilClose { reframe: true })) {
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
         }
+        if let Some(hsts) = &self.hsts
+            && !switching
+            && !headers.iter().any(|header| header.name.eq_ignore_ascii_case("strict-transport-security"))
+        {
+            out.extend_from_slice(b"Strict-Transport-Security: ");
+            out.extend_from_slice(hsts.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
         match (self.keep_alive, self.terms.version) {
             (false, _) if switching => {}
             (false, _) => out.extend_from_slice(b"Connection: close\r\n"),
@@ -333,7 +354,7 @@ mod tests {
     use super::*;
 
     fn terms(version: HttpVersion, keep_alive: bool) -> ClientTerms {
-        ClientTerms { head_request: false, version, keep_alive, upgrade: false }
+        ClientTerms { head_request: false, version, keep_alive, upgrade: false, https: false }
     }
 
     /// Feeds `response` in pieces of `piece` bytes, then EOF; returns what
@@ -440,6 +461,23 @@ mod tests {
             frame(t, b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello", 64).0,
             Err(FramingError::MalformedHead)
         );
+    }
+
+    #[test]
+    fn hsts_is_added_for_https_clients_unless_the_app_set_its_own() {
+        let policy: Option<Arc<str>> = Some(Arc::from("max-age=60"));
+        let framed = |https: bool, response: &[u8]| {
+            let terms = ClientTerms { https, ..terms(HttpVersion::Http11, true) };
+            let mut framer = ResponseFramer::new(terms, 4096).with_hsts(policy.clone());
+            let mut out = ByteQueue::new(1 << 16);
+            framer.feed(response, &mut out).unwrap();
+            String::from_utf8(out.pending().to_vec()).unwrap()
+        };
+        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        assert!(framed(true, plain).contains("\r\nStrict-Transport-Security: max-age=60\r\n"));
+        assert!(!framed(false, plain).contains("Strict-Transport-Security"), "not over plain HTTP");
+        let own = b"HTTP/1.1 200 OK\r\nStrict-Transport-Security: max-age=5\r\nContent-Length: 2\r\n\r\nok";
+        assert_eq!(framed(true, own).matches("Strict-Transport-Security").count(), 1, "the app's own stays alone");
     }
 
     #[test]

@@ -53,6 +53,14 @@ impl FileReply {
         self.head.get(9..12).and_then(|code| std::str::from_utf8(code).ok()?.parse().ok()).unwrap_or(0)
     }
 
+    /// One more header line, at the end of the head (before anything was
+    /// sent, and before `put_first`).
+    pub fn add_header(&mut self, name: &str, value: &str) {
+        let end = self.head.len().saturating_sub(2);
+        let line = format!("{name}: {value}\r\n");
+        self.head.splice(end..end, line.bytes());
+    }
+
     /// Bytes owed to the client before this response (the rest of a
     /// `100 Continue`).
     pub fn put_first(&mut self, bytes: &[u8]) {

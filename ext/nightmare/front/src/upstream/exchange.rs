@@ -137,7 +137,7 @@ impl Exchange {
             in_flight: Some(in_flight),
             request: Some(request),
             outbound: Some(outbound),
-            framer: ResponseFramer::new(terms, config.proxy_buffer_size),
+            framer: ResponseFramer::new(terms, config.proxy_buffer_size).with_hsts(config.hsts.clone()),
             response,
             to_client: 0,
             leftover: Vec::new(),

@@ -41,6 +41,8 @@ pub struct TlsSettings {
     pub prefer_server_ciphers: bool,
     /// HTTP/2 is offered (ALPN h2); `http2 false` in the block turns it off.
     pub http2: bool,
+    /// Plain listeners redirect to this block's port (`ssl_redirect true`).
+    pub redirect: bool,
 }
 
 impl Default for TlsSettings {
@@ -50,6 +52,7 @@ impl Default for TlsSettings {
             versions: vec![TlsVersion::Tls12, TlsVersion::Tls13],
             prefer_server_ciphers: false,
             http2: true,
+            redirect: false,
         }
     }
 }
