@@ -64,6 +64,16 @@ module Nightmare
       set[:hsts] = Nightmare::Hsts.new(**options)
     end
 
+    # The site's HTML pages for the front's own 502, 503 and 504, for
+    # browsers (see Nightmare::ErrorPages); repeatable. Without it, the
+    # try_files root's 502.html, 503.html and 504.html serve when there.
+    #
+    #   error_page 502, 503, 504, "/srv/app/current/public/5xx.html"
+    def error_page(*statuses, path)
+      set[:error_pages] = Nightmare::ErrorPages.new unless set[:error_pages].is_a?(Nightmare::ErrorPages)
+      set[:error_pages].add(statuses, path)
+    end
+
     # Standalone only (the `nightmare` executable): the Unicorns the front
     # sends requests to, by address; several share the load. With
     # nginx's server options:
@@ -114,7 +124,8 @@ module Nightmare
       nightmare_check_proxy_protocol(nightmare_on)
       nightmare_check_upstreams(nightmare_on)
       nightmare_fold_front_pages(nightmare_on)
-      super(server, options.merge(skip: [*options[:skip], :try_files, :status_path, :upstreams, :hsts]))
+      super(server, options.merge(skip: [*options[:skip], :try_files, :status_path, :upstreams, :hsts,
+                                         :error_pages]))
     end
 
     # HUP reads the file anew: an ssl block removed since must not leave
@@ -167,8 +178,9 @@ module Nightmare
                            "hosts with `backup` (or run the front alone with the nightmare executable)"
     end
 
-    # try_files, status_path and hsts are the front's, so they travel with
-    # the front's settings (a change on HUP starts a new front).
+    # try_files, status_path, hsts and the error pages are the front's, so
+    # they travel with the front's settings (a change on HUP starts a new
+    # front).
     def nightmare_fold_front_pages(nightmare_on)
       try_files = set[:try_files].is_a?(Nightmare::TryFiles) ? set[:try_files] : nil
       status_page = set[:status_path].is_a?(Nightmare::StatusPath) ? set[:status_path] : nil
@@ -176,6 +188,11 @@ module Nightmare
       if hsts && !nightmare_on
         raise ArgumentError, "hsts needs the front: it is the front that speaks HTTPS; add `nightmare true` " \
                              "to the config (or remove hsts)"
+      end
+      error_pages = set[:error_pages].is_a?(Nightmare::ErrorPages) ? set[:error_pages] : nil
+      if error_pages && !nightmare_on
+        raise ArgumentError, "error_page needs the front: it is the front that answers 502, 503 and 504; add " \
+                             "`nightmare true` to the config (or remove error_page)"
       end
       if try_files && !nightmare_on
         raise ArgumentError, "try_files needs the front: Unicorn alone serves no static files; " \
@@ -188,8 +205,9 @@ module Nightmare
       return unless nightmare_on
 
       upstreams = set[:upstreams].is_a?(Nightmare::Upstreams) ? set[:upstreams] : nil
+      pages = (error_pages || Nightmare::ErrorPages.new).to_native(try_files&.root)
       set[:nightmare] = set[:nightmare].with(try_files: try_files, status_page: status_page, upstreams: upstreams,
-                                             hsts: hsts)
+                                             hsts: hsts, error_pages: pages)
     end
 
     # Every ssl block's files are read and parsed now, so a bad one stops
@@ -219,3 +237,4 @@ Unicorn::Configurator::DEFAULTS[:try_files] = nil
 Unicorn::Configurator::DEFAULTS[:status_path] = nil
 Unicorn::Configurator::DEFAULTS[:upstreams] = nil
 Unicorn::Configurator::DEFAULTS[:hsts] = nil
+Unicorn::Configurator::DEFAULTS[:error_pages] = nil

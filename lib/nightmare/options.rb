@@ -25,21 +25,24 @@ module Nightmare
     end
 
     # +try_files+ (a Nightmare::TryFiles), +status_page+ (a
-    # Nightmare::StatusPath), +upstreams+ (Nightmare::Upstreams) and +hsts+
-    # (Nightmare::Hsts) come from their own directives. Raises ArgumentError naming a setting that
+    # Nightmare::StatusPath), +upstreams+ (Nightmare::Upstreams), +hsts+
+    # (Nightmare::Hsts) and +error_pages+ (Nightmare::ErrorPages, read)
+    # come from their own directives. Raises ArgumentError naming a setting that
     # is unknown or does not read.
-    def initialize(given, try_files: nil, status_page: nil, upstreams: nil, hsts: nil)
+    def initialize(given, try_files: nil, status_page: nil, upstreams: nil, hsts: nil, error_pages: [])
       @given = given
       @values = Nightmare::Native.read_settings(given)
                                  .merge(try_files: try_files&.to_native, status_page: status_page&.to_native,
-                                        upstreams: upstreams&.to_native, hsts: hsts&.value).freeze
+                                        upstreams: upstreams&.to_native, hsts: hsts&.value,
+                                        error_pages: error_pages).freeze
       freeze
     end
 
     # The same settings, with what the front serves itself and where it
     # sends requests besides the workers.
-    def with(try_files:, status_page:, upstreams:, hsts: nil)
-      Options.new(@given, try_files: try_files, status_page: status_page, upstreams: upstreams, hsts: hsts)
+    def with(try_files:, status_page:, upstreams:, hsts: nil, error_pages: [])
+      Options.new(@given, try_files: try_files, status_page: status_page, upstreams: upstreams, hsts: hsts,
+                          error_pages: error_pages)
     end
 
     # A setting as read: sizes in bytes, times in seconds, "auto" as given.

@@ -41,6 +41,9 @@ run lambda { |env|
     [200, { "content-type" => "application/json" }, [JSON.generate(Nightmare.stats)]]
   when "/pid"
     [200, { "content-type" => "text/plain" }, [Process.pid.to_s]]
+  when "/app_error"
+    # The app's own 5xx, which no error_page may replace.
+    [503, { "content-type" => "text/plain" }, ["the app's own 503\n"]]
   when "/own_hsts"
     # An app that sets its own policy: the front's must not be added.
     [200, { "content-type" => "text/plain", "strict-transport-security" => "max-age=5" }, ["own"]]

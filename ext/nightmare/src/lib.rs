@@ -10,6 +10,7 @@ use magnus::{
 };
 use nightmare_front::config::given::{Given, GivenValue};
 use nightmare_front::config::settings::{self, Normal};
+use nightmare_front::http::error_pages::ErrorPages;
 use nightmare_front::net::descriptors;
 use nightmare_front::net::tls::{self, CertificatePair, TlsSettings, TlsVersion};
 use nightmare_front::static_files::StaticSettings;
@@ -262,7 +263,8 @@ fn secret_from(ruby: &Ruby, secret: RString) -> Result<Secret, Error> {
 }
 
 /// A FrontConfig from the normalized settings `Nightmare::Options` holds
-/// (and `read_settings` made), with try_files, the status page, upstreams and HSTS.
+/// (and `read_settings` made), with try_files, the status page, upstreams,
+/// HSTS and the error pages (`[[status, html], ...]`).
 fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     let try_files = options.get(ruby.to_symbol("try_files")).filter(|value| !value.is_nil());
     options.delete::<_, magnus::Value>(ruby.to_symbol("try_files"))?;
@@ -272,6 +274,8 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     options.delete::<_, magnus::Value>(ruby.to_symbol("upstreams"))?;
     let hsts = options.get(ruby.to_symbol("hsts")).filter(|value| !value.is_nil());
     options.delete::<_, magnus::Value>(ruby.to_symbol("hsts"))?;
+    let error_pages = options.get(ruby.to_symbol("error_pages")).filter(|value| !value.is_nil());
+    options.delete::<_, magnus::Value>(ruby.to_symbol("error_pages"))?;
     let (mut config, _) = FrontConfig::from_given(&given_pairs(options)?)
         .map_err(|message| Error::new(ruby.exception_arg_error(), message))?;
     if let Some(try_files) = try_files {
@@ -286,6 +290,15 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     }
     if let Some(hsts) = hsts {
         config.hsts = Some(String::try_convert(hsts)?.into());
+    }
+    if let Some(pages) = error_pages {
+        // UTF-8, as Nightmare::ErrorPages checked.
+        let pages = Vec::<(u16, String)>::try_convert(pages)?
+            .into_iter()
+            .map(|(status, page)| (status, page.into_bytes()))
+            .collect();
+        config.error_pages =
+            ErrorPages::new(pages).map_err(|message| Error::new(ruby.exception_arg_error(), message))?;
     }
     Ok(config)
 }

@@ -59,6 +59,8 @@ pub struct FrontConfig {
     pub https_redirect_port: Option<u16>,
     /// `Strict-Transport-Security` for HTTPS responses that have none.
     pub hsts: Option<Arc<str>>,
+    /// The site's pages for the front's own 502, 503 and 504.
+    pub error_pages: crate::http::error_pages::ErrorPages,
     /// Requests served on one connection before it is closed.
     pub keepalive_requests: usize,
     /// How long a switched-protocols tunnel may carry nothing either way.
@@ -173,6 +175,7 @@ impl FrontConfig {
             ssl_redirect: false,
             https_redirect_port: None,
             hsts: None,
+            error_pages: Default::default(),
             keepalive_requests: 1,
             tunnel_timeout: Duration::ZERO,
             temp_path: Arc::from(Path::new("/")),

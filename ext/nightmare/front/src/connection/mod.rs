@@ -121,6 +121,9 @@ pub struct Connection {
     _permit: Option<ConnectionPermit>,
     /// It serves an HTTP/2 client, or one stream of one.
     http2: bool,
+    /// The current request asked for HTML: the front's own 5xx is then
+    /// the site's page, if it has one (`error_page`).
+    html_errors: bool,
     /// The link of an HTTP/2 client's connection that has ended, kept for
     /// the loop to wake its streams' connections.
     ended_link: Option<Link>,
@@ -150,6 +153,7 @@ impl Connection {
             entry: None,
             _permit: permit,
             http2: false,
+            html_errors: false,
             ended_link: None,
         }
     }

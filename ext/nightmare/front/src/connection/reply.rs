@@ -41,9 +41,11 @@ impl Connection {
         self.reply_with(rejection, ctx)
     }
 
-    /// Answers with `rejection`, then closes (lingering).
+    /// Answers with `rejection` (the site's page for it, to a browser),
+    /// then closes (lingering).
     pub(super) fn reply_with(&mut self, rejection: Rejection, ctx: &mut LoopContext) -> State {
-        self.reply_and_close(rejection.status, rejection.to_response(), ctx)
+        let bytes = ctx.shared.config.error_pages.reply(rejection, self.html_errors);
+        self.reply_and_close(rejection.status, bytes, ctx)
     }
 
     /// Sends `bytes`, a whole response of `status` the front wrote, then

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::handoff;
 use super::{Connection, State, Step};
+use crate::http::error_pages;
 use crate::http::error_response::Rejection;
 use crate::http::https_redirect;
 use crate::http2::session::PREFACE;
@@ -110,6 +111,7 @@ impl Connection {
             }
             Ok(Some((head, leftover))) => {
                 Counters::add(&ctx.shared.counters.requests);
+                self.html_errors = error_pages::wants_html(&head.method, head.header("accept"));
                 if let Some(entry) = &mut self.entry {
                     entry.request(&head);
                     if self.client.is_stream() {

@@ -52,6 +52,22 @@ impl Rejection {
         .into_bytes()
     }
 
+    /// The same with the site's own HTML `page` as the body (see
+    /// `error_pages`).
+    pub fn to_page_response(self, page: &[u8]) -> Vec<u8> {
+        let retry = self.retry_after.map(|seconds| format!("Retry-After: {seconds}\r\n")).unwrap_or_default();
+        let mut bytes = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n{retry}\
+             Connection: close\r\n\r\n",
+            self.status,
+            reason_phrase(self.status),
+            page.len()
+        )
+        .into_bytes();
+        bytes.extend_from_slice(page);
+        bytes
+    }
+
     /// Statuses that blame the client; the rest are the server's fault.
     pub fn is_client_fault(self) -> bool {
         (400..500).contains(&self.status)
