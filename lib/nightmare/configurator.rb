@@ -74,6 +74,32 @@ module Nightmare
       set[:error_pages].add(statuses, path)
     end
 
+    # Directories the app may hand files from: the front tells it so
+    # (X-Sendfile-Type: X-Accel-Redirect, X-Accel-Mapping), Rack::Sendfile
+    # and Rails' send_file answer with a URI under the prefix instead of
+    # the bytes, and the front serves the file as try_files does (Range,
+    # HEAD, validators), keeping the app's Content-Type, Content-Disposition,
+    # Cache-Control, Expires and Set-Cookie. The worker is free at once.
+    #
+    #   sendfile_root "/srv/app/shared/private" => "/private/"
+    #
+    # Repeatable. Needs +nightmare+ on.
+    def sendfile_root(mapping)
+      unless mapping.is_a?(Hash) && !mapping.empty?
+        raise ArgumentError, 'sendfile_root takes directory => URI prefix: sendfile_root "/srv/files" => "/private/"'
+      end
+      mapping.each do |root, prefix|
+        root = File.expand_path(root.to_s)
+        File.directory?(root) or raise ArgumentError, "sendfile_root #{root}: not a directory"
+        unless prefix.is_a?(String) && prefix.start_with?("/") && prefix.end_with?("/") && !prefix.match?(/[=,\s]/)
+          raise ArgumentError, "sendfile_root #{root} => #{prefix.inspect}: the URI prefix starts and ends with / " \
+                               '("/private/")'
+        end
+        (set[:sendfile_roots] = [] unless set[:sendfile_roots].is_a?(Array))
+        set[:sendfile_roots] << [root, prefix]
+      end
+    end
+
     # Standalone only (the `nightmare` executable): the Unicorns the front
     # sends requests to, by address; several share the load. With
     # nginx's server options:
@@ -125,7 +151,7 @@ module Nightmare
       nightmare_check_upstreams(nightmare_on)
       nightmare_fold_front_pages(nightmare_on)
       super(server, options.merge(skip: [*options[:skip], :try_files, :status_path, :upstreams, :hsts,
-                                         :error_pages]))
+                                         :error_pages, :sendfile_roots]))
     end
 
     # HUP reads the file anew: an ssl block removed since must not leave
@@ -189,6 +215,11 @@ module Nightmare
         raise ArgumentError, "hsts needs the front: it is the front that speaks HTTPS; add `nightmare true` " \
                              "to the config (or remove hsts)"
       end
+      sendfile_roots = set[:sendfile_roots].is_a?(Array) ? set[:sendfile_roots] : []
+      if !sendfile_roots.empty? && !nightmare_on
+        raise ArgumentError, "sendfile_root needs the front: it is the front that serves the files; add " \
+                             "`nightmare true` to the config (or remove sendfile_root)"
+      end
       error_pages = set[:error_pages].is_a?(Nightmare::ErrorPages) ? set[:error_pages] : nil
       if error_pages && !nightmare_on
         raise ArgumentError, "error_page needs the front: it is the front that answers 502, 503 and 504; add " \
@@ -207,7 +238,7 @@ module Nightmare
       upstreams = set[:upstreams].is_a?(Nightmare::Upstreams) ? set[:upstreams] : nil
       pages = (error_pages || Nightmare::ErrorPages.new).to_native(try_files&.root)
       set[:nightmare] = set[:nightmare].with(try_files: try_files, status_page: status_page, upstreams: upstreams,
-                                             hsts: hsts, error_pages: pages)
+                                             hsts: hsts, error_pages: pages, sendfile_roots: sendfile_roots)
     end
 
     # Every ssl block's files are read and parsed now, so a bad one stops
@@ -238,3 +269,4 @@ Unicorn::Configurator::DEFAULTS[:status_path] = nil
 Unicorn::Configurator::DEFAULTS[:upstreams] = nil
 Unicorn::Configurator::DEFAULTS[:hsts] = nil
 Unicorn::Configurator::DEFAULTS[:error_pages] = nil
+Unicorn::Configurator::DEFAULTS[:sendfile_roots] = nil

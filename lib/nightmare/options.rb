@@ -29,20 +29,21 @@ module Nightmare
     # (Nightmare::Hsts) and +error_pages+ (Nightmare::ErrorPages, read)
     # come from their own directives. Raises ArgumentError naming a setting that
     # is unknown or does not read.
-    def initialize(given, try_files: nil, status_page: nil, upstreams: nil, hsts: nil, error_pages: [])
+    def initialize(given, try_files: nil, status_page: nil, upstreams: nil, hsts: nil, error_pages: [],
+                   sendfile_roots: [])
       @given = given
       @values = Nightmare::Native.read_settings(given)
                                  .merge(try_files: try_files&.to_native, status_page: status_page&.to_native,
                                         upstreams: upstreams&.to_native, hsts: hsts&.value,
-                                        error_pages: error_pages).freeze
+                                        error_pages: error_pages, sendfile_roots: sendfile_roots).freeze
       freeze
     end
 
     # The same settings, with what the front serves itself and where it
     # sends requests besides the workers.
-    def with(try_files:, status_page:, upstreams:, hsts: nil, error_pages: [])
+    def with(try_files:, status_page:, upstreams:, hsts: nil, error_pages: [], sendfile_roots: [])
       Options.new(@given, try_files: try_files, status_page: status_page, upstreams: upstreams, hsts: hsts,
-                          error_pages: error_pages)
+                          error_pages: error_pages, sendfile_roots: sendfile_roots)
     end
 
     # A setting as read: sizes in bytes, times in seconds, "auto" as given.

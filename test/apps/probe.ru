@@ -6,6 +6,18 @@ require "digest"
 require "json"
 
 use Rack::Head
+# As Rails does with config.action_dispatch.x_sendfile_header =
+# "X-Accel-Redirect"; the mapping comes from the front (X-Accel-Mapping).
+use Rack::Sendfile, "X-Accel-Redirect"
+
+# A body that is a file (Rack::Files and Rails' send_file give one).
+FileBody = Struct.new(:path) do
+  def to_path = path
+
+  def each
+    File.open(path, "rb") { |file| while (chunk = file.read(65_536)) do yield chunk end }
+  end
+end
 
 requests_seen = 0
 
@@ -17,7 +29,7 @@ run lambda { |env|
                       "HTTP_HOST", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
                       "HTTP_X_REQUEST_START", "HTTP_TRANSFER_ENCODING", "HTTP_CONNECTION", "HTTP_EXPECT",
                       "HTTP_CLIENT_IP", "HTTP_X_REAL_IP", "HTTP_TRUE_CLIENT_IP", "PATH_INFO", "SERVER_NAME",
-                      "SERVER_PORT")
+                      "SERVER_PORT", "HTTP_X_ACCEL_MAPPING", "HTTP_X_SENDFILE_TYPE")
     facts["rack.url_scheme"] = env["rack.url_scheme"]
     facts["host"] = ENV.fetch("TEST_HOST", "local")
     env.each { |name, value| facts["#{name} bytes"] = value.bytesize if name.start_with?("HTTP_X_LONG") }
@@ -41,6 +53,11 @@ run lambda { |env|
     [200, { "content-type" => "application/json" }, [JSON.generate(Nightmare.stats)]]
   when "/pid"
     [200, { "content-type" => "text/plain" }, [Process.pid.to_s]]
+  when "/send_file"
+    # Rails' send_file: the path is the query, a file under a sendfile_root.
+    path = Rack::Utils.unescape(env["QUERY_STRING"])
+    [200, { "content-type" => "application/pdf", "content-disposition" => 'attachment; filename="r.pdf"',
+            "content-length" => File.size(path).to_s, "x-runtime" => "0.01" }, FileBody.new(path)]
   when "/app_error"
     # The app's own 5xx, which no error_page may replace.
     [503, { "content-type" => "text/plain" }, ["the app's own 503\n"]]

@@ -14,6 +14,7 @@ use nightmare_front::http::error_pages::ErrorPages;
 use nightmare_front::net::descriptors;
 use nightmare_front::net::tls::{self, CertificatePair, TlsSettings, TlsVersion};
 use nightmare_front::static_files::StaticSettings;
+use nightmare_front::static_files::accel::SendfileRoot;
 use nightmare_front::status_page::StatusPage;
 use nightmare_front::upstream::address::UpstreamAddress;
 use nightmare_front::upstream::proxy_header::{self, Secret};
@@ -264,7 +265,8 @@ fn secret_from(ruby: &Ruby, secret: RString) -> Result<Secret, Error> {
 
 /// A FrontConfig from the normalized settings `Nightmare::Options` holds
 /// (and `read_settings` made), with try_files, the status page, upstreams,
-/// HSTS and the error pages (`[[status, html], ...]`).
+/// HSTS, the error pages (`[[status, html], ...]`) and the sendfile roots
+/// (`[[directory, prefix], ...]`).
 fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     let try_files = options.get(ruby.to_symbol("try_files")).filter(|value| !value.is_nil());
     options.delete::<_, magnus::Value>(ruby.to_symbol("try_files"))?;
@@ -276,6 +278,8 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
     options.delete::<_, magnus::Value>(ruby.to_symbol("hsts"))?;
     let error_pages = options.get(ruby.to_symbol("error_pages")).filter(|value| !value.is_nil());
     options.delete::<_, magnus::Value>(ruby.to_symbol("error_pages"))?;
+    let sendfile_roots = options.get(ruby.to_symbol("sendfile_roots")).filter(|value| !value.is_nil());
+    options.delete::<_, magnus::Value>(ruby.to_symbol("sendfile_roots"))?;
     let (mut config, _) = FrontConfig::from_given(&given_pairs(options)?)
         .map_err(|message| Error::new(ruby.exception_arg_error(), message))?;
     if let Some(try_files) = try_files {
@@ -299,6 +303,12 @@ fn front_config(ruby: &Ruby, options: RHash) -> Result<FrontConfig, Error> {
             .collect();
         config.error_pages =
             ErrorPages::new(pages).map_err(|message| Error::new(ruby.exception_arg_error(), message))?;
+    }
+    if let Some(roots) = sendfile_roots {
+        config.sendfile_roots = Vec::<(String, String)>::try_convert(roots)?
+            .into_iter()
+            .map(|(root, prefix)| SendfileRoot { root: root.into(), prefix })
+            .collect();
     }
     Ok(config)
 }

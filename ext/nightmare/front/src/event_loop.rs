@@ -507,7 +507,7 @@ mod tests {
             // No upstream at all: the files are all there is.
             let pool = Pool::new(None, &UpstreamSpec::default(), 16, Box::new(Arc::clone(&mailboxes)));
             let outputs = Outputs { log: Arc::new(log), access_log: None };
-            let shared = Arc::new(Shared::new(config, pool, outputs, mailboxes, Some(static_files)));
+            let shared = Arc::new(Shared::new(config, pool, outputs, mailboxes, (Some(static_files), None)));
             let mut ports = [0; 2];
             let threads = polls
                 .into_iter()

@@ -51,6 +51,7 @@ use net::listener::Listener;
 use net::tls::{self, TlsContext, TlsSettings, TlsSetupError};
 use shared::{Outputs, Shared, StopMode};
 use static_files::StaticFiles;
+use static_files::accel::AccelFiles;
 use upstream::pool::Pool;
 use upstream::prober::Prober;
 
@@ -158,7 +159,8 @@ impl Front {
         let pool = Pool::new(local, &config.upstreams, config.max_queued_requests, Box::new(Arc::clone(&mailboxes)));
         let prober = Prober::start(Arc::clone(&pool), config.upstream_connect_timeout, Arc::clone(&log))?;
         let outputs = Outputs { log, access_log };
-        let shared = Arc::new(Shared::new(config, pool, outputs, mailboxes, static_files));
+        let accel_files = AccelFiles::new(&config.sendfile_roots)?;
+        let shared = Arc::new(Shared::new(config, pool, outputs, mailboxes, (static_files, accel_files)));
 
         let mut threads = Vec::with_capacity(polls.len());
         for (index, poll) in polls.into_iter().enumerate() {

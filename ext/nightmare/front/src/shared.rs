@@ -13,6 +13,7 @@ use crate::log::{Log, Throttle};
 use crate::mailbox::Mailboxes;
 use crate::request_share::RequestShares;
 use crate::static_files::StaticFiles;
+use crate::static_files::accel::AccelFiles;
 use crate::stats::{Counters, LoopPhases};
 use crate::temp_budget::TempBudget;
 use crate::upstream::pool::Pool;
@@ -51,6 +52,8 @@ pub struct Shared {
     pub mailboxes: Arc<Mailboxes>,
     /// try_files, when configured.
     pub static_files: Option<StaticFiles>,
+    /// The `sendfile_root` directories (X-Accel-Redirect).
+    pub accel_files: Option<AccelFiles>,
     /// What all temp files together may hold (temp_path_max_size).
     pub temp_budget: Arc<TempBudget>,
     /// For "the temp budget is spent", which every upload would say.
@@ -78,7 +81,7 @@ impl Shared {
         pool: Arc<Pool>,
         outputs: Outputs,
         mailboxes: Arc<Mailboxes>,
-        static_files: Option<StaticFiles>,
+        (static_files, accel_files): (Option<StaticFiles>, Option<AccelFiles>),
     ) -> Self {
         // Unset, it is half of what temp_path has free at start.
         let temp_budget = TempBudget::new(
@@ -109,6 +112,7 @@ impl Shared {
             overload: Throttle::new(Duration::from_secs(1)),
             mailboxes,
             static_files,
+            accel_files,
             temp_budget,
             temp_budget_spent: Throttle::new(Duration::from_secs(60)),
             idle_closed_for_room: Throttle::new(Duration::from_secs(10)),

@@ -61,6 +61,9 @@ pub struct FrontConfig {
     pub hsts: Option<Arc<str>>,
     /// The site's pages for the front's own 502, 503 and 504.
     pub error_pages: crate::http::error_pages::ErrorPages,
+    /// Directories the app may hand files from (`X-Accel-Redirect`), each
+    /// with the URI prefix that names it (`sendfile_root`).
+    pub sendfile_roots: Vec<crate::static_files::accel::SendfileRoot>,
     /// Requests served on one connection before it is closed.
     pub keepalive_requests: usize,
     /// How long a switched-protocols tunnel may carry nothing either way.
@@ -176,6 +179,7 @@ impl FrontConfig {
             https_redirect_port: None,
             hsts: None,
             error_pages: Default::default(),
+            sendfile_roots: Vec::new(),
             keepalive_requests: 1,
             tunnel_timeout: Duration::ZERO,
             temp_path: Arc::from(Path::new("/")),

@@ -253,7 +253,8 @@ fn start(mut request: Box<BufferedRequest>, in_flight: InFlight, client: ClientS
         upgrade: head.upgrade.is_some(),
         https: client.scheme == Scheme::Https,
     };
-    let outbound = request.outbound(&server.preamble, client.peer, client.scheme == Scheme::Https);
+    let mapping = shared.accel_files.as_ref().map(|files| files.mapping());
+    let outbound = request.outbound(&server.preamble, client.peer, client.scheme == Scheme::Https, mapping);
     let config = &shared.config;
     let patience = Patience { connect: config.upstream_connect_timeout, response_head: config.upstream_read_timeout };
     let writer = (ctx.writer.clone(), client.id);

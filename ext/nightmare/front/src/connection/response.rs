@@ -9,10 +9,12 @@ use super::{Connection, State, Step};
 use crate::access_log::CLIENT_CLOSED;
 use crate::http::error_response::Rejection;
 use crate::loop_context::LoopContext;
+use crate::net::listener::Scheme;
 use crate::request::head::HeadReader;
+use crate::response::framing::AccelAnswer;
 use crate::response::send_pace::SendPace;
 use crate::shared::StopMode;
-use crate::static_files::{FileReply, SendStep};
+use crate::static_files::{FileFacts, FileReply, SendStep};
 use crate::upstream::exchange::{Exchange, Pump};
 use crate::upstream::pool::Failure;
 use crate::upstream::tunnel::{Tunnel, TunnelStep};
@@ -77,6 +79,10 @@ impl Connection {
                 (State::Exchanging(exchange), Step::Wait)
             }
             Pump::Finished { keep_alive } => {
+                if let Some((answer, facts)) = exchange.take_accel() {
+                    let leftover = exchange.take_leftover();
+                    return (self.serve_named_file(answer, facts, keep_alive, leftover, ctx), Step::Again);
+                }
                 if let Some(status) = exchange.status() {
                     ctx.shared.count_response(status);
                     self.end_entry(status, exchange.sent_to_client(), ctx);
@@ -237,5 +243,34 @@ impl Connection {
             return State::Closed;
         }
         self.start_lingering(ctx)
+    }
+    /// The app named a file for the front to serve (X-Accel-Redirect): it
+    /// is answered as try_files answers, with the app's descriptive headers;
+    /// a file the front may not serve is the app's mistake, a 500.
+    fn serve_named_file(
+        &mut self,
+        answer: AccelAnswer,
+        facts: FileFacts,
+        keep_alive: bool,
+        leftover: Vec<u8>,
+        ctx: &mut LoopContext,
+    ) -> State {
+        let Some(files) = &ctx.shared.accel_files else { return State::Closed };
+        match files.serve(&answer.uri, &answer.headers, facts, keep_alive, ctx.now) {
+            Ok(mut reply) => {
+                ctx.shared.count_response(reply.status());
+                if let Some(hsts) = &ctx.shared.config.hsts
+                    && self.scheme == Scheme::Https
+                {
+                    reply.add_header("Strict-Transport-Security", hsts);
+                }
+                self.deadline = Some(ctx.now + ctx.shared.config.send_timeout);
+                State::ServingFile { reply: Box::new(reply), leftover }
+            }
+            Err(why) => {
+                ctx.shared.log.error(format!("the response to client {}: {why}; answered 500", self.peer));
+                self.reply_with(Rejection::new(500, "the file the application named cannot be served"), ctx)
+            }
+        }
     }
 }

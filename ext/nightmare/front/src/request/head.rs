@@ -61,8 +61,11 @@ pub struct RequestHead {
 
 /// What the front vouches for when it passes a request on. The client's
 /// address travels in the preamble, not in a header.
-pub struct ForwardingFacts {
+pub struct ForwardingFacts<'a> {
     pub https: bool,
+    /// The `X-Accel-Mapping` the front offers the app (`sendfile_root`),
+    /// with `X-Sendfile-Type: X-Accel-Redirect`.
+    pub accel_mapping: Option<&'a str>,
     /// When the request was complete in the front, in microseconds since the epoch.
     pub request_start_usec: u64,
     /// For a server that gets no PROXY preamble: the client's address, in
@@ -85,7 +88,7 @@ impl RequestHead {
     /// application reads (X-Request-Start, X-Forwarded-Proto for HTTPS),
     /// which the client could not have forged. Every byte counts against
     /// Unicorn's own head limit.
-    pub fn write_upstream_head(&self, out: &mut Vec<u8>, body_length: Option<u64>, facts: &ForwardingFacts) {
+    pub fn write_upstream_head(&self, out: &mut Vec<u8>, body_length: Option<u64>, facts: &ForwardingFacts<'_>) {
         use std::io::Write;
         out.reserve(256 + self.forwarded_headers.len() * 48);
         out.extend_from_slice(self.method.as_bytes());
@@ -114,6 +117,10 @@ impl RequestHead {
             out.extend_from_slice(b"X-Forwarded-Proto: https\r\n");
         }
         let _ = write!(out, "X-Request-Start: t={}\r\n", facts.request_start_usec);
+        if let Some(mapping) = facts.accel_mapping {
+            // Rack::Sendfile (Rails' send_file) then answers with a path.
+            let _ = write!(out, "X-Sendfile-Type: X-Accel-Redirect\r\nX-Accel-Mapping: {mapping}\r\n");
+        }
         match &self.upgrade {
             // The worker may switch protocols (rack.hijack); the front then
             // tunnels the connection.
@@ -428,6 +435,9 @@ fn judge_headers(
             // remote_ip reads Client-IP, other stacks X-Real-IP and
             // True-Client-IP (Cloudflare's name).
             "forwarded" | "x-request-start" | "client-ip" | "x-real-ip" | "true-client-ip" => {}
+            // Only the front offers files: a client's would make the app
+            // answer with paths the front was never asked to serve.
+            "x-sendfile-type" | "x-accel-mapping" => {}
             _ if lower.starts_with("x-forwarded-") => {}
             _ => forwarded_headers.push((name.to_owned(), header.value.to_vec())),
         }
@@ -727,7 +737,7 @@ mod tests {
             head.write_upstream_head(
                 &mut upstream,
                 body_length,
-                &ForwardingFacts { https: true, request_start_usec: 1, forwarded_for: None },
+                &ForwardingFacts { https: true, accel_mapping: None, request_start_usec: 1, forwarded_for: None },
             );
             let mut reader = HeadReader::default();
             reader.push(&upstream);
@@ -760,7 +770,7 @@ mod tests {
         head.write_upstream_head(
             &mut out,
             None,
-            &ForwardingFacts { https: false, request_start_usec: 1, forwarded_for: None },
+            &ForwardingFacts { https: false, accel_mapping: None, request_start_usec: 1, forwarded_for: None },
         );
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("GET /a/b?q=1 HTTP/1.1\r\nHost: Example.com:8080\r\n"), "{text}");
@@ -823,7 +833,7 @@ mod tests {
         head.write_upstream_head(
             &mut out,
             None,
-            &ForwardingFacts { https: false, request_start_usec: 1, forwarded_for: None },
+            &ForwardingFacts { https: false, accel_mapping: None, request_start_usec: 1, forwarded_for: None },
         );
         let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with("Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n"), "{text}");
@@ -852,7 +862,7 @@ mod tests {
         head.write_upstream_head(
             &mut out,
             Some(11),
-            &ForwardingFacts { https: false, request_start_usec: 42, forwarded_for: None },
+            &ForwardingFacts { https: false, accel_mapping: None, request_start_usec: 42, forwarded_for: None },
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
@@ -868,7 +878,7 @@ mod tests {
         head.write_upstream_head(
             &mut out,
             None,
-            &ForwardingFacts { https: true, request_start_usec: 7, forwarded_for: None },
+            &ForwardingFacts { https: true, accel_mapping: None, request_start_usec: 7, forwarded_for: None },
         );
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("\r\nX-Forwarded-Proto: https\r\n"), "{text}");
@@ -879,7 +889,8 @@ mod tests {
         let head = head_of(b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n");
         let client = crate::net::client_address::ClientAddress::Ip("192.0.2.7:4000".parse().unwrap());
         let mut out = Vec::new();
-        let facts = ForwardingFacts { https: false, request_start_usec: 7, forwarded_for: Some(client) };
+        let facts =
+            ForwardingFacts { https: false, accel_mapping: None, request_start_usec: 7, forwarded_for: Some(client) };
         head.write_upstream_head(&mut out, None, &facts);
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n"), "{text}");

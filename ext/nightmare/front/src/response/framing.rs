@@ -12,6 +12,7 @@ use crate::byte_queue::ByteQueue;
 use crate::byte_queue::ResponseSink;
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::request::head::{HttpVersion, parse_content_length};
+use crate::static_files::accel::AccelFiles;
 
 const MAX_RESPONSE_HEADERS: usize = 100;
 
@@ -90,6 +91,18 @@ pub struct ResponseFramer {
     head_bytes: u64,
     /// Strict-Transport-Security for a final response that has none.
     hsts: Option<Arc<str>>,
+    /// The front serves files the app names (`sendfile_root`).
+    accel_allowed: bool,
+    accel: Option<AccelAnswer>,
+}
+
+/// A response that named a file for the front to serve (X-Accel-Redirect)
+/// instead of carrying it: the URI, and the app's headers that travel
+/// with the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccelAnswer {
+    pub uri: String,
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 impl ResponseFramer {
@@ -104,7 +117,20 @@ impl ResponseFramer {
             unbuffered: false,
             head_bytes: 0,
             hsts: None,
+            accel_allowed: false,
+            accel: None,
         }
+    }
+
+    /// A final response with `X-Accel-Redirect` names a file for the front
+    /// (see `static_files::accel`): nothing of it reaches the client.
+    pub fn with_accel(self, allowed: bool) -> Self {
+        ResponseFramer { accel_allowed: allowed, ..self }
+    }
+
+    /// The file the response named, once.
+    pub fn take_accel(&mut self) -> Option<AccelAnswer> {
+        self.accel.take()
     }
 
     /// Adds `Strict-Transport-Security: value` to the final response of an
@@ -238,6 +264,23 @@ impl ResponseFramer {
                 }
                 self.head.drain(..length);
                 continue;
+            }
+            if self.accel_allowed
+                && let Some(redirect) =
+                    response.headers.iter().find(|header| header.name.eq_ignore_ascii_case("x-accel-redirect"))
+            {
+                let headers = response
+                    .headers
+                    .iter()
+                    .filter(|header| AccelFiles::keeps(header.name))
+                    .map(|header| (header.name.to_owned(), header.value.to_vec()))
+                    .collect();
+                let uri = String::from_utf8_lossy(redirect.value).trim().to_owned();
+                self.accel = Some(AccelAnswer { uri, headers });
+                // Its body (Rack::Sendfile sends none) is not wanted.
+                self.head = Vec::new();
+                self.stage = Stage::Done;
+                return Ok(Vec::new());
             }
             let body = self.body_framing(status, response.headers)?;
             self.unbuffered = response.headers.iter().any(|header| {
@@ -478,6 +521,23 @@ mod tests {
         assert!(!framed(false, plain).contains("Strict-Transport-Security"), "not over plain HTTP");
         let own = b"HTTP/1.1 200 OK\r\nStrict-Transport-Security: max-age=5\r\nContent-Length: 2\r\n\r\nok";
         assert_eq!(framed(true, own).matches("Strict-Transport-Security").count(), 1, "the app's own stays alone");
+    }
+
+    #[test]
+    fn a_response_naming_a_file_sends_nothing_and_says_which_file_when_allowed() {
+        let response = b"HTTP/1.1 200 OK\r\nContent-Type: application/pdf\r\nX-Accel-Redirect: /private/r.pdf\r\n\
+                         X-Runtime: 1\r\nContent-Length: 0\r\n\r\n";
+        let mut framer = ResponseFramer::new(terms(HttpVersion::Http11, true), 4096).with_accel(true);
+        let mut out = ByteQueue::new(1 << 16);
+        framer.feed(response, &mut out).unwrap();
+        assert!(out.pending().is_empty() && framer.is_done(), "nothing for the client: the front serves the file");
+        let accel = framer.take_accel().unwrap();
+        assert_eq!(accel.uri, "/private/r.pdf");
+        assert_eq!(accel.headers, [("Content-Type".to_owned(), b"application/pdf".to_vec())]);
+        let mut passed = ResponseFramer::new(terms(HttpVersion::Http11, true), 4096);
+        let mut out = ByteQueue::new(1 << 16);
+        passed.feed(response, &mut out).unwrap();
+        assert!(passed.take_accel().is_none() && !out.pending().is_empty(), "without sendfile_root it passes");
     }
 
     #[test]

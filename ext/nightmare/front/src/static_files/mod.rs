@@ -8,6 +8,7 @@
 //! The root is opened again once a second, so a deploy that repoints a
 //! `current` symlink is followed, as nginx follows it.
 
+pub mod accel;
 pub mod conditional;
 pub mod mime;
 pub mod path;
@@ -131,11 +132,20 @@ impl StaticFiles {
                 continue;
             }
             if let Some(found) = self.open_regular(&root, &name) {
-                let request = FileRequest { head, head_only, keep_alive };
+                let request = FileRequest { facts: FileFacts::of(head), head_only, keep_alive };
                 return Lookup::Serve(self.respond(&root, &name, found, &request));
             }
         }
         Lookup::App
+    }
+
+    /// The file `name` (relative, already judged safe) answering a request
+    /// with `facts`; None when it is not a regular file beneath the root.
+    pub fn serve_named(&self, name: &[u8], facts: FileFacts, keep_alive: bool, now: Instant) -> Option<FileReply> {
+        let root = self.root(now);
+        let found = self.open_regular(&root, name)?;
+        let request = FileRequest { head_only: facts.head_only, facts, keep_alive };
+        Some(self.respond(&root, name, found, &request))
     }
 
     fn root(&self, now: Instant) -> Arc<OwnedFd> {
@@ -177,7 +187,7 @@ impl StaticFiles {
         // hand it to clients that take gzip, and the gzip one to the rest.
         let mut varies = false;
         if self.settings.precompressed && mime::is_compressible(content_type) {
-            let accepted = request.head.header("accept-encoding").unwrap_or_default();
+            let accepted = request.facts.accept_encoding.as_deref().unwrap_or_default();
             for (coding, suffix) in [("br", ".br"), ("gzip", ".gz")] {
                 let sibling = [name, suffix.as_bytes()].concat();
                 if !accepts(accepted, coding) {
@@ -195,11 +205,12 @@ impl StaticFiles {
         let (file, metadata) = file;
         let size = metadata.len();
         let validators = Validators::new(metadata.mtime().max(0) as u64, size);
+        let facts = &request.facts;
         let conditions = Conditions {
-            if_none_match: request.head.header("if-none-match"),
-            if_modified_since: request.head.header("if-modified-since"),
-            range: request.head.header("range"),
-            if_range: request.head.header("if-range"),
+            if_none_match: facts.if_none_match.as_deref(),
+            if_modified_since: facts.if_modified_since.as_deref(),
+            range: facts.range.as_deref(),
+            if_range: facts.if_range.as_deref(),
         };
         let answer = conditional::answer(&conditions, &validators, size);
         let mut head = ResponseHead::new(answer, request.keep_alive);
@@ -235,10 +246,36 @@ impl StaticFiles {
     }
 }
 
-struct FileRequest<'a> {
-    head: &'a RequestHead,
+struct FileRequest {
+    facts: FileFacts,
     head_only: bool,
     keep_alive: bool,
+}
+
+/// What of a request decides how a file answers it: kept by an exchange
+/// whose response may turn out to be a file (X-Accel-Redirect).
+#[derive(Clone, Debug, Default)]
+pub struct FileFacts {
+    pub head_only: bool,
+    accept_encoding: Option<Vec<u8>>,
+    if_none_match: Option<Vec<u8>>,
+    if_modified_since: Option<Vec<u8>>,
+    range: Option<Vec<u8>>,
+    if_range: Option<Vec<u8>>,
+}
+
+impl FileFacts {
+    pub fn of(head: &RequestHead) -> Self {
+        let header = |name: &str| head.header(name).map(<[u8]>::to_vec);
+        FileFacts {
+            head_only: head.is_head_method(),
+            accept_encoding: header("accept-encoding"),
+            if_none_match: header("if-none-match"),
+            if_modified_since: header("if-modified-since"),
+            range: header("range"),
+            if_range: header("if-range"),
+        }
+    }
 }
 
 struct ResponseHead(Vec<u8>);

@@ -61,6 +61,21 @@ impl FileReply {
         self.head.splice(end..end, line.bytes());
     }
 
+    /// The header `name` says `value`: a line of that name the front wrote
+    /// goes (Set-Cookie, which may repeat, is only added).
+    pub fn set_header(&mut self, name: &str, value: &str) {
+        if !name.eq_ignore_ascii_case("set-cookie") {
+            let marker = format!("\r\n{}:", name.to_ascii_lowercase());
+            let lower = self.head.to_ascii_lowercase();
+            if let Some(at) = lower.windows(marker.len()).position(|window| window == marker.as_bytes()) {
+                let line_end =
+                    lower[at + 2..].windows(2).position(|w| w == b"\r\n").map_or(lower.len(), |end| at + 2 + end);
+                self.head.drain(at..line_end);
+            }
+        }
+        self.add_header(name, value);
+    }
+
     /// Bytes owed to the client before this response (the rest of a
     /// `100 Continue`).
     pub fn put_first(&mut self, bytes: &[u8]) {
@@ -69,7 +84,6 @@ impl FileReply {
         }
     }
 
-    #[cfg(test)]
     pub fn head(&self) -> &[u8] {
         &self.head
     }

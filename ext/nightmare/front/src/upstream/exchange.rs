@@ -21,9 +21,10 @@ use crate::config::FrontConfig;
 use crate::connection_id::ConnectionId;
 use crate::net::client_stream::ClientStream;
 use crate::net::socket_io::{ReadOutcome, Readiness, WriteOutcome, read_some};
-use crate::response::framing::{ClientTerms, FramingError, ResponseFramer};
+use crate::response::framing::{AccelAnswer, ClientTerms, FramingError, ResponseFramer};
 use crate::response::spool::ResponseSpool;
 use crate::spool_writer::SpoolWriter;
+use crate::static_files::FileFacts;
 use crate::temp_budget::TempShare;
 use crate::upstream::connect::{ConnectError, UpstreamStream};
 use crate::upstream::outbound::{BufferedRequest, LastFailure, Outbound, SendResult};
@@ -65,6 +66,9 @@ pub struct Patience {
 
 #[derive(Debug)]
 pub struct Exchange {
+    /// What of the request a file needs, should the response name one
+    /// (X-Accel-Redirect, with `sendfile_root`).
+    file_facts: Option<FileFacts>,
     server: ServerId,
     upstream: Option<UpstreamStream>,
     upstream_ready: Readiness,
@@ -128,7 +132,9 @@ impl Exchange {
         );
         let interim = std::mem::take(&mut request.interim);
         response.push(interim);
+        let accel = !config.sendfile_roots.is_empty();
         let mut exchange = Exchange {
+            file_facts: accel.then(|| FileFacts::of(&request.head)),
             server: in_flight.server(),
             upstream: Some(upstream),
             upstream_ready: Readiness { readable: false, writable: !pending, hung_up: false },
@@ -137,7 +143,9 @@ impl Exchange {
             in_flight: Some(in_flight),
             request: Some(request),
             outbound: Some(outbound),
-            framer: ResponseFramer::new(terms, config.proxy_buffer_size).with_hsts(config.hsts.clone()),
+            framer: ResponseFramer::new(terms, config.proxy_buffer_size)
+                .with_hsts(config.hsts.clone())
+                .with_accel(accel),
             response,
             to_client: 0,
             leftover: Vec::new(),
@@ -183,6 +191,13 @@ impl Exchange {
 
     pub fn worker_finished(&self) -> bool {
         self.upstream.is_none()
+    }
+
+    /// The file the response named instead of carrying it, and what of
+    /// the request it answers, once.
+    pub fn take_accel(&mut self) -> Option<(AccelAnswer, FileFacts)> {
+        let answer = self.framer.take_accel()?;
+        Some((answer, self.file_facts.take().unwrap_or_default()))
     }
 
     pub fn take_leftover(&mut self) -> Vec<u8> {

@@ -74,7 +74,13 @@ impl BufferedRequest {
     }
 
     /// What a server with `preamble` reads for this request from `client`.
-    pub fn outbound(&self, preamble: &Preamble, client: &ClientAddress, https: bool) -> Outbound {
+    pub fn outbound(
+        &self,
+        preamble: &Preamble,
+        client: &ClientAddress,
+        https: bool,
+        accel_mapping: Option<&str>,
+    ) -> Outbound {
         let mut bytes = Vec::with_capacity(512);
         let forwarded_for = match preamble {
             Preamble::Workers(secret) => {
@@ -88,7 +94,7 @@ impl BufferedRequest {
             Preamble::Forwarded => Some(*client),
         };
         let body_length = (self.head.framing != BodyFraming::None).then(|| self.body.len());
-        let facts = ForwardingFacts { https, request_start_usec: self.arrived_usec, forwarded_for };
+        let facts = ForwardingFacts { https, accel_mapping, request_start_usec: self.arrived_usec, forwarded_for };
         self.head.write_upstream_head(&mut bytes, body_length, &facts);
         let file = match &self.body {
             SpooledBody::Memory(body) => {
