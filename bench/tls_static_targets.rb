@@ -35,7 +35,7 @@ module Bench
   # A target that also listens for HTTPS, serving +site+ (its certificate
   # and public directory).
   module TlsSite
-    attr_reader :tls_port
+    attr_reader :tls_port, :site
 
     def initialize(name, root, site)
       super(name, root)
@@ -69,9 +69,13 @@ module Bench
           ssl_session_cache shared:SSL:10m;
           root #{@site.public_dir};
           location / { try_files $uri @unicorn; }
+          # The app's send_file (X-Accel-Redirect) serves from here.
+          location /private/ { internal; alias #{@site.public_dir}/; }
           location @unicorn {
             proxy_pass http://unicorn;
             proxy_buffering on;
+            proxy_set_header X-Sendfile-Type X-Accel-Redirect;
+            proxy_set_header X-Accel-Mapping #{@site.public_dir}/=/private/;
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
@@ -96,6 +100,7 @@ module Bench
         stderr_path "#{@dir}/unicorn.log"
         nightmare client_max_body_size: "200m"
         try_files #{@site.public_dir.inspect}
+        sendfile_root #{@site.public_dir.inspect} => "/private/"
         ssl do
           listen "127.0.0.1:#{@tls_port}"
           ssl_certificate #{@site.certificate.inspect}
