@@ -53,6 +53,7 @@ class SendfileTest < Minitest::Test
     assert_nil response.headers["x-accel-redirect"], "the internal header never reaches the client"
     assert_nil response.headers["x-runtime"], "only the descriptive headers travel with the file"
     assert response.headers["etag"] && response.headers["last-modified"], "validators, as try_files gives"
+    assert_equal "keep-alive", response.headers["connection"], "the connection stays open, as for any response"
     partial = get(send_file(@report), { "Range" => "bytes=100-199" })
     assert_equal [206, @bytes[100, 100]], [partial.status, partial.body]
     same = get(send_file(@report), { "If-None-Match" => response.headers["etag"] })
@@ -100,6 +101,8 @@ class SendfileTest < Minitest::Test
       "nightmare true\nsendfile_root '#{@dir}/none' => '/p/'" => %r{sendfile_root #{@dir}/none: not a directory},
       "nightmare true\nsendfile_root #{@private.inspect} => 'p'" => /the URI prefix starts and ends with/,
       "sendfile_root #{@private.inspect} => '/p/'" => /sendfile_root needs the front/,
+      "nightmare true\nsendfile_root #{@private.inspect} => '/p/'\nsendfile_root #{@dir.inspect} => '/p/q/'" =>
+        %r{sendfile_root "/p/q/" overlaps "/p/"},
     }.each do |config, message|
       File.write(File.join(@dir, "unicorn.conf.rb"), "require 'nightmare'\nlisten '127.0.0.1:0'\n#{config}\n")
       File.write(File.join(@dir, "config.ru"), "run ->(_) { [200, {}, []] }\n")

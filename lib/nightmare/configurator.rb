@@ -75,9 +75,10 @@ module Nightmare
     end
 
     # Directories the app may hand files from: the front tells it so
-    # (X-Sendfile-Type: X-Accel-Redirect, X-Accel-Mapping), Rack::Sendfile
-    # and Rails' send_file answer with a URI under the prefix instead of
-    # the bytes, and the front serves the file as try_files does (Range,
+    # (X-Sendfile-Type: X-Accel-Redirect, X-Accel-Mapping), and an app that
+    # says X-Accel-Redirect itself (Rails' x_sendfile_header; Rack 2.2.22
+    # and later no longer take the type from the request) answers
+    # send_file with a URI under the prefix instead of the bytes, and the front serves the file as try_files does (Range,
     # HEAD, validators), keeping the app's Content-Type, Content-Disposition,
     # Cache-Control, Expires and Set-Cookie. The worker is free at once.
     #
@@ -91,11 +92,19 @@ module Nightmare
       mapping.each do |root, prefix|
         root = File.expand_path(root.to_s)
         File.directory?(root) or raise ArgumentError, "sendfile_root #{root}: not a directory"
+        if root.match?(/[=,\r\n]/)
+          raise ArgumentError, "sendfile_root #{root.inspect}: X-Accel-Mapping cannot name a directory with = or ,"
+        end
         unless prefix.is_a?(String) && prefix.start_with?("/") && prefix.end_with?("/") && !prefix.match?(/[=,\s]/)
           raise ArgumentError, "sendfile_root #{root} => #{prefix.inspect}: the URI prefix starts and ends with / " \
                                '("/private/")'
         end
-        (set[:sendfile_roots] = [] unless set[:sendfile_roots].is_a?(Array))
+        set[:sendfile_roots] = [] unless set[:sendfile_roots].is_a?(Array)
+        overlapping = set[:sendfile_roots].find { |_, other| other.start_with?(prefix) || prefix.start_with?(other) }
+        if overlapping
+          raise ArgumentError, "sendfile_root #{prefix.inspect} overlaps #{overlapping[1].inspect} (for " \
+                               "#{overlapping[0]}); give each directory a prefix of its own"
+        end
         set[:sendfile_roots] << [root, prefix]
       end
     end

@@ -15,8 +15,9 @@ module Nightmare
   # config is loaded: a changed page takes effect on HUP.
   class ErrorPages
     STATUSES = [502, 503, 504].freeze
-    # The front keeps each page in memory.
-    MAX_SIZE = 1 << 20
+    # The front keeps each page in memory, and each reply holds a copy
+    # while its client takes it.
+    MAX_SIZE = 64 << 10
 
     def initialize
       @paths = {}
@@ -57,7 +58,7 @@ module Nightmare
     # The page, or what the block returns given why it cannot be one.
     def read(path)
       return yield("cannot be read") unless File.file?(path) && File.readable?(path)
-      return yield("is larger than #{MAX_SIZE >> 20} MiB; the front keeps it in memory") if File.size(path) > MAX_SIZE
+      return yield("is larger than #{MAX_SIZE >> 10} KiB; the front keeps it in memory") if File.size(path) > MAX_SIZE
 
       page = File.read(path, mode: "rb").force_encoding(Encoding::UTF_8)
       page.valid_encoding? ? page : yield("is not UTF-8")

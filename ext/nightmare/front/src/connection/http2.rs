@@ -139,7 +139,7 @@ impl Connection {
                 }
             }
         }
-        // Not writable here or before (TLS bytes that could not leave).
+        // Would block, here or in a flush before the state ran.
         link.session.note_socket_blocked(!self.client_ready.writable);
         let waiting_output = !link.session.output().is_empty();
         let streams = link.session.stream_count();

@@ -277,6 +277,8 @@ impl ResponseFramer {
                     .collect();
                 let uri = String::from_utf8_lossy(redirect.value).trim().to_owned();
                 self.accel = Some(AccelAnswer { uri, headers });
+                // The file's reply keeps the connection as this one would.
+                self.keep_alive = self.terms.keep_alive;
                 // Its body (Rack::Sendfile sends none) is not wanted.
                 self.head = Vec::new();
                 self.stage = Stage::Done;

@@ -44,6 +44,20 @@ impl AccelFiles {
         let mut opened = Vec::with_capacity(roots.len());
         let mut mapping = Vec::with_capacity(roots.len());
         for SendfileRoot { root, prefix } in roots {
+            let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
+            let root_text = root.to_string_lossy();
+            if root_text.contains(['=', ',', '\r', '\n']) || root_text.trim() != root_text {
+                return Err(invalid(format!(
+                    "sendfile_root {root_text:?}: a directory named in X-Accel-Mapping may not hold = , or spaces at its ends"
+                )));
+            }
+            if let Some((other, _)) = opened.iter().find(|(other, _): &&(String, StaticFiles)| {
+                prefix.starts_with(other.as_str()) || other.starts_with(prefix.as_str())
+            }) {
+                return Err(invalid(format!(
+                    "sendfile_root {prefix:?}: overlaps {other:?}; give each directory a prefix of its own"
+                )));
+            }
             if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.contains(['=', ',']) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,

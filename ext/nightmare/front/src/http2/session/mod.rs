@@ -314,8 +314,11 @@ impl Session {
     /// client that trickles window updates or reads slowly gets no wait.
     pub fn drains_soon(&self, stream: u32) -> bool {
         let buffer = self.config.stream_buffer as i64;
+        // The connection's window is shared: it must cover what every
+        // stream holds, or some would wait on room another takes.
+        let held: usize = self.streams.values().map(|open| open.outbound().len()).sum();
         !self.socket_blocked
-            && self.send_window >= buffer
+            && self.send_window >= buffer.max(held as i64)
             && self
                 .streams
                 .get(&stream)

@@ -59,9 +59,24 @@ impl Session {
             if !progress {
                 // Stopped by the high-water mark above, it stays due.
                 self.framing_due = false;
+                self.wake_stalled();
                 return;
             }
         }
+    }
+
+    /// Streams holding bytes that the windows will not let out now: their
+    /// connections may be waiting for a drain that will not come (they
+    /// chose to wait while the windows were open, see `drains_soon`), so
+    /// they are woken to spool instead and free their workers.
+    fn wake_stalled(&mut self) {
+        let buffer = self.config.stream_buffer as i64;
+        let connection_window = self.send_window;
+        let stalled = self.streams.iter().filter(|(_, open)| {
+            !open.reset && !open.outbound().is_empty() && open.send_window.min(connection_window) < buffer
+        });
+        let stalled: Vec<u32> = stalled.map(|(id, _)| *id).collect();
+        self.wakes.extend(stalled);
     }
 
     /// Frames up to one DATA frame of a stream; true if anything was taken.

@@ -336,6 +336,9 @@ impl Session {
                     }
                     let change = i64::from(value) - self.peer_initial_window;
                     self.peer_initial_window = i64::from(value);
+                    // Smaller windows may stall streams that chose to wait:
+                    // framing looks at them again (see `wake_stalled`).
+                    self.framing_due = true;
                     for open in self.streams.values_mut() {
                         open.send_window += change;
                         if open.send_window > i64::from(LARGEST_WINDOW) {

@@ -236,6 +236,17 @@ fn a_full_buffer_waits_for_a_socket_that_takes_bytes_and_spools_for_one_that_doe
     session.note_socket_blocked(false);
     assert!(session.drains_soon(1));
 
+    // Windows closed while the socket still takes bytes: nothing can be
+    // framed, so the waiting stream is woken to spool.
+    sent(&mut session);
+    assert_eq!(session.write_response(1, &response[100..]).unwrap(), 100, "the buffer full again");
+    session.take_wakes();
+    session.receive(&frame(kind::SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]), now).unwrap();
+    let frames = sent(&mut session);
+    assert!(!frames.iter().any(|(header, _)| header.kind == kind::DATA), "the windows let nothing out");
+    assert!(!session.drains_soon(1));
+    assert!(session.take_wakes().contains(&1), "woken though nothing was framed");
+
     // A window smaller than the buffer (a client trickling updates) gets no wait.
     let mut session = Session::new(config, now);
     session.receive(&opening(&[0, 4, 0, 0, 0, 99]), now).unwrap();
