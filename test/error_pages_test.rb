@@ -8,6 +8,7 @@ require "open3"
 # are left as they were.
 class ErrorPagesTest < Minitest::Test
   include HttpHelpers
+  include ConfigRefusals
 
   BROWSER = { "Accept" => "text/html,application/xhtml+xml,*/*;q=0.8" }.freeze
 
@@ -62,15 +63,6 @@ class ErrorPagesTest < Minitest::Test
       "nightmare true\nerror_page 502, '#{@dir}/missing.html'" => %r{error_page #{@dir}/missing.html: cannot be read},
       "nightmare true\nerror_page #{@page.inspect}" => /error_page needs statuses and a file/,
       "error_page 502, #{@page.inspect}" => /error_page needs the front/,
-    }.each do |config, message|
-      File.write(File.join(@dir, "unicorn.conf.rb"), "require 'nightmare'\nlisten '127.0.0.1:0'\n#{config}\n")
-      File.write(File.join(@dir, "config.ru"), "run ->(_) { [200, {}, []] }\n")
-      output = IO.popen({ "RUBYLIB" => File.join(ROOT, "lib") },
-                        [RbConfig.ruby, UNICORN_BIN, "-c", "unicorn.conf.rb", "config.ru", err: %i[child out]],
-                        chdir: @dir, &:read)
-      refute $?.success?, "#{config} must stop unicorn"
-      assert_match(/ArgumentError/, output, config)
-      assert_match(message, output, config)
-    end
+    }.then { |refusals| assert_configs_refused(@dir, refusals) }
   end
 end

@@ -178,14 +178,7 @@ class Http2Test < Minitest::Test
     nghttp = Thread.new { Open3.capture3("nghttp", "-nv", url("/hold?seconds=4&mark=#{mark}")) }
     @server.wait_until("the request in a worker", 10) { File.exist?(mark) }
     Process.kill(:USR2, old_master)
-    new_master = nil
-    @server.wait_until("the new master, its front and workers", 30) do
-      new_master = File.read(File.join(@server.dir, "unicorn.pid")).to_i
-      new_master != old_master && @server.log.scan("nightmare front ready").size >= 2 &&
-        @server.log.scan(/worker=\d+ ready/).size >= 4
-    rescue Errno::ENOENT
-      false
-    end
+    new_master = @server.wait_for_new_master(old_master, workers: 2)
     Process.kill(:QUIT, old_master)
     out, = nghttp.value
     assert_match(/recv GOAWAY frame/, out, "the old front said it goes away")

@@ -9,6 +9,7 @@ require "open3"
 # go to HTTPS by themselves), with curl over HTTP/1.1 and HTTP/2.
 class HttpsRedirectTest < Minitest::Test
   include HttpHelpers
+  include ConfigRefusals
 
   def setup
     @certs = Dir.mktmpdir("nightmare-redirect")
@@ -109,11 +110,7 @@ class HttpsRedirectTest < Minitest::Test
         "nightmare true\nhsts max_age: 'soon'" => /hsts max_age: "soon" is not a time/,
         "nightmare true\nhsts max_age: '1y', preload: true" => /hsts preload: the preload list takes include_subdomains/,
         "hsts max_age: '1d'" => /hsts needs the front/,
-      }.each do |config, message|
-        output = load_config(dir, config)
-        assert_match(/ArgumentError/, output, config)
-        assert_match(message, output, config)
-      end
+      }.then { |refusals| assert_configs_refused(dir, refusals) }
     end
   end
 
@@ -123,15 +120,5 @@ class HttpsRedirectTest < Minitest::Test
   def figures_of_app
     _, _, body = curl(https("/count"))
     Integer(body) - 1
-  end
-
-  def load_config(dir, config)
-    File.write(File.join(dir, "unicorn.conf.rb"), "require 'nightmare'\nlisten '127.0.0.1:0'\n#{config}\n")
-    File.write(File.join(dir, "config.ru"), "run ->(_) { [200, {}, []] }\n")
-    output = IO.popen({ "RUBYLIB" => File.join(ROOT, "lib") },
-                      [RbConfig.ruby, UNICORN_BIN, "-c", "unicorn.conf.rb", "config.ru", err: %i[child out]],
-                      chdir: dir, &:read)
-    refute $?.success?, "#{config} must stop unicorn"
-    output
   end
 end

@@ -120,6 +120,20 @@ class UnicornServer
 
   def descendants_seen = @descendants&.uniq
 
+  # After USR2 to +old_master+: the new master's pid once it, its front and
+  # +workers+ workers of its own are up (both generations' lines counted).
+  def wait_for_new_master(old_master, workers:)
+    new_master = nil
+    wait_until("the new master, its front and workers", 30) do
+      new_master = File.read(File.join(dir, "unicorn.pid")).to_i
+      new_master != old_master && log.scan("nightmare front ready").size >= 2 &&
+        log.scan(/worker=\d+ ready/).size >= 2 * workers
+    rescue Errno::ENOENT
+      false
+    end
+    new_master
+  end
+
   # The master's private socket, where the front hands requests to workers.
   def worker_socket = log[/workers take requests from the front on (\S+)/, 1]
 
@@ -168,6 +182,30 @@ class UnicornServer
     false
   end
 
+end
+
+# Config files that must stop Unicorn at load with an ArgumentError that
+# names the directive.
+module ConfigRefusals
+  # Unicorn's output for +config+ (after `listen`), which must not start.
+  def load_config(dir, config)
+    File.write(File.join(dir, "unicorn.conf.rb"), "require 'nightmare'\nlisten '127.0.0.1:0'\n#{config}\n")
+    File.write(File.join(dir, "config.ru"), "run ->(_) { [200, {}, []] }\n")
+    output = IO.popen({ "RUBYLIB" => File.join(ROOT, "lib") },
+                      [RbConfig.ruby, UNICORN_BIN, "-c", "unicorn.conf.rb", "config.ru", err: %i[child out]],
+                      chdir: dir, &:read)
+    refute $?.success?, "#{config} must stop unicorn"
+    output
+  end
+
+  # Each config of +refusals+ (config => message pattern) is refused so.
+  def assert_configs_refused(dir, refusals)
+    refusals.each do |config, message|
+      output = load_config(dir, config)
+      assert_match(/ArgumentError/, output, config)
+      assert_match(message, output, config)
+    end
+  end
 end
 
 module HttpHelpers

@@ -213,6 +213,7 @@ end
 # An ssl block that cannot work stops Unicorn at load time, naming the
 # directive and the file, and saying what to do.
 class TlsConfigErrorTest < Minitest::Test
+  include ConfigRefusals
   def test_bad_ssl_blocks_fail_at_load_with_a_clear_message
     Dir.mktmpdir do |dir|
       cert, key = TestCertificates.make(dir, "good", ["good.test"])
@@ -240,23 +241,7 @@ class TlsConfigErrorTest < Minitest::Test
           /listen ".*u.sock" is a UNIX socket; HTTPS needs a TCP listener/,
         "nightmare true\nlisten '127.0.0.1:9'\n#{block.call(pair)}" =>
           /ssl: listen "127.0.0.1:9" is declared outside the ssl block already; .*give the ssl block its own port/,
-      }.each do |config, message|
-        output = load_config(dir, config)
-        assert_match(/ArgumentError/, output, config)
-        assert_match(message, output, config)
-      end
+      }.then { |refusals| assert_configs_refused(dir, refusals) }
     end
-  end
-
-  private
-
-  def load_config(dir, config)
-    File.write(File.join(dir, "unicorn.conf.rb"), "require 'nightmare'\nlisten '127.0.0.1:0'\n#{config}\n")
-    File.write(File.join(dir, "config.ru"), "run ->(_) { [200, {}, []] }\n")
-    output = IO.popen({ "RUBYLIB" => File.join(ROOT, "lib") },
-                      [RbConfig.ruby, UNICORN_BIN, "-c", "unicorn.conf.rb", "config.ru", err: %i[child out]],
-                      chdir: dir, &:read)
-    refute $?.success?, "#{config} must stop unicorn"
-    output
   end
 end

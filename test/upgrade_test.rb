@@ -12,13 +12,7 @@ class UpgradeTest < Minitest::Test
     new_master = nil
     served, failures = with_steady_clients do |served_more|
       Process.kill(:USR2, old_master)
-      @server.wait_until("the new master, its front and workers", 30) do
-        new_master = File.read(File.join(@server.dir, "unicorn.pid")).to_i
-        new_master != old_master && @server.log.scan("nightmare front ready").size >= 2 &&
-          @server.log.scan(/worker=\d+ ready/).size >= 4
-      rescue Errno::ENOENT
-        false
-      end
+      new_master = @server.wait_for_new_master(old_master, workers: 2)
       served_more.call(20) # both generations serve
       Process.kill(:QUIT, old_master)
       Timeout.timeout(30) { Process.waitpid(old_master) }
@@ -39,13 +33,7 @@ class UpgradeBackOutTest < Minitest::Test
     pid_file = File.join(@server.dir, "unicorn.pid")
     served, failures = with_steady_clients do
       Process.kill(:USR2, old_master)
-      new_master = nil
-      @server.wait_until("the new generation", 30) do
-        new_master = File.read(pid_file).to_i
-        new_master != old_master && @server.log.scan("nightmare front ready").size >= 2
-      rescue Errno::ENOENT
-        false
-      end
+      new_master = @server.wait_for_new_master(old_master, workers: 0)
       Process.kill(:QUIT, new_master)
       @server.wait_until("the new master to exit", 30) { !File.exist?("/proc/#{new_master}") }
     end

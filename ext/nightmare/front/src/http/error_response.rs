@@ -40,32 +40,22 @@ impl Rejection {
     /// after a framing error nothing that follows on the socket can be trusted.
     pub fn to_response(self) -> Vec<u8> {
         let body = format!("{} {}: {}\n", self.status, reason_phrase(self.status), self.reason);
-        let retry = self.retry_after.map(|seconds| format!("Retry-After: {seconds}\r\n")).unwrap_or_default();
         let allow = self.allow.map(|methods| format!("Allow: {methods}\r\n")).unwrap_or_default();
-        format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{retry}{allow}Connection: close\r\n\r\n{}",
-            self.status,
-            reason_phrase(self.status),
-            body.len(),
-            body
-        )
-        .into_bytes()
+        let mut bytes = closing_head(self.status, "text/plain", body.len(), &(self.retry_header() + &allow));
+        bytes.extend_from_slice(body.as_bytes());
+        bytes
     }
 
     /// The same with the site's own HTML `page` as the body (see
     /// `error_pages`).
     pub fn to_page_response(self, page: &[u8]) -> Vec<u8> {
-        let retry = self.retry_after.map(|seconds| format!("Retry-After: {seconds}\r\n")).unwrap_or_default();
-        let mut bytes = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n{retry}\
-             Connection: close\r\n\r\n",
-            self.status,
-            reason_phrase(self.status),
-            page.len()
-        )
-        .into_bytes();
+        let mut bytes = closing_head(self.status, "text/html; charset=utf-8", page.len(), &self.retry_header());
         bytes.extend_from_slice(page);
         bytes
+    }
+
+    fn retry_header(self) -> String {
+        self.retry_after.map(|seconds| format!("Retry-After: {seconds}\r\n")).unwrap_or_default()
     }
 
     /// Statuses that blame the client; the rest are the server's fault.
@@ -75,6 +65,17 @@ impl Rejection {
 }
 
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// The head of a reply the front writes itself and closes after: `extra`
+/// is more header lines, each ending in CRLF.
+pub fn closing_head(status: u16, content_type: &str, length: usize, extra: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n{extra}\
+         Connection: close\r\n\r\n",
+        reason_phrase(status)
+    )
+    .into_bytes()
+}
 
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {

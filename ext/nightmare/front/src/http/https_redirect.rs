@@ -2,7 +2,7 @@
 //! (`ssl_redirect`): 308 to the same host and target on the HTTPS port.
 //! 308 rather than 301: a POST stays a POST (RFC 9110 §15.4.9).
 
-use super::error_response::Rejection;
+use super::error_response::{Rejection, closing_head};
 
 /// The whole response; 400 for a request with no Host to send it to (an
 /// HTTP/1.0 client that named none).
@@ -15,15 +15,11 @@ pub fn response(host: Option<&[u8]>, target: &str, head_only: bool, port: u16) -
     let location =
         if port == 443 { format!("https://{name}{target}") } else { format!("https://{name}:{port}{target}") };
     let body = format!("308 Permanent Redirect: {location}\n");
-    let mut bytes = format!(
-        "HTTP/1.1 308 Permanent Redirect\r\nLocation: {location}\r\nContent-Type: text/plain\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
+    let mut bytes = closing_head(308, "text/plain", body.len(), &format!("Location: {location}\r\n"));
     if !head_only {
-        bytes.push_str(&body);
+        bytes.extend_from_slice(body.as_bytes());
     }
-    Ok(bytes.into_bytes())
+    Ok(bytes)
 }
 
 fn without_port(host: &str) -> &str {
