@@ -63,6 +63,8 @@ module Nightmare
       identities = listeners.zip(tls).map { |io, settings| identity(io) << (settings && blocks.index(settings)) }
       retire("its settings changed") if @current && @current.options != options
       retire("the listeners changed") if @current && @current.listeners != identities
+      # The ACME thread orders for the names it started with.
+      retire("its ACME settings changed") if @current && @current.tls_blocks.map(&:acme) != blocks.map(&:acme)
       reload_tls(blocks) if @current && @current.tls_blocks != blocks
       return if running? || now < @not_before
 

@@ -22,7 +22,7 @@ module Nightmare
       raise ArgumentError, "ssl needs a block: ssl do listen 443; ssl_certificate ...; end" unless block_given?
 
       before = set[:listeners].dup
-      @nightmare_ssl = { certificates: [], keys: [] }
+      @nightmare_ssl = { certificates: [], keys: [], acme_certificates: [] }
       yield
       settings = nightmare_tls_settings(@nightmare_ssl)
       # Unicorn appends every listen, a repeated address too.
@@ -56,6 +56,29 @@ module Nightmare
     def ssl_certificate_key(file)
       nightmare_ssl_file(:ssl_certificate_key, file)
       @nightmare_ssl[:keys] << file
+    end
+
+    # One certificate for these names, ordered from the block's
+    # +acme_issuer+ and renewed by the front. Repeat for more certificates;
+    # mix with ssl_certificate pairs as you like (SNI picks).
+    def acme_certificate(*names)
+      nightmare_ssl_block!(:acme_certificate)
+      @nightmare_ssl[:acme_certificates] << names.flatten
+    end
+
+    # The ACME directory to order from (Let's Encrypt's when omitted), and
+    # contact:, state_path:, accept_terms_of_service: (must be true),
+    # ca_file: (a private issuer's CA, for its own HTTPS).
+    def acme_issuer(directory = AcmeSettings::LETS_ENCRYPT, **options)
+      nightmare_ssl_block!(:acme_issuer)
+      raise ArgumentError, "acme_issuer is given twice in one ssl block" if @nightmare_ssl[:acme_issuer]
+
+      unknown = options.keys - AcmeSettings::OPTIONS
+      unless unknown.empty?
+        raise ArgumentError, "acme_issuer: unknown option #{unknown.join(', ')} (known: " \
+                             "#{AcmeSettings::OPTIONS.join(', ')})"
+      end
+      @nightmare_ssl[:acme_issuer] = [directory, options]
     end
 
     # "TLSv1.2 TLSv1.3" (the default), or either one.
@@ -145,7 +168,10 @@ module Nightmare
 
     def nightmare_tls_settings(block)
       certificates, keys = block.values_at(:certificates, :keys)
-      raise ArgumentError, "ssl: the block needs ssl_certificate and ssl_certificate_key" if certificates.empty?
+      acme = nightmare_acme_settings(block)
+      if certificates.empty? && !acme
+        raise ArgumentError, "ssl: the block needs ssl_certificate and ssl_certificate_key, or acme_certificate"
+      end
       if certificates.size != keys.size
         raise ArgumentError, "ssl: #{certificates.size} ssl_certificate but #{keys.size} ssl_certificate_key; " \
                              "give each certificate its key"
@@ -155,7 +181,20 @@ module Nightmare
                       protocols: block.fetch(:protocols, TlsSettings::PROTOCOLS),
                       prefer_server_ciphers: block.fetch(:prefer_server_ciphers, false),
                       http2: block.fetch(:http2, true),
-                      redirect: block.fetch(:redirect, false))
+                      redirect: block.fetch(:redirect, false),
+                      acme: acme)
+    end
+
+    def nightmare_acme_settings(block)
+      lines = block[:acme_certificates]
+      directory, options = block[:acme_issuer]
+      if lines.empty?
+        return unless directory
+
+        raise ArgumentError, "acme_issuer without acme_certificate: name the certificate's hosts " \
+                             "(acme_certificate \"example.com\")"
+      end
+      AcmeSettings.new(certificates: lines, directory: directory || AcmeSettings::LETS_ENCRYPT, **(options || {}))
     end
   end
 end

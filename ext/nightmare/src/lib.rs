@@ -8,6 +8,7 @@ use magnus::{
     Error, ExceptionClass, Float, Integer, RArray, RHash, RModule, RString, Ruby, Symbol, TryConvert, function, method,
     prelude::*,
 };
+use nightmare_front::acme::AcmeSettings;
 use nightmare_front::config::given::{Given, GivenValue};
 use nightmare_front::config::settings::{self, Normal};
 use nightmare_front::http::error_pages::ErrorPages;
@@ -250,6 +251,36 @@ fn tls_settings(ruby: &Ruby, hash: RHash) -> Result<TlsSettings, Error> {
     }
     if let Some(redirect) = get("redirect") {
         settings.redirect = bool::try_convert(redirect)?;
+    }
+    if let Some(acme) = get("acme") {
+        settings.acme = Some(acme_settings(ruby, RHash::try_convert(acme)?)?);
+    }
+    Ok(settings)
+}
+
+/// `{directory:, contact: [...], state_path:, accept_terms_of_service:,
+/// ca_file:, certificates: [[name, ...], ...]}`, as
+/// Nightmare::AcmeSettings#to_native makes it.
+fn acme_settings(ruby: &Ruby, hash: RHash) -> Result<AcmeSettings, Error> {
+    let get = |key: &str| hash.get(ruby.to_symbol(key)).filter(|value| !value.is_nil());
+    let mut settings = AcmeSettings::default();
+    if let Some(directory) = get("directory") {
+        settings.directory = String::try_convert(directory)?;
+    }
+    if let Some(contact) = get("contact") {
+        settings.contact = Vec::<String>::try_convert(contact)?;
+    }
+    if let Some(state_path) = get("state_path") {
+        settings.state_path = String::try_convert(state_path)?.into();
+    }
+    if let Some(accept) = get("accept_terms_of_service") {
+        settings.accept_terms_of_service = bool::try_convert(accept)?;
+    }
+    if let Some(ca_file) = get("ca_file") {
+        settings.ca_file = Some(String::try_convert(ca_file)?.into());
+    }
+    if let Some(certificates) = get("certificates") {
+        settings.certificates = Vec::<Vec<String>>::try_convert(certificates)?;
     }
     Ok(settings)
 }

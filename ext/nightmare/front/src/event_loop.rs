@@ -474,7 +474,7 @@ mod tests {
     use crate::config::FrontConfig;
     use crate::loop_context::WAKER;
     use crate::mailbox::{Mailbox, Mailboxes};
-    use crate::shared::Outputs;
+    use crate::shared::{Outputs, OwnAnswers};
     use crate::static_files::{StaticFiles, StaticSettings};
     use crate::upstream::pool::Pool;
     use crate::upstream::spec::UpstreamSpec;
@@ -507,7 +507,8 @@ mod tests {
             // No upstream at all: the files are all there is.
             let pool = Pool::new(None, &UpstreamSpec::default(), 16, Box::new(Arc::clone(&mailboxes)));
             let outputs = Outputs { log: Arc::new(log), access_log: None };
-            let shared = Arc::new(Shared::new(config, pool, outputs, mailboxes, (Some(static_files), None)));
+            let answers = OwnAnswers { static_files: Some(static_files), ..OwnAnswers::default() };
+            let shared = Arc::new(Shared::new(config, pool, outputs, mailboxes, answers));
             let mut ports = [0; 2];
             let threads = polls
                 .into_iter()

@@ -5,6 +5,7 @@
 //! knows nothing of Ruby; the gem's glue drives it through `Front`.
 
 pub mod access_log;
+pub mod acme;
 pub mod byte_queue;
 pub mod config;
 pub mod connection;
@@ -43,13 +44,14 @@ pub use config::FrontConfig;
 pub use request::head::HeadLimits;
 
 use access_log::AccessLog;
+use acme::{AcmeManager, AcmeStore, ChallengeRoutes};
 use event_loop::EventLoop;
 use log::Log;
 use loop_context::WAKER;
 use mailbox::{Mailbox, Mailboxes};
 use net::listener::Listener;
 use net::tls::{self, TlsContext, TlsSettings, TlsSetupError};
-use shared::{Outputs, Shared, StopMode};
+use shared::{Outputs, OwnAnswers, Shared, StopMode};
 use static_files::StaticFiles;
 use static_files::accel::AccelFiles;
 use upstream::pool::Pool;
@@ -63,6 +65,10 @@ pub struct Front {
     threads: Vec<JoinHandle<()>>,
     /// One per `ssl` block, shared by its listeners on every loop.
     tls: Vec<Arc<TlsContext>>,
+    /// Certificates of `acme_certificate` names, kept across reloads.
+    acme_store: Arc<AcmeStore>,
+    /// Orders and renews them; stops with the front.
+    acme: Option<AcmeManager>,
     /// Stops probing with the front.
     _prober: Prober,
 }
@@ -113,6 +119,27 @@ fn https_redirect_port(
     }
 }
 
+/// Each ssl block with `acme_certificate` lines, and how its issuer can
+/// reach the front: HTTP-01 through any plain TCP listener, TLS-ALPN-01
+/// through the block's own.
+fn acme_blocks(
+    listeners: &[Listener],
+    blocks: &[Option<usize>],
+    settings: &[TlsSettings],
+) -> Vec<(acme::AcmeSettings, ChallengeRoutes)> {
+    let tcp = |listener: &Listener| listener.port().is_some();
+    let http = listeners.iter().zip(blocks).any(|(listener, block)| block.is_none() && tcp(listener));
+    settings
+        .iter()
+        .enumerate()
+        .filter_map(|(index, block)| {
+            let acme = block.acme.clone()?;
+            let tls_alpn = blocks.contains(&Some(index));
+            Some((acme, ChallengeRoutes { http, tls_alpn }))
+        })
+        .collect()
+}
+
 impl Front {
     /// Starts `config.threads` event loops accepting on the listeners,
     /// handing requests to the workers.
@@ -123,9 +150,10 @@ impl Front {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listeners to accept on"));
         }
         let blocks: Vec<Option<usize>> = listeners.iter().map(|inherited| inherited.tls).collect();
+        let acme_store = Arc::new(AcmeStore::default());
         let tls = tls_settings
             .iter()
-            .map(|settings| TlsContext::new(settings).map(Arc::new))
+            .map(|settings| TlsContext::new(settings, &acme_store).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error.to_string()))?;
         let listeners = listeners
@@ -160,7 +188,10 @@ impl Front {
         let prober = Prober::start(Arc::clone(&pool), config.upstream_connect_timeout, Arc::clone(&log))?;
         let outputs = Outputs { log, access_log };
         let accel_files = AccelFiles::new(&config.sendfile_roots)?;
-        let shared = Arc::new(Shared::new(config, pool, outputs, mailboxes, (static_files, accel_files)));
+        let acme_blocks = acme_blocks(&listeners, &blocks, &tls_settings);
+        let acme_challenges = (!acme_blocks.is_empty()).then(|| Arc::clone(&acme_store));
+        let own_answers = OwnAnswers { static_files, accel_files, acme_challenges };
+        let shared = Arc::new(Shared::new(config, pool, outputs, mailboxes, own_answers));
 
         let mut threads = Vec::with_capacity(polls.len());
         for (index, poll) in polls.into_iter().enumerate() {
@@ -182,7 +213,20 @@ impl Front {
                 }
             }
         }
-        Ok(Front { shared, threads, tls, _prober: prober })
+        // After the loops, so the issuer's validation finds them answering.
+        let acme = if acme_blocks.is_empty() {
+            None
+        } else {
+            match AcmeManager::start(acme_blocks, Arc::clone(&acme_store), Arc::clone(&shared.log)) {
+                Ok(manager) => Some(manager),
+                Err(error) => {
+                    shared.request_stop(StopMode::Immediate);
+                    threads.into_iter().for_each(|thread| drop(thread.join()));
+                    return Err(error);
+                }
+            }
+        };
+        Ok(Front { shared, threads, tls, acme_store, acme, _prober: prober })
     }
 
     /// Workers now running; requests in flight follow it.
@@ -202,7 +246,7 @@ impl Front {
             .tls
             .iter()
             .zip(settings)
-            .map(|(context, settings)| tls::server_config(settings, Some(&context.current())))
+            .map(|(context, settings)| tls::server_config(settings, Some(&context.current()), &self.acme_store))
             .collect::<Result<Vec<_>, _>>()?;
         for (context, config) in self.tls.iter().zip(fresh) {
             context.replace(Arc::new(config));
@@ -211,6 +255,9 @@ impl Front {
     }
 
     pub fn stop(&self, graceful: bool) {
+        if let Some(acme) = &self.acme {
+            acme.stop();
+        }
         self.shared.request_stop(if graceful { StopMode::Graceful } else { StopMode::Immediate });
     }
 

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::access_log::AccessLog;
+use crate::acme::AcmeStore;
 use crate::config::FrontConfig;
 use crate::connection_permit::ClientCounts;
 use crate::log::{Log, Throttle};
@@ -54,6 +55,8 @@ pub struct Shared {
     pub static_files: Option<StaticFiles>,
     /// The `sendfile_root` directories (X-Accel-Redirect).
     pub accel_files: Option<AccelFiles>,
+    /// Answers `/.well-known/acme-challenge/` (HTTP-01) while an order waits.
+    pub acme_challenges: Option<Arc<AcmeStore>>,
     /// What all temp files together may hold (temp_path_max_size).
     pub temp_budget: Arc<TempBudget>,
     /// For "the temp budget is spent", which every upload would say.
@@ -75,14 +78,24 @@ pub struct Shared {
     stop: AtomicU8,
 }
 
+/// What the front answers itself, with no upstream.
+#[derive(Default)]
+pub struct OwnAnswers {
+    pub static_files: Option<StaticFiles>,
+    pub accel_files: Option<AccelFiles>,
+    /// HTTP-01 tokens, when an ssl block orders certificates.
+    pub acme_challenges: Option<Arc<AcmeStore>>,
+}
+
 impl Shared {
     pub fn new(
         config: FrontConfig,
         pool: Arc<Pool>,
         outputs: Outputs,
         mailboxes: Arc<Mailboxes>,
-        (static_files, accel_files): (Option<StaticFiles>, Option<AccelFiles>),
+        own_answers: OwnAnswers,
     ) -> Self {
+        let OwnAnswers { static_files, accel_files, acme_challenges } = own_answers;
         // Unset, it is half of what temp_path has free at start.
         let temp_budget = TempBudget::new(
             config.temp_path_max_size.or_else(|| TempBudget::half_of_free_space(&config.temp_path)).unwrap_or(0),
@@ -113,6 +126,7 @@ impl Shared {
             mailboxes,
             static_files,
             accel_files,
+            acme_challenges,
             temp_budget,
             temp_budget_spent: Throttle::new(Duration::from_secs(60)),
             idle_closed_for_room: Throttle::new(Duration::from_secs(10)),

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::handoff;
 use super::{Connection, State, Step};
+use crate::http::acme_challenge;
 use crate::http::error_pages;
 use crate::http::error_response::Rejection;
 use crate::http::https_redirect;
@@ -118,6 +119,10 @@ impl Connection {
                         entry.over_http2();
                     }
                 }
+                if let Some(answer) = self.acme_challenge_answer(&head, ctx) {
+                    let bytes = acme_challenge::response(&answer, head.is_head_method());
+                    return self.reply_and_close(200, bytes, ctx);
+                }
                 if let Some(port) = self.https_redirect_port(&head, ctx) {
                     // The body, if any, is left to the lingering close.
                     return match https_redirect::response(
@@ -137,13 +142,23 @@ impl Connection {
     }
 
     /// Where this request is sent instead (`ssl_redirect`): a plain TCP
-    /// client's, the status page's excepted.
+    /// client's, the status page's and ACME challenges excepted.
     fn https_redirect_port(&self, head: &RequestHead, ctx: &LoopContext) -> Option<u16> {
         let config = &ctx.shared.config;
         let port = config.https_redirect_port?;
         let plain_tcp = self.scheme == Scheme::Http && matches!(self.peer, ClientAddress::Ip(_));
         let status_page = config.status_page.as_ref().is_some_and(|page| page.is_for(head));
-        (plain_tcp && !status_page).then_some(port)
+        (plain_tcp && !status_page && !acme_challenge::is_challenge(&head.target)).then_some(port)
+    }
+
+    /// The key authorization for an HTTP-01 token of the front's own
+    /// orders, on plain HTTP (the only scheme an issuer uses for it).
+    fn acme_challenge_answer(&self, head: &RequestHead, ctx: &LoopContext) -> Option<String> {
+        let store = ctx.shared.acme_challenges.as_ref()?;
+        if self.scheme != Scheme::Http || !matches!(head.method.as_str(), "GET" | "HEAD") {
+            return None;
+        }
+        store.http_answer(acme_challenge::token(&head.target)?)
     }
 
     fn begin_body(&mut self, head: RequestHead, leftover: Vec<u8>, ctx: &mut LoopContext) -> State {

@@ -79,6 +79,7 @@ pub fn closing_head(status: u16, content_type: &str, length: usize, extra: &str)
 
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
+        200 => "OK",
         308 => "Permanent Redirect",
         400 => "Bad Request",
         403 => "Forbidden",

@@ -17,7 +17,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::ServerSessionMemoryCache;
 use rustls::version::{TLS12, TLS13};
 
-pub use certificates::{CertificateChooser, CertificatePair};
+use crate::acme::{AcmeSettings, AcmeStore};
+pub use certificates::{ACME_TLS_ALPN, CertificateChooser, CertificatePair};
 pub use stream::TlsStream;
 
 /// Sessions remembered for resumption by session id (TLS 1.2) across the
@@ -43,6 +44,8 @@ pub struct TlsSettings {
     pub http2: bool,
     /// Plain listeners redirect to this block's port (`ssl_redirect true`).
     pub redirect: bool,
+    /// Certificates ordered from an ACME issuer (`acme_certificate`).
+    pub acme: Option<AcmeSettings>,
 }
 
 impl Default for TlsSettings {
@@ -53,6 +56,7 @@ impl Default for TlsSettings {
             prefer_server_ciphers: false,
             http2: true,
             redirect: false,
+            acme: None,
         }
     }
 }
@@ -95,9 +99,15 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 
 /// The server configuration for one `ssl` block; `previous`, on a reload,
 /// lends its session cache and ticket keys, so clients resume across it.
-pub fn server_config(settings: &TlsSettings, previous: Option<&ServerConfig>) -> Result<ServerConfig, TlsSetupError> {
+/// `acme_store` publishes the certificates of the block's ACME names.
+pub fn server_config(
+    settings: &TlsSettings,
+    previous: Option<&ServerConfig>,
+    acme_store: &Arc<AcmeStore>,
+) -> Result<ServerConfig, TlsSetupError> {
     let provider = crypto_provider();
-    let chooser = CertificateChooser::load(&settings.certificates, &provider)?;
+    let acme = settings.acme.as_ref().map(|acme| (Arc::clone(acme_store), acme.certificates.as_slice()));
+    let chooser = CertificateChooser::load(&settings.certificates, &provider, acme)?;
     let versions: Vec<_> = settings
         .versions
         .iter()
@@ -118,6 +128,10 @@ pub fn server_config(settings: &TlsSettings, previous: Option<&ServerConfig>) ->
     // HTTP/1.1 (no ALPN answer).
     config.alpn_protocols =
         if settings.http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+    if settings.acme.is_some() {
+        // Only an issuer's validator offers it, and offers nothing else.
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
     config.ignore_client_order = settings.prefer_server_ciphers;
     match previous {
         Some(previous) => {
@@ -141,8 +155,8 @@ pub struct TlsContext {
 }
 
 impl TlsContext {
-    pub fn new(settings: &TlsSettings) -> Result<TlsContext, TlsSetupError> {
-        Ok(TlsContext { config: RwLock::new(Arc::new(server_config(settings, None)?)) })
+    pub fn new(settings: &TlsSettings, acme_store: &Arc<AcmeStore>) -> Result<TlsContext, TlsSetupError> {
+        Ok(TlsContext { config: RwLock::new(Arc::new(server_config(settings, None, acme_store)?)) })
     }
 
     pub fn current(&self) -> Arc<ServerConfig> {
@@ -158,5 +172,5 @@ impl TlsContext {
 /// Checks that `settings` make a working configuration, as the master does
 /// when it loads the config file: every file is read and parsed.
 pub fn check(settings: &TlsSettings) -> Result<(), TlsSetupError> {
-    server_config(settings, None).map(drop)
+    server_config(settings, None, &Arc::default()).map(drop)
 }

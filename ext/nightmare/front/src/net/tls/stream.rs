@@ -223,7 +223,7 @@ mod tests {
             }],
             ..TlsSettings::default()
         };
-        let config = Arc::new(server_config(&settings, None).unwrap());
+        let config = Arc::new(server_config(&settings, None, &Arc::default()).unwrap());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client_socket = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server_socket, _) = listener.accept().unwrap();

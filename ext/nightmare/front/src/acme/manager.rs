@@ -1,0 +1,241 @@
+//! The ACME thread: which certificate is due, ordering it, publishing it to
+//! the store and the state files, and waiting (with backoff after a
+//! failure) until the next one is due. At start, before the thread runs,
+//! every name gets its stored certificate or a temporary one, so the TLS
+//! listeners answer from their first handshake.
+
+use std::io;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use super::protocol::{AcmeClient, AcmeError, ChallengeKind};
+use super::state_files::StateFiles;
+use super::store::{AcmeStore, UsableCertificate, temporary_certificate};
+use super::{AcmeSettings, ChallengeRoutes};
+use crate::http::date;
+use crate::log::Log;
+
+/// After a failure: 5 minutes, doubling to a day. Five failed validations
+/// of a name in an hour would trip Let's Encrypt's limit; this makes at
+/// most four.
+const FIRST_RETRY: Duration = Duration::from_secs(300);
+const LAST_RETRY: Duration = Duration::from_secs(86_400);
+/// The clock is looked at again at least this often while waiting, so a
+/// suspended machine or a clock step does not oversleep a renewal.
+const CLOCK_CHECK: Duration = Duration::from_secs(60);
+
+pub struct AcmeManager {
+    wake: Arc<Wake>,
+    _thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Wake {
+    stopped: Mutex<bool>,
+    signal: Condvar,
+}
+
+/// One `acme_certificate` line and when it next needs the issuer.
+struct Duty {
+    block: usize,
+    names: Vec<String>,
+    due: SystemTime,
+    failures: u32,
+    preferred: ChallengeKind,
+}
+
+/// One `ssl` block's issuer: its settings, and the account once reached.
+struct Issuer {
+    settings: AcmeSettings,
+    routes: ChallengeRoutes,
+    client: Option<AcmeClient>,
+}
+
+struct Worker {
+    issuers: Vec<Issuer>,
+    duties: Vec<Duty>,
+    store: Arc<AcmeStore>,
+    log: Arc<Log>,
+    wake: Arc<Wake>,
+}
+
+impl AcmeManager {
+    /// `blocks` pairs each ssl block's ACME settings with how the issuer can
+    /// reach the front for it.
+    pub fn start(
+        blocks: Vec<(AcmeSettings, ChallengeRoutes)>,
+        store: Arc<AcmeStore>,
+        log: Arc<Log>,
+    ) -> io::Result<AcmeManager> {
+        let wake = Arc::new(Wake::default());
+        let now = SystemTime::now();
+        let mut duties = Vec::new();
+        for (index, (settings, routes)) in blocks.iter().enumerate() {
+            let files = StateFiles::open(&settings.state_path, &settings.directory);
+            if let Err(error) = &files {
+                log.error(format!(
+                    "acme_issuer state_path {}: {error}; certificates cannot be stored (give the server's user a \
+                     directory it can write)",
+                    settings.state_path.display()
+                ));
+            }
+            for names in &settings.certificates {
+                let stored = files.as_ref().ok().and_then(|files| files.certificate(names));
+                let due = match stored.filter(|stored| stored.covers(names) && stored.validity.not_after > now) {
+                    Some(stored) => {
+                        store.install(names, &stored.key);
+                        log.info(format!(
+                            "acme_certificate {}: using the stored certificate, valid until {}",
+                            names.join(", "),
+                            date::format(stored.validity.not_after)
+                        ));
+                        stored.validity.renewal_time()
+                    }
+                    None => {
+                        let temporary = temporary_certificate(names).map_err(io::Error::other)?;
+                        store.install(names, &temporary);
+                        now
+                    }
+                };
+                let preferred = if routes.http { ChallengeKind::Http01 } else { ChallengeKind::TlsAlpn01 };
+                duties.push(Duty { block: index, names: names.clone(), due, failures: 0, preferred });
+            }
+        }
+        let issuers = blocks.into_iter().map(|(settings, routes)| Issuer { settings, routes, client: None }).collect();
+        let worker = Worker { issuers, duties, store, log, wake: Arc::clone(&wake) };
+        let thread = if worker.duties.is_empty() {
+            None
+        } else {
+            Some(crate::threads::spawn_without_signals("nightmare-acme".to_owned(), move || worker.run())?)
+        };
+        Ok(AcmeManager { wake, _thread: thread })
+    }
+
+    /// Ends the thread at its next wait. One in the middle of a request to
+    /// the issuer finishes it first (20 s at most); it is not joined, as the
+    /// front's exit need not wait for the issuer.
+    pub fn stop(&self) {
+        *self.wake.stopped.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
+        self.wake.signal.notify_all();
+    }
+}
+
+impl Drop for AcmeManager {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Wake {
+    /// False once stopped.
+    fn sleep_until(&self, due: SystemTime) -> bool {
+        let mut stopped = self.stopped.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        loop {
+            if *stopped {
+                return false;
+            }
+            let Ok(left) = due.duration_since(SystemTime::now()) else { return true };
+            if left.is_zero() {
+                return true;
+            }
+            stopped = self
+                .signal
+                .wait_timeout(stopped, left.min(CLOCK_CHECK))
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+        }
+    }
+}
+
+impl Worker {
+    fn run(mut self) {
+        loop {
+            let Some(next) = (0..self.duties.len()).min_by_key(|index| self.duties[*index].due) else { return };
+            if !self.wake.sleep_until(self.duties[next].due) {
+                return;
+            }
+            self.attempt(next);
+        }
+    }
+
+    fn attempt(&mut self, index: usize) {
+        let duty = &self.duties[index];
+        let names = duty.names.join(", ");
+        let directory = self.issuers[duty.block].settings.directory.clone();
+        self.log.info(format!("acme_certificate {names}: ordering from {directory}"));
+        match self.obtain(index) {
+            Ok((usable, challenge, saved)) => {
+                self.store.install(&self.duties[index].names, &usable.key);
+                let renewal = usable.validity.renewal_time();
+                let duty = &mut self.duties[index];
+                duty.due = renewal;
+                duty.failures = 0;
+                self.log.info(format!(
+                    "acme_certificate {names}: certificate installed ({}), valid until {}, renewal at {}{}",
+                    challenge.name(),
+                    date::format(usable.validity.not_after),
+                    date::format(renewal),
+                    saved.map_or_else(
+                        |error| format!("; NOT stored: {error}"),
+                        |dir| format!("; stored in {}", dir.display())
+                    )
+                ));
+            }
+            Err(error) => {
+                let duty = &mut self.duties[index];
+                duty.failures += 1;
+                let delay = FIRST_RETRY.saturating_mul(1 << (duty.failures - 1).min(16)).min(LAST_RETRY);
+                duty.due = SystemTime::now() + delay;
+                // The other challenge may get through where this one did not.
+                duty.preferred = match duty.preferred {
+                    ChallengeKind::Http01 if self.issuers[duty.block].routes.tls_alpn => ChallengeKind::TlsAlpn01,
+                    ChallengeKind::TlsAlpn01 if self.issuers[duty.block].routes.http => ChallengeKind::Http01,
+                    same => same,
+                };
+                let retry = format!("retrying in {} s; the names keep the certificate they have", delay.as_secs());
+                if error.issuer_unreachable {
+                    self.issuers[duty.block].client = None;
+                    self.log.error(format!(
+                        "acme_issuer {directory}: {} (acme_certificate {names}); {retry}",
+                        error.message
+                    ));
+                } else {
+                    self.log
+                        .error(format!("acme_certificate {names}: {directory} refused: {}; {retry}", error.message));
+                }
+            }
+        }
+    }
+
+    /// Orders the duty's certificate and stores it; the storing may fail
+    /// without losing the certificate.
+    fn obtain(
+        &mut self,
+        index: usize,
+    ) -> Result<(UsableCertificate, ChallengeKind, io::Result<std::path::PathBuf>), AcmeError> {
+        let duty = &self.duties[index];
+        let issuer = &mut self.issuers[duty.block];
+        let settings = &issuer.settings;
+        let unreachable = |message: String| AcmeError { issuer_unreachable: true, message };
+        let files = StateFiles::open(&settings.state_path, &settings.directory)
+            .map_err(|error| unreachable(format!("state_path {}: {error}", settings.state_path.display())))?;
+        if issuer.client.is_none() {
+            let key = files.account_key().map_err(unreachable)?;
+            issuer.client = Some(AcmeClient::new(settings, key)?);
+        }
+        let client = issuer.client.as_mut().expect("made above");
+        client.register(&settings.contact)?;
+        let issued = client.order(&duty.names, issuer.routes, duty.preferred, &self.store)?;
+        let usable =
+            UsableCertificate::from_pem(issued.chain_pem.as_bytes(), issued.key_pem.as_bytes()).map_err(|error| {
+                AcmeError { issuer_unreachable: false, message: format!("the issued certificate: {error}") }
+            })?;
+        if !usable.covers(&duty.names) {
+            let message = format!("the issued certificate lacks some names (it has {})", usable.names.join(", "));
+            return Err(AcmeError { issuer_unreachable: false, message });
+        }
+        let saved = files.save_certificate(&duty.names, &issued.chain_pem, &issued.key_pem);
+        Ok((usable, issued.challenge, saved))
+    }
+}
