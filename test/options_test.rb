@@ -96,6 +96,23 @@ class OptionsTest < Minitest::Test
     end
   end
 
+  # The README's single-server example, with its directories made here.
+  def test_the_internet_facing_example_loads
+    Dir.mktmpdir("nightmare-example") do |dir|
+      FileUtils.mkdir_p([File.join(dir, "srv/app/current/public"), File.join(dir, "srv/app/shared/private")])
+      File.write(File.join(dir, "srv/app/current/public/503.html"), "<p>back soon</p>\n")
+      text = File.read(File.join(ROOT, "examples", "internet.unicorn.conf.rb"))
+      path = File.join(dir, "internet.unicorn.conf.rb")
+      File.write(path, text.gsub("/srv/app", File.join(dir, "srv/app")).gsub("/var/lib/nightmare", dir))
+      config = Unicorn::Configurator.new(config_file: path, use_defaults: true)
+      tls = config.set[:listener_opts]["0.0.0.0:443"][:ssl_opts]
+      assert_equal [%w[example.com www.example.com]], tls.acme.certificates
+      assert tls.redirect
+      assert_equal File.join(dir, "acme"), tls.acme.state_path
+      assert_equal 0o700, File.stat(tls.acme.state_path).mode & 0o777
+    end
+  end
+
   def test_the_readmes_table_of_settings_is_the_fronts
     readme = File.read(File.join(ROOT, "README.md"))
     assert ReadmeSettings.current(readme), "the README marks its table of settings"

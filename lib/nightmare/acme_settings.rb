@@ -20,26 +20,31 @@ module Nightmare
   class AcmeSettings
     LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
     DEFAULT_STATE_PATH = "/var/lib/nightmare/acme"
-    OPTIONS = %i[contact state_path accept_terms_of_service ca_file].freeze
+    OPTIONS = %i[contact state_path accept_terms_of_service ca_file challenge].freeze
+    # Both by default: HTTP-01 where a plain listener is, else TLS-ALPN-01,
+    # and the other one after a failure.
+    CHALLENGES = %w[http-01 tls-alpn-01].freeze
     # RFC 1123 labels; HTTP-01 and TLS-ALPN-01 cannot prove wildcards.
     DNS_NAME = /\A(?=.{1,253}\z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]\z/
 
-    attr_reader :directory, :contact, :state_path, :accept_terms_of_service, :ca_file, :certificates
+    attr_reader :directory, :contact, :state_path, :accept_terms_of_service, :ca_file, :challenge, :certificates
 
     def initialize(certificates:, directory: LETS_ENCRYPT, contact: [], state_path: DEFAULT_STATE_PATH,
-                   accept_terms_of_service: false, ca_file: nil)
+                   accept_terms_of_service: false, ca_file: nil, challenge: nil)
       @directory = check_directory(directory)
       @contact = check_contact(contact)
       @accept_terms_of_service = check_terms(accept_terms_of_service)
       @state_path = check_state_path(state_path)
       @ca_file = ca_file && check_ca_file(ca_file)
+      @challenge = challenge && check_challenge(challenge)
       @certificates = check_certificates(certificates)
       freeze
     end
 
     def to_native
       { directory: directory, contact: contact, state_path: state_path,
-        accept_terms_of_service: accept_terms_of_service, ca_file: ca_file, certificates: certificates }
+        accept_terms_of_service: accept_terms_of_service, ca_file: ca_file, challenge: challenge,
+        certificates: certificates }
     end
 
     def ==(other) = other.is_a?(AcmeSettings) && other.to_native == to_native
@@ -97,6 +102,13 @@ module Nightmare
       File.file?(full) && File.readable?(full) or
         raise ArgumentError, "acme_issuer ca_file: #{full} is not a readable file"
       full.freeze
+    end
+
+    def check_challenge(name)
+      return name.to_s.dup.freeze if CHALLENGES.include?(name.to_s)
+
+      raise ArgumentError, "acme_issuer challenge: #{name.inspect} is not one of #{CHALLENGES.join(', ')} " \
+                           "(leave it out to use both)"
     end
 
     def check_certificates(lines)

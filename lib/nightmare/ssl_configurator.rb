@@ -68,7 +68,8 @@ module Nightmare
 
     # The ACME directory to order from (Let's Encrypt's when omitted), and
     # contact:, state_path:, accept_terms_of_service: (must be true),
-    # ca_file: (a private issuer's CA, for its own HTTPS).
+    # ca_file: (a private issuer's CA, for its own HTTPS), challenge:
+    # ("http-01" or "tls-alpn-01" only; both by default).
     def acme_issuer(directory = AcmeSettings::LETS_ENCRYPT, **options)
       nightmare_ssl_block!(:acme_issuer)
       raise ArgumentError, "acme_issuer is given twice in one ssl block" if @nightmare_ssl[:acme_issuer]

@@ -8,7 +8,7 @@ use magnus::{
     Error, ExceptionClass, Float, Integer, RArray, RHash, RModule, RString, Ruby, Symbol, TryConvert, function, method,
     prelude::*,
 };
-use nightmare_front::acme::AcmeSettings;
+use nightmare_front::acme::{AcmeSettings, ChallengeKind};
 use nightmare_front::config::given::{Given, GivenValue};
 use nightmare_front::config::settings::{self, Normal};
 use nightmare_front::http::error_pages::ErrorPages;
@@ -259,7 +259,7 @@ fn tls_settings(ruby: &Ruby, hash: RHash) -> Result<TlsSettings, Error> {
 }
 
 /// `{directory:, contact: [...], state_path:, accept_terms_of_service:,
-/// ca_file:, certificates: [[name, ...], ...]}`, as
+/// ca_file:, challenge:, certificates: [[name, ...], ...]}`, as
 /// Nightmare::AcmeSettings#to_native makes it.
 fn acme_settings(ruby: &Ruby, hash: RHash) -> Result<AcmeSettings, Error> {
     let get = |key: &str| hash.get(ruby.to_symbol(key)).filter(|value| !value.is_nil());
@@ -281,6 +281,15 @@ fn acme_settings(ruby: &Ruby, hash: RHash) -> Result<AcmeSettings, Error> {
     }
     if let Some(certificates) = get("certificates") {
         settings.certificates = Vec::<Vec<String>>::try_convert(certificates)?;
+    }
+    if let Some(challenge) = get("challenge") {
+        let name = String::try_convert(challenge)?;
+        settings.challenge = Some(ChallengeKind::from_name(&name).ok_or_else(|| {
+            Error::new(
+                ruby.exception_arg_error(),
+                format!("acme_issuer challenge: {name} is not http-01 or tls-alpn-01"),
+            )
+        })?);
     }
     Ok(settings)
 }

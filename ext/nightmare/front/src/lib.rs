@@ -135,7 +135,8 @@ fn acme_blocks(
         .filter_map(|(index, block)| {
             let acme = block.acme.clone()?;
             let tls_alpn = blocks.contains(&Some(index));
-            Some((acme, ChallengeRoutes { http, tls_alpn }))
+            let routes = ChallengeRoutes { http, tls_alpn }.narrowed(acme.challenge);
+            Some((acme, routes))
         })
         .collect()
 }

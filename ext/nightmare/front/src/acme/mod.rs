@@ -17,6 +17,7 @@ pub mod store;
 use std::path::PathBuf;
 
 pub use manager::AcmeManager;
+pub use protocol::ChallengeKind;
 pub use store::AcmeStore;
 
 /// Let's Encrypt's production directory, the default issuer.
@@ -35,6 +36,8 @@ pub struct AcmeSettings {
     pub ca_file: Option<PathBuf>,
     /// One entry per `acme_certificate` line: one certificate covering its names.
     pub certificates: Vec<Vec<String>>,
+    /// Only this challenge (`challenge:`); both when `None`.
+    pub challenge: Option<ChallengeKind>,
 }
 
 impl Default for AcmeSettings {
@@ -46,6 +49,7 @@ impl Default for AcmeSettings {
             accept_terms_of_service: false,
             ca_file: None,
             certificates: Vec::new(),
+            challenge: None,
         }
     }
 }
@@ -57,4 +61,16 @@ pub struct ChallengeRoutes {
     pub http: bool,
     /// A TLS listener: TLS-ALPN-01 on port 443.
     pub tls_alpn: bool,
+}
+
+impl ChallengeRoutes {
+    /// The routes the listeners offer, narrowed to the one challenge the
+    /// settings ask for, if they ask for one.
+    pub fn narrowed(self, challenge: Option<ChallengeKind>) -> ChallengeRoutes {
+        match challenge {
+            None => self,
+            Some(ChallengeKind::Http01) => ChallengeRoutes { tls_alpn: false, ..self },
+            Some(ChallengeKind::TlsAlpn01) => ChallengeRoutes { http: false, ..self },
+        }
+    }
 }

@@ -32,6 +32,10 @@ impl ChallengeKind {
             ChallengeKind::TlsAlpn01 => "tls-alpn-01",
         }
     }
+
+    pub fn from_name(name: &str) -> Option<ChallengeKind> {
+        [ChallengeKind::Http01, ChallengeKind::TlsAlpn01].into_iter().find(|kind| kind.name() == name)
+    }
 }
 
 /// Why an attempt failed, in words for the log, and whether the issuer
