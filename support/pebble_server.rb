@@ -143,6 +143,9 @@ class PebbleServer
       tcp = TCPServer.new("127.0.0.1", 0)
       held << tcp
       port = tcp.addr[1]
+      # Never one the tests handed out already for a server still to start.
+      next if defined?(LocalProcesses::HANDED_OUT) && !LocalProcesses::HANDED_OUT.add?(port)
+
       if udp.include?(ports.size)
         begin
           u = UDPSocket.new

@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require_relative "test_helper"
+require "etc"
 require_relative "support/test_certificates"
 require_relative "../support/pebble_server"
 
@@ -35,7 +36,7 @@ class AcmeTest < Minitest::Test
   def start(block: "acme_certificate #{NAMES.map(&:inspect).join(', ')}", issuer: nil, top: "")
     issuer ||= "acme_issuer #{@pebble.directory_url.inspect}, ca_file: #{@pebble.ca_file.inspect}, " \
                "state_path: #{@state.inspect}, accept_terms_of_service: true, contact: \"mailto:ops@site.test\""
-    @server = UnicornServer.new(workers: 1, config: <<~CONFIG).start
+    @server = UnicornServer.new(workers: 1, config: <<~CONFIG)
       listen "127.0.0.1:#{@http_port}"
       #{top}
       ssl do
@@ -44,6 +45,8 @@ class AcmeTest < Minitest::Test
         #{issuer}
       end
     CONFIG
+    FileUtils.chmod(0o755, @server.dir) if top.include?("user ")
+    @server.start
   end
 
   # The certificate served for +name+, verified against +ca_file+.
@@ -99,16 +102,23 @@ class AcmeTest < Minitest::Test
     assert_equal 1, @pebble.orders_count
   end
 
-  def test_tls_alpn_01_on_the_ssl_listener
+  # Also as `user`: the master makes state_path as root at load, and the
+  # front, which orders as nobody, must be able to write it.
+  def test_tls_alpn_01_on_the_ssl_listener_by_a_front_that_is_not_root
+    nobody = Etc.getpwnam("nobody")
+    FileUtils.chmod(0o755, @dir)
     start_pebble
-    start(issuer: "acme_issuer #{@pebble.directory_url.inspect}, ca_file: #{@pebble.ca_file.inspect}, " \
+    start(top: %(user "nobody", "#{Etc.getgrgid(nobody.gid).name}"),
+          issuer: "acme_issuer #{@pebble.directory_url.inspect}, ca_file: #{@pebble.ca_file.inspect}, " \
                   "state_path: #{@state.inspect}, accept_terms_of_service: true, challenge: \"tls-alpn-01\"")
     assert_equal NAMES.sort, names_of(wait_for_issued).sort
     assert_match(/certificate installed \(tls-alpn-01\)/, @server.log)
+    stored = Dir[File.join(@state, "*", "certificates", "site.test", "fullchain.pem")].first
+    assert_equal nobody.uid, File.stat(stored).uid, "stored by the front as nobody"
   end
 
   def test_a_short_lived_certificate_is_renewed_under_a_client_loop_with_no_failed_request
-    start_pebble(validity: 24)
+    start_pebble(validity: 45)
     start
     first = wait_for_issued
     keep_alive = TestCertificates.connect(@tls_port, "site.test", @pebble.root_file)
@@ -178,11 +188,15 @@ class AcmeTest < Minitest::Test
     @pebble.point("elsewhere.test", "127.0.0.2")
     start(block: "acme_certificate \"site.test\"\nacme_certificate \"elsewhere.test\"")
     wait_for_issued("site.test")
-    @server.wait_until("the failed validation", 20) { @server.log.include?("acme_certificate elsewhere.test: https") }
-    assert_match(/acme_certificate elsewhere.test: .* refused: .*elsewhere.test: http-01 validation failed.*retrying in 300 s/,
+    @server.wait_until("both challenges failing", 20) { @server.log.include?("retrying in 600 s") }
+    assert_match(/acme_certificate elsewhere.test: .* refused: .*elsewhere.test: http-01 validation failed.*retrying now with tls-alpn-01/,
+                 @server.log)
+    assert_match(/acme_certificate elsewhere.test: .* refused: .*elsewhere.test: tls-alpn-01 validation failed.*retrying in 600 s/,
                  @server.log)
     sleep 3
-    assert_equal 2, @pebble.orders_count, "one order each; the failed name is not ordered again at once"
+    assert_equal 3, @pebble.orders_count, "site.test's order, and elsewhere.test's with each challenge, then a wait"
+    retry_at = Integer(File.read(Dir[File.join(@state, "*", "certificates", "elsewhere.test", "retry-after")].first))
+    assert_in_delta Time.now.to_i + 600, retry_at, 10, "a restart keeps the wait"
   end
 
   def test_config_errors_name_the_directive_and_the_fix
@@ -206,7 +220,12 @@ class AcmeTest < Minitest::Test
       "ssl do\nlisten '127.0.0.1:0'\nacme_certificate 'a.test'\nacme_issuer accept_terms_of_service: true, state_path: '/proc/nope'\nend" =>
         %r{acme_issuer state_path: /proc/nope cannot be used},
       "ssl do\nlisten '127.0.0.1:0'\nacme_certificate 'a.test'\nacme_issuer accept_terms_of_service: true, state_path: '#{@state}', contact: 'ops@site.test'\nend" =>
-        /acme_issuer contact: "ops@site.test" is not a mailto: address/
+        /acme_issuer contact: "ops@site.test" is not a mailto: address/,
+      "nightmare true\nssl do\nlisten '127.0.0.1:9'\nacme_certificate 'a.test'\nacme_issuer accept_terms_of_service: true, state_path: '#{@state}', ca_file: '#{File.expand_path(__FILE__)}'\nend" =>
+        /acme_issuer: ca_file .* holds no usable certificate/,
+      "ssl do\nlisten '127.0.0.1:7'\nacme_certificate 'a.test'\nacme_issuer accept_terms_of_service: true, state_path: '#{@state}'\nend\n" \
+      "ssl do\nlisten '127.0.0.1:8'\nacme_certificate 'a.test'\nacme_issuer accept_terms_of_service: true, state_path: '#{@state}'\nend" =>
+        /acme_certificate: a.test is ordered by another ssl block already/
     })
   end
 end

@@ -24,6 +24,7 @@ module Nightmare
     # Both by default: HTTP-01 where a plain listener is, else TLS-ALPN-01,
     # and the other one after a failure.
     CHALLENGES = %w[http-01 tls-alpn-01].freeze
+    MAX_NAMES = 100
     # RFC 1123 labels; HTTP-01 and TLS-ALPN-01 cannot prove wildcards.
     DNS_NAME = /\A(?=.{1,253}\z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]\z/
 
@@ -115,6 +116,10 @@ module Nightmare
       seen = {}
       lines.map do |names|
         raise ArgumentError, "acme_certificate needs at least one name: acme_certificate \"example.com\"" if names.empty?
+        if names.size > MAX_NAMES
+          raise ArgumentError, "acme_certificate: #{names.size} names; an issuer takes at most #{MAX_NAMES} in one " \
+                               "certificate (Let's Encrypt's limit): split the line"
+        end
 
         names.map do |name|
           name = check_name(name)

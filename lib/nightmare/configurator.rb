@@ -164,9 +164,11 @@ module Nightmare
     end
 
     # HUP reads the file anew: an ssl block removed since must not leave
-    # its settings on the listener (Unicorn keeps listener options).
+    # its settings on the listener (Unicorn keeps listener options), nor
+    # its ACME names.
     def reload(merge_defaults = true) # :nodoc:
       set[:listener_opts].each_value { |opts| opts.delete(:ssl_opts) } if Hash === set[:listener_opts]
+      @nightmare_acme_names = nil
       super
     end
 

@@ -1,5 +1,8 @@
 # frozen_string_literal: true
 
+require "etc"
+require "fileutils"
+
 module Nightmare
   # The writer behind the +nightmare+ directive. It is all the gem adds to
   # Unicorn::HttpServer until the directive is turned on; then the hooks in
@@ -150,10 +153,24 @@ module Nightmare
       @workers.clear
       @ready_pipe = @ready_pipe.close if @ready_pipe
       proc_name "nightmare front"
-      # Unicorn's own privilege drop (groups, log ownership), as a worker's;
-      # it needs no worker state, hence no Worker#initialize (no raindrop).
-      Unicorn::Worker.allocate.user(*user) if user.is_a?(Array)
+      if user.is_a?(Array)
+        nightmare_hand_acme_state_to(*user)
+        # Unicorn's own privilege drop (groups, log ownership), as a worker's;
+        # it needs no worker state, hence no Worker#initialize (no raindrop).
+        Unicorn::Worker.allocate.user(*user)
+      end
       @sig_queue
+    end
+
+    # The front orders certificates as `user`, so it must own the ACME
+    # state the master made (as root) when it loaded the config.
+    def nightmare_hand_acme_state_to(user_name, group_name = nil)
+      return unless Process.euid.zero?
+
+      account = Etc.getpwnam(user_name)
+      gid = group_name ? Etc.getgrnam(group_name).gid : account.gid
+      paths = listener_opts.values.filter_map { |opts| opts[:ssl_opts]&.acme&.state_path }.uniq
+      paths.each { |path| FileUtils.chown_R(account.uid, gid, path) }
     end
   end
 end

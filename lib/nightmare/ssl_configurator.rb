@@ -25,6 +25,7 @@ module Nightmare
       @nightmare_ssl = { certificates: [], keys: [], acme_certificates: [] }
       yield
       settings = nightmare_tls_settings(@nightmare_ssl)
+      nightmare_acme_names_once!(settings.acme)
       # Unicorn appends every listen, a repeated address too.
       inside = set[:listeners][before.size..] || []
       (inside & before).each do |address|
@@ -184,6 +185,20 @@ module Nightmare
                       http2: block.fetch(:http2, true),
                       redirect: block.fetch(:redirect, false),
                       acme: acme)
+    end
+
+    # Two blocks ordering one name would write one state directory twice.
+    def nightmare_acme_names_once!(acme)
+      return unless acme
+
+      @nightmare_acme_names ||= {}
+      acme.certificates.flatten.each do |name|
+        if @nightmare_acme_names[name]
+          raise ArgumentError, "acme_certificate: #{name} is ordered by another ssl block already; name it in one"
+        end
+
+        @nightmare_acme_names[name] = true
+      end
     end
 
     def nightmare_acme_settings(block)

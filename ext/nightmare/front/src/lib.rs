@@ -193,6 +193,13 @@ impl Front {
         let acme_challenges = (!acme_blocks.is_empty()).then(|| Arc::clone(&acme_store));
         let own_answers = OwnAnswers { static_files, accel_files, acme_challenges };
         let shared = Arc::new(Shared::new(config, pool, outputs, mailboxes, own_answers));
+        // Before the loops, so the first handshake finds every ACME name's
+        // certificate (stored, or temporary); the issuer's validation that
+        // comes before the loops run waits in the listeners' backlog.
+        let acme = match acme_blocks.is_empty() {
+            true => None,
+            false => Some(AcmeManager::start(acme_blocks, Arc::clone(&acme_store), Arc::clone(&shared.log))?),
+        };
 
         let mut threads = Vec::with_capacity(polls.len());
         for (index, poll) in polls.into_iter().enumerate() {
@@ -214,19 +221,6 @@ impl Front {
                 }
             }
         }
-        // After the loops, so the issuer's validation finds them answering.
-        let acme = if acme_blocks.is_empty() {
-            None
-        } else {
-            match AcmeManager::start(acme_blocks, Arc::clone(&acme_store), Arc::clone(&shared.log)) {
-                Ok(manager) => Some(manager),
-                Err(error) => {
-                    shared.request_stop(StopMode::Immediate);
-                    threads.into_iter().for_each(|thread| drop(thread.join()));
-                    return Err(error);
-                }
-            }
-        };
         Ok(Front { shared, threads, tls, acme_store, acme, _prober: prober })
     }
 

@@ -20,6 +20,8 @@ use crate::http::chunked::ChunkedDecoder;
 /// larger is not an ACME server's answer.
 const MAX_RESPONSE: usize = 1 << 20;
 const TIMEOUT: Duration = Duration::from_secs(20);
+/// A whole exchange, however the issuer paces its bytes.
+const EXCHANGE_DEADLINE: Duration = Duration::from_secs(60);
 
 pub struct HttpsClient {
     config: Arc<ClientConfig>,
@@ -150,9 +152,13 @@ impl Target {
 }
 
 fn read_response(stream: &mut impl Read, head_only: bool) -> io::Result<Response> {
+    let started = std::time::Instant::now();
     let mut received = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
+        if started.elapsed() > EXCHANGE_DEADLINE {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "no whole response within 60 s"));
+        }
         let n = match stream.read(&mut chunk) {
             Ok(n) => n,
             // A server that closes without close_notify after a whole response.
@@ -163,7 +169,12 @@ fn read_response(stream: &mut impl Read, head_only: bool) -> io::Result<Response
         if received.len() > MAX_RESPONSE {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "response larger than 1 MiB"));
         }
-        if let Some(response) = complete_response(&received, head_only, n == 0)? {
+        if let Some((response, used)) = complete_response(&received, head_only, n == 0)? {
+            if (100..200).contains(&response.status) {
+                // An interim response: the final one follows.
+                received.drain(..used);
+                continue;
+            }
             return Ok(response);
         }
         if n == 0 {
@@ -172,9 +183,9 @@ fn read_response(stream: &mut impl Read, head_only: bool) -> io::Result<Response
     }
 }
 
-/// The response in `received`, once it is whole; `closed` says no more
-/// bytes will come.
-fn complete_response(received: &[u8], head_only: bool, closed: bool) -> io::Result<Option<Response>> {
+/// The response at the start of `received` and the bytes it took, once it
+/// is whole; `closed` says no more bytes will come.
+fn complete_response(received: &[u8], head_only: bool, closed: bool) -> io::Result<Option<(Response, usize)>> {
     let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidData, message);
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Response::new(&mut headers);
@@ -191,7 +202,7 @@ fn complete_response(received: &[u8], head_only: bool, closed: bool) -> io::Resu
     let mut response = Response { status, headers, body: Vec::new() };
     let rest = &received[head_length..];
     if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
-        return Ok(Some(response));
+        return Ok(Some((response, head_length)));
     }
     let chunked = response.header("transfer-encoding").is_some_and(|value| value.eq_ignore_ascii_case("chunked"));
     if chunked {
@@ -203,18 +214,18 @@ fn complete_response(received: &[u8], head_only: bool, closed: bool) -> io::Resu
             response.body.extend_from_slice(&rest[at..][decoded.data]);
             at += decoded.consumed;
         }
-        return Ok(decoder.is_done().then_some(response));
+        return Ok(decoder.is_done().then_some((response, head_length + at)));
     }
     match response.header("content-length").map(str::parse::<usize>) {
         Some(Ok(length)) if rest.len() >= length => {
             response.body = rest[..length].to_vec();
-            Ok(Some(response))
+            Ok(Some((response, head_length + length)))
         }
         Some(Ok(_)) => Ok(None),
         Some(Err(_)) => Err(invalid("bad Content-Length".to_owned())),
         None if closed => {
             response.body = rest.to_vec();
-            Ok(Some(response))
+            Ok(Some((response, received.len())))
         }
         None => Ok(None),
     }
@@ -239,7 +250,8 @@ mod tests {
 
     #[test]
     fn bodies_by_length_by_chunks_and_to_the_close() {
-        let whole = |bytes: &[u8], closed| complete_response(bytes, false, closed).unwrap();
+        let whole =
+            |bytes: &[u8], closed| complete_response(bytes, false, closed).unwrap().map(|(response, _)| response);
         let sized = b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\nLocation: /o/1\r\n\r\nhello";
         assert!(whole(&sized[..sized.len() - 1], false).is_none(), "one byte short");
         let response = whole(sized, false).unwrap();
@@ -255,7 +267,14 @@ mod tests {
         assert_eq!(whole(until_close, true).unwrap().body, b"all of it");
 
         let head = complete_response(b"HTTP/1.1 200 OK\r\nReplay-Nonce: abc\r\nContent-Length: 9\r\n\r\n", true, false);
-        assert_eq!(head.unwrap().unwrap().header("replay-nonce"), Some("abc"));
+        assert_eq!(head.unwrap().unwrap().0.header("replay-nonce"), Some("abc"));
         assert!(complete_response(b"junk\r\n\r\n", false, false).is_err());
+    }
+
+    #[test]
+    fn an_interim_response_is_passed_over() {
+        let bytes = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec();
+        let response = read_response(&mut bytes.as_slice(), false).unwrap();
+        assert_eq!((response.status, response.body.as_slice()), (200, &b"ok"[..]));
     }
 }

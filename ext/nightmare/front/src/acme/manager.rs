@@ -9,6 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
+use super::certificate_dates::Validity;
 use super::protocol::{AcmeClient, AcmeError, ChallengeKind};
 use super::state_files::StateFiles;
 use super::store::{AcmeStore, UsableCertificate, temporary_certificate};
@@ -16,9 +17,10 @@ use super::{AcmeSettings, ChallengeRoutes};
 use crate::http::date;
 use crate::log::Log;
 
-/// After a failure: 5 minutes, doubling to a day. Five failed validations
-/// of a name in an hour would trip Let's Encrypt's limit; this makes at
-/// most four.
+/// After a failure: 5 minutes, doubling to a day (after a first refusal,
+/// the other challenge is tried at once). Five failed validations of a
+/// name in an hour would trip Let's Encrypt's limit; this makes at most
+/// four.
 const FIRST_RETRY: Duration = Duration::from_secs(300);
 const LAST_RETRY: Duration = Duration::from_secs(86_400);
 /// The clock is looked at again at least this often while waiting, so a
@@ -80,8 +82,17 @@ impl AcmeManager {
                     settings.state_path.display()
                 ));
             }
+            if !routes.http && !routes.tls_alpn {
+                log.error(format!(
+                    "acme_issuer {}: no listener can answer the issuer's challenge{}; add `listen 80` (HTTP-01) or \
+                     an ssl listener (TLS-ALPN-01)",
+                    settings.directory,
+                    settings.challenge.map(|kind| format!(" ({} asked)", kind.name())).unwrap_or_default()
+                ));
+            }
             for names in &settings.certificates {
                 let stored = files.as_ref().ok().and_then(|files| files.certificate(names));
+                let retry = files.as_ref().ok().and_then(|files| files.retry_time(names)).filter(|at| *at > now);
                 let due = match stored.filter(|stored| stored.covers(names) && stored.validity.not_after > now) {
                     Some(stored) => {
                         store.install(names, &stored.key);
@@ -90,7 +101,7 @@ impl AcmeManager {
                             names.join(", "),
                             date::format(stored.validity.not_after)
                         ));
-                        stored.validity.renewal_time()
+                        next_renewal(&stored.validity, now)
                     }
                     None => {
                         let temporary = temporary_certificate(names).map_err(io::Error::other)?;
@@ -98,6 +109,8 @@ impl AcmeManager {
                         now
                     }
                 };
+                // A failure before this start set the next attempt.
+                let due = retry.map_or(due, |retry| retry.max(due));
                 let preferred = if routes.http { ChallengeKind::Http01 } else { ChallengeKind::TlsAlpn01 };
                 duties.push(Duty { block: index, names: names.clone(), due, failures: 0, preferred });
             }
@@ -167,10 +180,11 @@ impl Worker {
         match self.obtain(index) {
             Ok((usable, challenge, saved)) => {
                 self.store.install(&self.duties[index].names, &usable.key);
-                let renewal = usable.validity.renewal_time();
+                let renewal = next_renewal(&usable.validity, SystemTime::now());
                 let duty = &mut self.duties[index];
                 duty.due = renewal;
                 duty.failures = 0;
+                self.forget_retry(index);
                 self.log.info(format!(
                     "acme_certificate {names}: certificate installed ({}), valid until {}, renewal at {}{}",
                     challenge.name(),
@@ -185,17 +199,29 @@ impl Worker {
             Err(error) => {
                 let duty = &mut self.duties[index];
                 duty.failures += 1;
-                let delay = FIRST_RETRY.saturating_mul(1 << (duty.failures - 1).min(16)).min(LAST_RETRY);
-                duty.due = SystemTime::now() + delay;
-                // The other challenge may get through where this one did not.
-                duty.preferred = match duty.preferred {
-                    ChallengeKind::Http01 if self.issuers[duty.block].routes.tls_alpn => ChallengeKind::TlsAlpn01,
-                    ChallengeKind::TlsAlpn01 if self.issuers[duty.block].routes.http => ChallengeKind::Http01,
-                    same => same,
+                // The other challenge may get through where this one did
+                // not (port 80 closed by a firewall, 443 behind a proxy).
+                let other = match duty.preferred {
+                    ChallengeKind::Http01 if self.issuers[duty.block].routes.tls_alpn => Some(ChallengeKind::TlsAlpn01),
+                    ChallengeKind::TlsAlpn01 if self.issuers[duty.block].routes.http => Some(ChallengeKind::Http01),
+                    _ => None,
                 };
-                let retry = format!("retrying in {} s; the names keep the certificate they have", delay.as_secs());
+                duty.preferred = other.unwrap_or(duty.preferred);
+                // The first refusal tries the other challenge at once; then
+                // 10 minutes, doubling: four failed validations in the first
+                // hour at most.
+                let delay = match (duty.failures, other) {
+                    (1, Some(_)) if !error.issuer_unreachable => Duration::ZERO,
+                    (failures, _) => FIRST_RETRY.saturating_mul(1 << (failures - 1).min(16)).min(LAST_RETRY),
+                };
+                duty.due = SystemTime::now() + delay;
+                self.remember_retry(index);
+                let retry = match delay.as_secs() {
+                    0 => format!("retrying now with {}", self.duties[index].preferred.name()),
+                    seconds => format!("retrying in {seconds} s; the names keep the certificate they have"),
+                };
                 if error.issuer_unreachable {
-                    self.issuers[duty.block].client = None;
+                    self.issuers[self.duties[index].block].client = None;
                     self.log.error(format!(
                         "acme_issuer {directory}: {} (acme_certificate {names}); {retry}",
                         error.message
@@ -205,6 +231,23 @@ impl Worker {
                         .error(format!("acme_certificate {names}: {directory} refused: {}; {retry}", error.message));
                 }
             }
+        }
+    }
+
+    fn remember_retry(&self, index: usize) {
+        let duty = &self.duties[index];
+        let settings = &self.issuers[duty.block].settings;
+        if let Ok(files) = StateFiles::open(&settings.state_path, &settings.directory) {
+            // Best effort: without it a restart only retries sooner.
+            drop(files.set_retry_time(&duty.names, Some(duty.due)));
+        }
+    }
+
+    fn forget_retry(&self, index: usize) {
+        let duty = &self.duties[index];
+        let settings = &self.issuers[duty.block].settings;
+        if let Ok(files) = StateFiles::open(&settings.state_path, &settings.directory) {
+            drop(files.set_retry_time(&duty.names, None));
         }
     }
 
@@ -237,5 +280,28 @@ impl Worker {
         }
         let saved = files.save_certificate(&duty.names, &issued.chain_pem, &issued.key_pem);
         Ok((usable, issued.challenge, saved))
+    }
+}
+
+/// Two thirds into the lifetime, but never sooner than a tenth of the
+/// lifetime from now: a certificate whose renewal time has passed already
+/// (a clock behind the issuer's, a backdated notBefore) must not be
+/// ordered again in a loop.
+fn next_renewal(validity: &Validity, now: SystemTime) -> SystemTime {
+    let lifetime = validity.not_after.duration_since(validity.not_before).unwrap_or_default();
+    validity.renewal_time().max(now + lifetime / 10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_two_thirds_in_but_never_a_loop() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let validity = Validity { not_before: start, not_after: start + Duration::from_secs(900) };
+        assert_eq!(next_renewal(&validity, start), start + Duration::from_secs(600));
+        let late = start + Duration::from_secs(700);
+        assert_eq!(next_renewal(&validity, late), late + Duration::from_secs(90), "past two thirds: a tenth on");
     }
 }

@@ -328,8 +328,12 @@ fn signing_request(names: &[String]) -> Outcome<(Vec<u8>, String)> {
     let refused = |error: rcgen::Error| AcmeError::refused(format!("cannot make the certificate request: {error}"));
     let key = rcgen::KeyPair::generate().map_err(refused)?;
     let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(refused)?;
+    // The subjectAltName carries the names; a CN is only a courtesy, and
+    // issuers refuse one longer than X.509's 64 characters.
     let mut subject = rcgen::DistinguishedName::new();
-    subject.push(rcgen::DnType::CommonName, names.first().cloned().unwrap_or_default());
+    if let Some(first) = names.first().filter(|first| first.len() <= 64) {
+        subject.push(rcgen::DnType::CommonName, first.clone());
+    }
     params.distinguished_name = subject;
     let request = params.serialize_request(&key).map_err(refused)?;
     Ok((request.der().to_vec(), key.serialize_pem()))

@@ -8,6 +8,8 @@ use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -18,6 +20,7 @@ use super::store::UsableCertificate;
 const CHAIN: &str = "fullchain.pem";
 const KEY: &str = "privkey.pem";
 const ACCOUNT_KEY: &str = "account.key";
+const RETRY: &str = "retry-after";
 
 pub struct StateFiles {
     issuer_dir: PathBuf,
@@ -42,7 +45,7 @@ impl StateFiles {
             },
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 let key = AccountKey::generate()?;
-                let pem = pem_of_key(&PrivatePkcs8KeyDer::from(key.pkcs8().to_vec()));
+                let pem = pem_of_key(&PrivatePkcs8KeyDer::from(key.pkcs8().to_vec()))?;
                 write_private(&path, pem.as_bytes()).map_err(|error| format!("{}: {error}", path.display()))?;
                 Ok(key)
             }
@@ -69,6 +72,30 @@ impl StateFiles {
         Ok(dir)
     }
 
+    /// When the last failure said to try again: a restart (a crash, a HUP
+    /// that starts a new front) keeps the backoff rather than ordering at
+    /// once, which would spend the issuer's failed-validation limit.
+    pub fn retry_time(&self, names: &[String]) -> Option<SystemTime> {
+        let text = fs::read_to_string(self.certificate_dir(names).join(RETRY)).ok()?;
+        Some(UNIX_EPOCH + Duration::from_secs(text.trim().parse().ok()?))
+    }
+
+    /// Records the next attempt after a failure; `None` clears it.
+    pub fn set_retry_time(&self, names: &[String], at: Option<SystemTime>) -> io::Result<()> {
+        let dir = self.certificate_dir(names);
+        match at {
+            Some(at) => {
+                DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+                let seconds = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+                write_private(&dir.join(RETRY), format!("{seconds}\n").as_bytes())
+            }
+            None => match fs::remove_file(dir.join(RETRY)) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+                _ => Ok(()),
+            },
+        }
+    }
+
     fn certificate_dir(&self, names: &[String]) -> PathBuf {
         let first = names.first().map_or("unnamed", String::as_str).to_ascii_lowercase();
         self.issuer_dir.join("certificates").join(safe_name(&first))
@@ -89,15 +116,21 @@ fn safe_name(text: &str) -> String {
     if name.starts_with('.') { format!("_{name}") } else { name }
 }
 
-fn pem_of_key(key: &PrivatePkcs8KeyDer<'_>) -> String {
+fn pem_of_key(key: &PrivatePkcs8KeyDer<'_>) -> Result<String, String> {
     // Written through rcgen's encoder, as the certificate keys are.
-    rcgen::KeyPair::try_from(key).map(|pair| pair.serialize_pem()).unwrap_or_default()
+    rcgen::KeyPair::try_from(key).map(|pair| pair.serialize_pem()).map_err(|error| error.to_string())
 }
 
 /// Replaces `path` whole (a temporary file renamed over it), readable by
-/// the owner alone.
+/// the owner alone. The temporary name is this process's and this write's,
+/// so two fronts sharing state_path (USR2, a front being replaced) never
+/// write one file together.
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let temporary = path.with_extension("new");
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".{}.{write}.new", std::process::id()));
+    let temporary = path.with_file_name(name);
     let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
     file.write_all(bytes)?;
     file.sync_all()?;
@@ -139,6 +172,25 @@ mod tests {
         assert!(loaded.covers(&names));
         fs::write(saved.join(CHAIN), "junk").unwrap();
         assert!(files.certificate(&names).is_none(), "an unreadable file means ordering again");
+    }
+
+    #[test]
+    fn a_retry_time_survives_until_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = StateFiles::open(dir.path(), "https://ca.test/directory").unwrap();
+        let names = vec!["a.test".to_owned()];
+        assert_eq!(files.retry_time(&names), None);
+        let at = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        files.set_retry_time(&names, Some(at)).unwrap();
+        assert_eq!(files.retry_time(&names), Some(at));
+        files.set_retry_time(&names, None).unwrap();
+        assert_eq!(files.retry_time(&names), None);
+        files.set_retry_time(&names, None).unwrap();
+        let leftovers: Vec<_> = fs::read_dir(dir.path().join("ca.test-directory/certificates/a.test"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert!(leftovers.is_empty(), "no temporary file left: {leftovers:?}");
     }
 
     #[test]

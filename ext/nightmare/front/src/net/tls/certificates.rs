@@ -87,11 +87,12 @@ impl CertificateChooser {
     fn choose(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let name = name.map(str::to_ascii_lowercase);
         if let Some(name) = &name {
-            if let Some(key) = self.exact.get(name) {
-                return Some(Arc::clone(key));
-            }
+            // A name on an acme_certificate line is ordered to be served.
             if let Some(acme) = self.acme.as_ref().filter(|acme| acme.names.contains(name)) {
                 return acme.store.certificate(name);
+            }
+            if let Some(key) = self.exact.get(name) {
+                return Some(Arc::clone(key));
             }
             // A wildcard covers exactly one label (RFC 6125 §6.4.3).
             if let Some(key) = name.split_once('.').and_then(|(_, parent)| self.wildcard.get(parent)) {
@@ -115,8 +116,9 @@ impl CertificateChooser {
 
 impl ResolvesServerCert for CertificateChooser {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let validation =
-            client_hello.alpn().is_some_and(|mut offered| offered.any(|protocol| protocol == ACME_TLS_ALPN));
+        // RFC 8737 §3: a validator offers acme-tls/1 and nothing else.
+        let validation = self.acme.is_some()
+            && client_hello.alpn().is_some_and(|offered| offered.collect::<Vec<_>>() == [ACME_TLS_ALPN]);
         if validation {
             return self.choose_for_validation(client_hello.server_name());
         }

@@ -172,5 +172,9 @@ impl TlsContext {
 /// Checks that `settings` make a working configuration, as the master does
 /// when it loads the config file: every file is read and parsed.
 pub fn check(settings: &TlsSettings) -> Result<(), TlsSetupError> {
+    if let Some(ca_file) = settings.acme.as_ref().and_then(|acme| acme.ca_file.as_deref()) {
+        crate::acme::https_client::HttpsClient::new(Some(ca_file))
+            .map_err(|error| TlsSetupError::setting("acme_issuer", error))?;
+    }
     server_config(settings, None, &Arc::default()).map(drop)
 }
