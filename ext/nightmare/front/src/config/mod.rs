@@ -133,6 +133,44 @@ impl Default for FrontConfig {
     }
 }
 
+/// The setting a misspelt name most likely meant, as Ruby's DidYouMean
+/// would suggest a method: the fewest edits (a swap of two neighbours
+/// counting as one), and no more than a third of the name's length.
+fn nearest_setting(given: &str) -> Option<&'static str> {
+    let given = given.to_ascii_lowercase();
+    let allowed = (given.chars().count() / 3).max(1);
+    SETTINGS
+        .iter()
+        .map(|setting| (edit_distance(&given, setting.name), setting.name))
+        .filter(|(distance, _)| *distance <= allowed)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| name)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions
+/// and transpositions of adjacent characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        rows[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1).min(rows[i][j - 1] + 1).min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
 impl FrontConfig {
     /// A config from the directive's settings (`(name, value)` pairs, the
     /// name as a `Given` so a message shows it as the user wrote it), every
@@ -143,7 +181,15 @@ impl FrontConfig {
             let known = matches!(&name.value, GivenValue::Text(text) if settings::find(text).is_some());
             if !known {
                 let names = SETTINGS.iter().map(|setting| setting.name).collect::<Vec<_>>().join(", ");
-                return Err(format!("nightmare: unknown setting {} (known: {names})", name.shown));
+                let suggestion = match &name.value {
+                    GivenValue::Text(text) => nearest_setting(text).map(|near| format!("; did you mean {near}?")),
+                    _ => None,
+                };
+                return Err(format!(
+                    "nightmare: unknown setting {}{} (known: {names})",
+                    name.shown,
+                    suggestion.unwrap_or_default()
+                ));
             }
         }
         let mut read = Vec::with_capacity(SETTINGS.len());
@@ -290,6 +336,18 @@ mod tests {
         let unknown = Given { value: GivenValue::Text("bogus".into()), shown: ":bogus".into() };
         let message = FrontConfig::from_given(&[(unknown, Given::integer(1))]).unwrap_err();
         assert!(message.starts_with("nightmare: unknown setting :bogus (known: threads, client_header_timeout,"));
+        let misspelt =
+            Given { value: GivenValue::Text("cleint_max_body_size".into()), shown: ":cleint_max_body_size".into() };
+        let message = FrontConfig::from_given(&[(misspelt, Given::integer(1))]).unwrap_err();
+        assert!(
+            message.starts_with(
+                "nightmare: unknown setting :cleint_max_body_size; did you mean client_max_body_size? (known:"
+            ),
+            "{message}"
+        );
+        assert_eq!(nearest_setting("Threads"), Some("threads"));
+        assert_eq!(nearest_setting("keepalive_timeuot"), Some("keepalive_timeout"));
+        assert_eq!(nearest_setting("worker_processes"), None, "too far from any setting to guess");
         let bad = FrontConfig::from_given(&[(Given::text("threads"), Given::integer(0))]).unwrap_err();
         assert_eq!(bad, "too low (< 1): nightmare threads=0");
     }
