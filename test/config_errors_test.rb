@@ -9,6 +9,8 @@ class ConfigErrorTest < Minitest::Test
     "nightmare threads: 0" => /too low \(< 1\): nightmare threads=0/,
     'nightmare client_header_timeout: "soon"' => /not a time: nightmare client_header_timeout="soon"/,
     "nightmare bogus: 1" => /nightmare: unknown setting :bogus \(known: threads,/,
+    "nightmare cleint_max_body_size: '1m'" =>
+      /nightmare: unknown setting :cleint_max_body_size; did you mean client_max_body_size\? \(known: threads,/,
     'nightmare temp_path: "/no/such/dir"' => %r{nightmare temp_path="/no/such/dir" is not a writable directory},
     'nightmare "yes"' => /nightmare="yes": use true, false, or a Hash of settings/,
     "nightmare true\nworker_exec true" => /nightmare cannot run with worker_exec true/,
