@@ -91,6 +91,9 @@ pub fn write_some(sink: &mut impl Write, bytes: &[u8]) -> WriteOutcome {
     }
 }
 
+/// Files at least this large are sent corked.
+const CORK_FROM: usize = 64 * 1024;
+
 /// Copies up to `count` bytes of `file` from `*offset` to `socket` in the
 /// kernel, advancing `offset`.
 pub fn send_file(socket: BorrowedFd, file: BorrowedFd, offset: &mut u64, count: u64) -> WriteOutcome {
@@ -98,9 +101,19 @@ pub fn send_file(socket: BorrowedFd, file: BorrowedFd, offset: &mut u64, count: 
     let count = count.min(0x7fff_f000) as usize;
     loop {
         let mut kernel_offset = *offset as libc::off_t;
+        // sendfile pushes what it has each time it refills its 64 KiB pipe,
+        // which the MSS does not divide (65483 on loopback): a full segment
+        // and a small one, every 64 KiB. A 100 MiB file went 30% slower
+        // than nginx's, which corks (tcp_nopush). Corked, only full
+        // segments leave until the cork comes off with the tail.
+        let corked = count >= CORK_FROM && set_cork(socket, true);
         // SAFETY: both descriptors are open for the duration of the call and
         // kernel_offset is a valid, exclusively borrowed off_t.
         let sent = unsafe { libc::sendfile(socket.as_raw_fd(), file.as_raw_fd(), &mut kernel_offset, count) };
+        let failure = (sent < 0).then(io::Error::last_os_error);
+        if corked {
+            set_cork(socket, false);
+        }
         if sent > 0 {
             *offset = kernel_offset as u64;
             return WriteOutcome::Wrote(sent as usize);
@@ -110,7 +123,7 @@ pub fn send_file(socket: BorrowedFd, file: BorrowedFd, offset: &mut u64, count: 
             // length is wrong, and waiting for writability would wait forever.
             return WriteOutcome::Failed(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than expected"));
         }
-        let error = io::Error::last_os_error();
+        let error = failure.unwrap_or_else(io::Error::last_os_error);
         return match error.kind() {
             io::ErrorKind::Interrupted => continue,
             io::ErrorKind::WouldBlock => WriteOutcome::WouldBlock,
@@ -118,6 +131,22 @@ pub fn send_file(socket: BorrowedFd, file: BorrowedFd, offset: &mut u64, count: 
             _ => WriteOutcome::Failed(error),
         };
     }
+}
+
+/// TCP_CORK on or off; false when the socket is not TCP (a UNIX client).
+fn set_cork(socket: BorrowedFd, on: bool) -> bool {
+    let value = libc::c_int::from(on);
+    // SAFETY: TCP_CORK takes one int, given by pointer with its length.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    done == 0
 }
 
 #[cfg(test)]
