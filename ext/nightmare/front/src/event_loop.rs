@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use crate::connection::{Connection, FollowUp, Spawn};
 use crate::connection_id::ConnectionId;
 use crate::connection_permit::ConnectionPermit;
+use crate::counters::{Counters, PhaseCount};
 use crate::http::error_response::Rejection;
 use crate::loop_context::{FIRST_LISTENER_TOKEN, LoopContext, TokenOwner, Verdict, client_token};
 use crate::net::client_address::ClientAddress;
@@ -21,7 +22,6 @@ use crate::net::client_stream::ClientStream;
 use crate::net::listener::{Listener, Scheme};
 use crate::shared::{Shared, StopMode};
 use crate::spool_writer::SpoolWriter;
-use crate::stats::{Counters, PhaseCount};
 use crate::upstream::pool::InFlight;
 
 /// Deadlines are checked this often; timeouts are in seconds, so this is

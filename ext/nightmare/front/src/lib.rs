@@ -11,6 +11,7 @@ pub mod config;
 pub mod connection;
 pub mod connection_id;
 pub mod connection_permit;
+pub mod counters;
 pub mod event_loop;
 pub mod http;
 pub mod http2;

@@ -10,12 +10,12 @@ use crate::access_log::AccessLog;
 use crate::acme::AcmeStore;
 use crate::config::FrontConfig;
 use crate::connection_permit::ClientCounts;
+use crate::counters::{Counters, LoopPhases};
 use crate::log::{Log, Throttle};
 use crate::mailbox::Mailboxes;
 use crate::request_share::RequestShares;
 use crate::static_files::StaticFiles;
 use crate::static_files::accel::AccelFiles;
-use crate::stats::{Counters, LoopPhases};
 use crate::temp_budget::TempBudget;
 use crate::upstream::pool::Pool;
 

@@ -1,15 +1,15 @@
 //! The status page the front serves itself (`status_path`): its figures
-//! (see `stats`) as JSON, or as nginx's stub_status page with
-//! `?format=nginx`, to the addresses the config allows and a 403 to any
-//! other. The page never reaches a worker, so it answers while every
-//! worker is busy, which is when it is wanted.
+//! as JSON, or as nginx's stub_status page with `?format=nginx`, to the
+//! addresses the config allows and a 403 to any other. The page never
+//! reaches a worker, so it answers while every worker is busy, which is
+//! when it is wanted. The figures are the caller's to render (`stats`):
+//! the config holds this page, and need not know the front's figures.
 
 use std::net::IpAddr;
 
 use crate::http::error_response::Rejection;
 use crate::net::client_address::ClientAddress;
 use crate::request::head::RequestHead;
-use crate::stats::{self, Figures};
 
 /// What the `status_path` directive says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +23,14 @@ pub struct StatusPage {
 pub struct AddressRange {
     network: IpAddr,
     prefix: u8,
+}
+
+/// The page's two forms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageFormat {
+    Json,
+    /// nginx's stub_status text, for the monitoring that reads it.
+    StubStatus,
 }
 
 /// What the front answers for the page.
@@ -90,8 +98,14 @@ impl StatusPage {
         path == self.path
     }
 
-    /// The page for `peer`, with `figures` as they are now.
-    pub fn answer(&self, head: &RequestHead, peer: &ClientAddress, figures: impl FnOnce() -> Figures) -> StatusReply {
+    /// The page for `peer`, its body rendered by `body` in the form asked
+    /// (only for an address allowed to see it).
+    pub fn answer(
+        &self,
+        head: &RequestHead,
+        peer: &ClientAddress,
+        body: impl FnOnce(PageFormat) -> String,
+    ) -> StatusReply {
         // Clients of a UNIX-socket listener are on this machine.
         let address = match peer {
             ClientAddress::Ip(address) => address.ip(),
@@ -110,11 +124,10 @@ impl StatusPage {
             ));
         }
         let nginx = head.target.split_once('?').is_some_and(|(_, query)| query.split('&').any(|q| q == "format=nginx"));
-        let figures = figures();
         let (body, content_type) = if nginx {
-            (stats::to_stub_status(&figures), "text/plain")
+            (body(PageFormat::StubStatus), "text/plain")
         } else {
-            (stats::to_json(&figures), "application/json")
+            (body(PageFormat::Json), "application/json")
         };
         let mut bytes = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
@@ -144,8 +157,11 @@ mod tests {
         ClientAddress::Ip(format!("{text}:40000").parse().unwrap())
     }
 
-    fn figures() -> Figures {
-        vec![("open_connections", 2), ("accepted", 5), ("requests", 9), ("reading", 0), ("writing", 1), ("waiting", 1)]
+    fn figures(format: PageFormat) -> String {
+        match format {
+            PageFormat::Json => "{\"writing\":1,\"waiting\":1}\n".to_owned(),
+            PageFormat::StubStatus => "Reading: 0 Writing: 1 Waiting: 1\n".to_owned(),
+        }
     }
 
     fn page() -> StatusPage {
@@ -186,7 +202,8 @@ mod tests {
         };
         assert!(String::from_utf8(bytes).unwrap().ends_with("Reading: 0 Writing: 1 Waiting: 1\n"));
 
-        let refused = page.answer(&head, &peer("192.0.2.1"), || unreachable!("figures are not gathered for strangers"));
+        let refused =
+            page.answer(&head, &peer("192.0.2.1"), |_| unreachable!("figures are not gathered for strangers"));
         assert!(matches!(refused, StatusReply::Refused(Rejection { status: 403, .. })));
         let post = request("POST /_nightmare HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
         assert!(matches!(

@@ -57,7 +57,7 @@ impl HttpsClient {
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
-        let config = ClientConfig::builder_with_provider(crate::net::tls::crypto_provider())
+        let config = ClientConfig::builder_with_provider(crate::net::tls::provider::crypto_provider())
             .with_safe_default_protocol_versions()
             .map_err(|error| error.to_string())?
             .with_root_certificates(roots)

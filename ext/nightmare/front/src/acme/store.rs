@@ -82,7 +82,7 @@ impl UsableCertificate {
             .map(str::to_ascii_lowercase)
             .collect();
         let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| "no private key in the key PEM".to_owned())?;
-        let key = CertifiedKey::from_der(chain, key, &crate::net::tls::crypto_provider())
+        let key = CertifiedKey::from_der(chain, key, &crate::net::tls::provider::crypto_provider())
             .map_err(|error| format!("the key does not fit the certificate: {error}"))?;
         Ok(UsableCertificate { key: Arc::new(key), validity, names })
     }
@@ -120,8 +120,10 @@ fn self_signed(params: rcgen::CertificateParams) -> Result<Arc<CertifiedKey>, St
     // Not from_der: its consistency check parses the certificate with
     // webpki, which refuses TLS-ALPN-01's critical acmeIdentifier; the
     // pair was made together just above.
-    let signer =
-        crate::net::tls::crypto_provider().key_provider.load_private_key(private).map_err(|error| error.to_string())?;
+    let signer = crate::net::tls::provider::crypto_provider()
+        .key_provider
+        .load_private_key(private)
+        .map_err(|error| error.to_string())?;
     Ok(Arc::new(CertifiedKey::new(vec![certificate.der().clone()], signer)))
 }
 

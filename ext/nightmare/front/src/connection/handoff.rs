@@ -11,13 +11,13 @@
 use std::time::{Duration, Instant};
 
 use crate::connection_id::ConnectionId;
+use crate::counters::Counters;
 use crate::http::error_response::Rejection;
 use crate::loop_context::{LoopContext, upstream_token};
 use crate::net::client_address::ClientAddress;
 use crate::net::listener::Scheme;
 use crate::response::framing::ClientTerms;
 use crate::shared::StopMode;
-use crate::stats::Counters;
 use crate::temp_budget::TempShare;
 use crate::upstream::address::UpstreamAddress;
 use crate::upstream::connect::{ConnectError, connect};

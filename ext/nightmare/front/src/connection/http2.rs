@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::{Connection, State, Step};
 use crate::connection_id::ConnectionId;
+use crate::counters::Counters;
 use crate::http2::error_code::H2Error;
 use crate::http2::link::Link;
 use crate::http2::session::{Config as SessionConfig, Session, Tally};
@@ -19,7 +20,6 @@ use crate::net::client_stream::ClientStream;
 use crate::net::listener::Scheme;
 use crate::net::socket_io::{ReadOutcome, WriteOutcome, read_some, write_some};
 use crate::shared::StopMode;
-use crate::stats::Counters;
 
 #[derive(Debug)]
 pub(super) struct Http2Client {

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::handoff;
 use super::{Connection, State, Step};
+use crate::counters::Counters;
 use crate::http::acme_challenge;
 use crate::http::error_pages;
 use crate::http::error_response::Rejection;
@@ -22,8 +23,8 @@ use crate::request::body_spool::{SpoolError, SpooledBody};
 use crate::request::head::{HeadReader, RequestHead};
 use crate::request_share::ShareAdmission;
 use crate::static_files::Lookup;
-use crate::stats::{self, Counters};
-use crate::status_page::StatusReply;
+use crate::stats;
+use crate::status_page::{PageFormat, StatusReply};
 use crate::upstream::outbound::BufferedRequest;
 
 impl Connection {
@@ -342,7 +343,14 @@ impl Connection {
         if let Some(page) = &ctx.shared.config.status_page
             && page.is_for(&head)
         {
-            return match page.answer(&head, &self.peer, || stats::snapshot(ctx.shared)) {
+            let render = |format| {
+                let figures = stats::snapshot(ctx.shared);
+                match format {
+                    PageFormat::Json => stats::to_json(&figures),
+                    PageFormat::StubStatus => stats::to_stub_status(&figures),
+                }
+            };
+            return match page.answer(&head, &self.peer, render) {
                 StatusReply::Page { status, bytes } => self.reply_and_close(status, bytes, ctx),
                 StatusReply::Refused(rejection) => self.reject(rejection, ctx),
             };

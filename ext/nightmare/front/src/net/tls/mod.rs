@@ -4,6 +4,7 @@
 //! without touching a connection already open.
 
 pub mod certificates;
+pub mod provider;
 pub mod stream;
 #[cfg(test)]
 pub mod test_certificates;
@@ -13,12 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use rustls::ServerConfig;
-use rustls::crypto::CryptoProvider;
 use rustls::server::ServerSessionMemoryCache;
 use rustls::version::{TLS12, TLS13};
 
 use crate::acme::{AcmeSettings, AcmeStore};
 pub use certificates::{ACME_TLS_ALPN, CertificateChooser, CertificatePair};
+pub use provider::crypto_provider;
 pub use stream::TlsStream;
 
 /// Sessions remembered for resumption by session id (TLS 1.2) across the
@@ -90,12 +91,6 @@ impl fmt::Display for TlsSetupError {
 }
 
 impl std::error::Error for TlsSetupError {}
-
-/// rustls's own defaults for everything not set here: its cipher suites
-/// (AEAD only, forward secrecy only), key exchange groups and extensions.
-pub fn crypto_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// The server configuration for one `ssl` block; `previous`, on a reload,
 /// lends its session cache and ticket keys, so clients resume across it.

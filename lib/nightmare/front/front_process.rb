@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 require "json"
-require_relative "stats"
+require_relative "../stats"
 
 module Nightmare
   # Runs in the front process, forked from the master: starts the Rust event

@@ -3,7 +3,7 @@
 require "fileutils"
 require "socket"
 require "securerandom"
-require_relative "stats"
+require_relative "../stats"
 
 module Nightmare
   # The master's private UNIX listener: the front connects to it once per
