@@ -18,7 +18,7 @@ Gem::Specification.new do |spec|
 
   spec.files = Dir[
     "lib/**/*.rb", "bin/*", "ext/**/*.{rb,rs,toml}", "Cargo.toml", "Cargo.lock",
-    "examples/**/*", "README.md", "LICENSE"
+    "examples/**/*", "README.md", "docs/**/*.md", "LICENSE"
   ].reject { |path| path.include?("/target/") }
   spec.extensions = ["ext/nightmare/extconf.rb"]
   spec.bindir = "bin"

@@ -1,9 +1,10 @@
 # frozen_string_literal: true
 
-# The README's table of `nightmare` settings is made from the front's own
-# table (ext/nightmare/front/src/config/settings.rs), so the two cannot
-# disagree: `rake readme` writes it between these markers, and a test
-# fails when the README holds another one.
+# The configuration reference's table of `nightmare` settings
+# (docs/configuration.md) is made from the front's own table
+# (ext/nightmare/front/src/config/settings.rs), so the two cannot disagree:
+# `rake readme` writes it between these markers, and a test fails when the
+# page holds another one.
 module ReadmeSettings
   BEGIN_MARK = "<!-- settings: written by `rake readme` from ext/nightmare/front/src/config/settings.rs -->\n"
   END_MARK = "<!-- /settings -->\n"
@@ -13,7 +14,7 @@ module ReadmeSettings
 
   def section = "#{BEGIN_MARK}#{Nightmare::Native.settings_table}#{END_MARK}"
 
-  # The README's current section, or nil without the markers.
+  # The page's current section, or nil without the markers.
   def current(readme) = readme[PATTERN]
 
   def write(path)

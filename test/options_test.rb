@@ -114,9 +114,9 @@ class OptionsTest < Minitest::Test
   end
 
   def test_the_readmes_table_of_settings_is_the_fronts
-    readme = File.read(File.join(ROOT, "README.md"))
-    assert ReadmeSettings.current(readme), "the README marks its table of settings"
-    assert_equal ReadmeSettings.section, ReadmeSettings.current(readme),
-                 "the README's table of settings is out of date: run `bundle exec rake readme`"
+    reference = File.read(File.join(ROOT, "docs", "configuration.md"))
+    assert ReadmeSettings.current(reference), "docs/configuration.md marks its table of settings"
+    assert_equal ReadmeSettings.section, ReadmeSettings.current(reference),
+                 "docs/configuration.md's table of settings is out of date: run `bundle exec rake readme`"
   end
 end
