@@ -9,10 +9,10 @@
 #     -keyout localhost.key -out localhost.pem -days 30 -subj /CN=localhost \
 #     -addext "subjectAltName=DNS:localhost,IP:127.0.0.1"
 #   curl --cacert localhost.pem https://localhost:8443/
-# In production, point these at your CA's files (Let's Encrypt:
-# /etc/letsencrypt/live/example.com/fullchain.pem and privkey.pem) and send
-# the master HUP after a renewal: the front loads the new certificate and
-# keeps every open connection.
+# In production, let the front order and renew the certificate itself
+# (acme_certificate: see internet.unicorn.conf.rb), or point these at your
+# CA's files and send the master HUP after a renewal: the front loads the
+# new certificate and keeps every open connection.
 require "nightmare"
 
 worker_processes 2
