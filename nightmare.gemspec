@@ -19,7 +19,7 @@ Gem::Specification.new do |spec|
   spec.files = Dir[
     "lib/**/*.rb", "bin/*", "ext/**/*.{rb,rs,toml}", "Cargo.toml", "Cargo.lock",
     "examples/**/*", "README.md", "docs/**/*.md", "LICENSE"
-  ].reject { |path| path.include?("/target/") }
+  ].reject { |path| path.include?("/target/") || path.match?(%r{\Aexamples/localhost\.(pem|key)\z}) }
   spec.extensions = ["ext/nightmare/extconf.rb"]
   spec.bindir = "bin"
   spec.executables = ["nightmare"]

@@ -14,7 +14,10 @@ begin
   end
 rescue LoadError => e
   carried = Dir[File.join(__dir__, "*", "nightmare.so")].map { |path| File.basename(File.dirname(path)) }.sort
-  hint = if carried.empty?
+  hint = if File.exist?(prebuilt)
+           "the prebuilt one for Ruby #{minor} does not load here (a glibc older than 2.34?): install the source " \
+             "gem, which builds it with Rust (gem install nightmare --platform ruby)"
+         elsif carried.empty?
            "run `rake compile` in a checkout, or reinstall the gem"
          else
            "this gem carries it for Ruby #{carried.join(' and ')}, not #{minor}: install the source gem, which " \

@@ -200,4 +200,43 @@ mod tests {
         b.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"34567");
     }
+
+    #[test]
+    fn a_large_file_goes_corked_and_the_cork_comes_off_with_every_byte_sent() {
+        let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&payload).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut client = client;
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut offset = 0;
+        while offset < payload.len() as u64 {
+            let left = payload.len() as u64 - offset;
+            match send_file(server.as_fd(), file.as_fd(), &mut offset, left) {
+                WriteOutcome::Wrote(_) | WriteOutcome::WouldBlock => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut corked: libc::c_int = 1;
+        let mut length = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: TCP_CORK is one int; both pointers are valid for the call.
+        let done = unsafe {
+            libc::getsockopt(
+                server.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_CORK,
+                (&raw mut corked).cast(),
+                &raw mut length,
+            )
+        };
+        assert_eq!((done, corked), (0, 0), "no cork left on");
+        drop(server);
+        assert_eq!(reader.join().unwrap(), payload, "every byte, in order");
+    }
 }
