@@ -23,13 +23,8 @@ class Http2AbuseTest < Minitest::Test
 
   def start(workers: 2, nightmare: "")
     settings = ['temp_path_max_size: "512m"', nightmare].reject(&:empty?).join(", ")
-    @server = UnicornServer.new(workers: workers, nightmare: settings, config: <<~CONFIG).start
-      ssl do
-        listen "127.0.0.1:#{@tls_port}"
-        ssl_certificate #{@cert.inspect}
-        ssl_certificate_key #{@key.inspect}
-      end
-    CONFIG
+    @server = UnicornServer.new(workers: workers, nightmare: settings,
+                                config: TestCertificates.ssl_block(@tls_port, @cert, @key)).start
   end
 
   def teardown

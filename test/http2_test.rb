@@ -28,12 +28,7 @@ class Http2Test < Minitest::Test
   def start(ssl: "", nightmare: 'client_max_body_size: "64m"', workers: 2)
     @server = UnicornServer.new(workers: workers, nightmare: nightmare, config: <<~CONFIG).start
       try_files #{@public.inspect}
-      ssl do
-        listen "127.0.0.1:#{@tls_port}"
-        ssl_certificate #{@cert.inspect}
-        ssl_certificate_key #{@key.inspect}
-        #{ssl}
-      end
+      #{TestCertificates.ssl_block(@tls_port, @cert, @key, ssl)}
     CONFIG
   end
 

@@ -30,12 +30,7 @@ class HttpsRedirectTest < Minitest::Test
       try_files #{@public.inspect}
       status_path "/_status"
       #{top}
-      ssl do
-        listen "127.0.0.1:#{@tls_port}"
-        ssl_certificate #{@cert.inspect}
-        ssl_certificate_key #{@key.inspect}
-        #{ssl}
-      end
+      #{TestCertificates.ssl_block(@tls_port, @cert, @key, ssl)}
     CONFIG
   end
 

@@ -32,11 +32,7 @@ class SendfileTest < Minitest::Test
   def start(extra = "")
     @server = UnicornServer.new(workers: 1, nightmare: "", config: <<~CONFIG).start
       sendfile_root #{@private.inspect} => "/private/"
-      ssl do
-        listen "127.0.0.1:#{@tls_port}"
-        ssl_certificate #{@cert.inspect}
-        ssl_certificate_key #{@key.inspect}
-      end
+      #{TestCertificates.ssl_block(@tls_port, @cert, @key)}
       #{extra}
     CONFIG
   end

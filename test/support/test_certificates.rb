@@ -26,6 +26,19 @@ module TestCertificates
     [cert, key]
   end
 
+  # An ssl block for unicorn.conf.rb: one loopback listener on +port+, the
+  # pair, and +extra+ lines inside.
+  def ssl_block(port, cert, key, extra = "")
+    <<~BLOCK
+      ssl do
+        listen "127.0.0.1:#{port}"
+        ssl_certificate #{cert.inspect}
+        ssl_certificate_key #{key.inspect}
+        #{extra}
+      end
+    BLOCK
+  end
+
   def openssl(*args)
     output, status = Open3.capture2e("openssl", *args)
     raise "openssl #{args.join(' ')} failed: #{output}" unless status.success?

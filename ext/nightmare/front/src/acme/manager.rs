@@ -184,7 +184,7 @@ impl Worker {
                 let duty = &mut self.duties[index];
                 duty.due = renewal;
                 duty.failures = 0;
-                self.forget_retry(index);
+                self.record_retry(index, None);
                 self.log.info(format!(
                     "acme_certificate {names}: certificate installed ({}), valid until {}, renewal at {}{}",
                     challenge.name(),
@@ -214,8 +214,9 @@ impl Worker {
                     (1, Some(_)) if !error.issuer_unreachable => Duration::ZERO,
                     (failures, _) => FIRST_RETRY.saturating_mul(1 << (failures - 1).min(16)).min(LAST_RETRY),
                 };
-                duty.due = SystemTime::now() + delay;
-                self.remember_retry(index);
+                let due = SystemTime::now() + delay;
+                duty.due = due;
+                self.record_retry(index, Some(due));
                 let retry = match delay.as_secs() {
                     0 => format!("retrying now with {}", self.duties[index].preferred.name()),
                     seconds => format!("retrying in {seconds} s; the names keep the certificate they have"),
@@ -234,20 +235,14 @@ impl Worker {
         }
     }
 
-    fn remember_retry(&self, index: usize) {
+    /// Keeps when the duty is next due after a failure (`Some`), or forgets
+    /// it after a success, in its certificate's directory. Best effort:
+    /// without it a restart only retries sooner.
+    fn record_retry(&self, index: usize, at: Option<SystemTime>) {
         let duty = &self.duties[index];
         let settings = &self.issuers[duty.block].settings;
         if let Ok(files) = StateFiles::open(&settings.state_path, &settings.directory) {
-            // Best effort: without it a restart only retries sooner.
-            drop(files.set_retry_time(&duty.names, Some(duty.due)));
-        }
-    }
-
-    fn forget_retry(&self, index: usize) {
-        let duty = &self.duties[index];
-        let settings = &self.issuers[duty.block].settings;
-        if let Ok(files) = StateFiles::open(&settings.state_path, &settings.directory) {
-            drop(files.set_retry_time(&duty.names, None));
+            drop(files.set_retry_time(&duty.names, at));
         }
     }
 
@@ -260,23 +255,21 @@ impl Worker {
         let duty = &self.duties[index];
         let issuer = &mut self.issuers[duty.block];
         let settings = &issuer.settings;
-        let unreachable = |message: String| AcmeError { issuer_unreachable: true, message };
-        let files = StateFiles::open(&settings.state_path, &settings.directory)
-            .map_err(|error| unreachable(format!("state_path {}: {error}", settings.state_path.display())))?;
+        let files = StateFiles::open(&settings.state_path, &settings.directory).map_err(|error| {
+            AcmeError::unreachable(format!("state_path {}: {error}", settings.state_path.display()))
+        })?;
         if issuer.client.is_none() {
-            let key = files.account_key().map_err(unreachable)?;
+            let key = files.account_key().map_err(AcmeError::unreachable)?;
             issuer.client = Some(AcmeClient::new(settings, key)?);
         }
         let client = issuer.client.as_mut().expect("made above");
         client.register(&settings.contact)?;
         let issued = client.order(&duty.names, issuer.routes, duty.preferred, &self.store)?;
-        let usable =
-            UsableCertificate::from_pem(issued.chain_pem.as_bytes(), issued.key_pem.as_bytes()).map_err(|error| {
-                AcmeError { issuer_unreachable: false, message: format!("the issued certificate: {error}") }
-            })?;
+        let usable = UsableCertificate::from_pem(issued.chain_pem.as_bytes(), issued.key_pem.as_bytes())
+            .map_err(|error| AcmeError::refused(format!("the issued certificate: {error}")))?;
         if !usable.covers(&duty.names) {
-            let message = format!("the issued certificate lacks some names (it has {})", usable.names.join(", "));
-            return Err(AcmeError { issuer_unreachable: false, message });
+            let names = usable.names.join(", ");
+            return Err(AcmeError::refused(format!("the issued certificate lacks some names (it has {names})")));
         }
         let saved = files.save_certificate(&duty.names, &issued.chain_pem, &issued.key_pem);
         Ok((usable, issued.challenge, saved))

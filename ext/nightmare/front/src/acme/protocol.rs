@@ -47,11 +47,11 @@ pub struct AcmeError {
 }
 
 impl AcmeError {
-    fn unreachable(message: String) -> Self {
+    pub fn unreachable(message: String) -> Self {
         AcmeError { issuer_unreachable: true, message }
     }
 
-    fn refused(message: String) -> Self {
+    pub fn refused(message: String) -> Self {
         AcmeError { issuer_unreachable: false, message }
     }
 }

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::PrivateKeyDer;
 
 use super::certificate_dates::{self, Validity};
+use crate::net::tls::pem::certified_from_pem;
 
 #[derive(Debug, Default)]
 pub struct AcmeStore {
@@ -71,20 +71,10 @@ pub struct UsableCertificate {
 
 impl UsableCertificate {
     pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<UsableCertificate, String> {
-        let chain = CertificateDer::pem_slice_iter(chain_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| format!("unreadable certificate PEM: {error}"))?;
-        let leaf = chain.first().ok_or("no certificate in the chain")?;
-        let validity = certificate_dates::validity(leaf).ok_or("the certificate's dates cannot be read")?;
-        let names = webpki::EndEntityCert::try_from(leaf)
-            .map_err(|error| format!("not a valid certificate: {error}"))?
-            .valid_dns_names()
-            .map(str::to_ascii_lowercase)
-            .collect();
-        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| "no private key in the key PEM".to_owned())?;
-        let key = CertifiedKey::from_der(chain, key, &crate::net::tls::provider::crypto_provider())
-            .map_err(|error| format!("the key does not fit the certificate: {error}"))?;
-        Ok(UsableCertificate { key: Arc::new(key), validity, names })
+        let provider = crate::net::tls::provider::crypto_provider();
+        let (key, names) = certified_from_pem(chain_pem, key_pem, &provider).map_err(|problem| problem.to_string())?;
+        let validity = certificate_dates::validity(&key.cert[0]).ok_or("the certificate's dates cannot be read")?;
+        Ok(UsableCertificate { key, validity, names })
     }
 
     /// It carries every one of `names`.

@@ -12,10 +12,9 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::TlsSetupError;
+use super::pem::{PemProblem, certified_from_pem};
 use crate::acme::AcmeStore;
 
 /// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737).
@@ -118,7 +117,9 @@ impl ResolvesServerCert for CertificateChooser {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         // RFC 8737 §3: a validator offers acme-tls/1 and nothing else.
         let validation = self.acme.is_some()
-            && client_hello.alpn().is_some_and(|offered| offered.collect::<Vec<_>>() == [ACME_TLS_ALPN]);
+            && client_hello
+                .alpn()
+                .is_some_and(|mut offered| offered.next() == Some(ACME_TLS_ALPN) && offered.next().is_none());
         if validation {
             return self.choose_for_validation(client_hello.server_name());
         }
@@ -133,33 +134,28 @@ fn load_pair(
     provider: &CryptoProvider,
 ) -> Result<(Arc<CertifiedKey>, Vec<String>), TlsSetupError> {
     let certificate_pem = read("ssl_certificate", &pair.certificate)?;
-    let chain = CertificateDer::pem_slice_iter(&certificate_pem).collect::<Result<Vec<_>, _>>().map_err(|error| {
-        TlsSetupError::file("ssl_certificate", &pair.certificate, format!("unreadable PEM: {error}"))
-    })?;
-    let Some(leaf) = chain.first() else {
-        return Err(TlsSetupError::file("ssl_certificate", &pair.certificate, "holds no PEM certificate"));
-    };
-    let names = webpki::EndEntityCert::try_from(leaf)
-        .map_err(|error| {
-            TlsSetupError::file("ssl_certificate", &pair.certificate, format!("not a valid certificate: {error}"))
-        })?
-        .valid_dns_names()
-        .map(str::to_ascii_lowercase)
-        .collect();
     let key_pem = read("ssl_certificate_key", &pair.key)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
-        TlsSetupError::file("ssl_certificate_key", &pair.key, "holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")
-    })?;
-    let certified = CertifiedKey::from_der(chain, key, provider).map_err(|error| {
-        let message = match error {
-            rustls::Error::InconsistentKeys(_) => {
-                format!("is not the key of ssl_certificate {}", pair.certificate.display())
+    certified_from_pem(&certificate_pem, &key_pem, provider).map_err(|problem| {
+        let (directive, file, message) = match problem {
+            PemProblem::UnreadableChain(error) => {
+                ("ssl_certificate", &pair.certificate, format!("unreadable PEM: {error}"))
             }
-            other => format!("cannot be used: {other}"),
+            PemProblem::NoCertificate => ("ssl_certificate", &pair.certificate, "holds no PEM certificate".to_owned()),
+            PemProblem::BadLeaf(error) => {
+                ("ssl_certificate", &pair.certificate, format!("not a valid certificate: {error}"))
+            }
+            PemProblem::NoKey => {
+                ("ssl_certificate_key", &pair.key, "holds no PEM private key (PKCS#8, PKCS#1 or SEC1)".to_owned())
+            }
+            PemProblem::KeyMismatch => (
+                "ssl_certificate_key",
+                &pair.key,
+                format!("is not the key of ssl_certificate {}", pair.certificate.display()),
+            ),
+            PemProblem::Unusable(error) => ("ssl_certificate_key", &pair.key, format!("cannot be used: {error}")),
         };
-        TlsSetupError::file("ssl_certificate_key", &pair.key, message)
-    })?;
-    Ok((Arc::new(certified), names))
+        TlsSetupError::file(directive, file, message)
+    })
 }
 
 fn read(directive: &'static str, path: &Path) -> Result<Vec<u8>, TlsSetupError> {

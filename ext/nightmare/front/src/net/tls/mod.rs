@@ -4,6 +4,7 @@
 //! without touching a connection already open.
 
 pub mod certificates;
+pub mod pem;
 pub mod provider;
 pub mod stream;
 #[cfg(test)]
